@@ -1,0 +1,160 @@
+"""The ADL coordinator: deleverages the most profitable, most leveraged opposing positions.
+
+When the insurance fund cannot close a taken-over lot within its budget it
+asks for auto-deleveraging. The coordinator asks clearing for every account
+holding the opposite side of that market (a fresh snapshot; accounts under
+liquidation are not candidates), ranks them, and closes them highest first at
+the lot's bankruptcy price until the lot is flat.
+
+Ranking, as BitMEX and NFEX publish it (shared/reference/mechanics.md)::
+
+    PnL%               = unrealized PnL / |entry value|
+    effective leverage = mark value / |mark value - bankrupt value|
+    rank               = PnL% x effective leverage    if PnL% >= 0
+                         PnL% / effective leverage    otherwise
+
+For a cross-margin account the bankrupt value of a position is its value at
+the price where the account's equity would be zero with its other positions
+at mark, so ``|mark value - bankrupt value|`` is the account's equity. An
+account with equity <= 0 ranks last. Ranks are exact fractions (no floats);
+ties go to the account id, so the order is deterministic.
+
+Positions may change between the snapshot and the ``Deleverage`` reaching
+clearing (the snapshot is stale by then); clearing applies at most what is
+still there and says how much, and the coordinator asks again for the rest.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from fractions import Fraction
+from typing import Final, Mapping
+
+import attrs
+
+from sandbox.messages import (
+    AdlCandidate,
+    AdlCandidates,
+    AdlCandidatesRequested,
+    Deleverage,
+    DeleverageAbandoned,
+    DeleverageRequested,
+    Deleveraged,
+    MarkPriceUpdated,
+)
+from sandbox.money import fmt_price, fmt_size, sign
+from sandbox.runtime import Actor
+from sandbox.scenario import MarketSpec
+
+from ._common import ADL, CLEARING, FUND, equity
+
+__all__ = ["AdlCoordinator", "adl_rank"]
+
+# How many fresh snapshots to try before leaving the rest with the fund.
+MAX_ROUNDS: Final = 5
+_LAST: Final = Fraction(-(10**30))
+
+
+def adl_rank(candidate: AdlCandidate, market: str, marks: Mapping[str, int]) -> Fraction:
+    """The ADL ranking of ``candidate``'s position in ``market`` (see module doc)."""
+    triples = [(p.market, p.size, p.entry_value) for p in candidate.positions]
+    eq = equity(candidate.balance, triples, marks)
+    position = next(p for p in candidate.positions if p.market == market)
+    if eq <= 0 or position.entry_value == 0:
+        return _LAST
+    mark_value = abs(position.size * marks[market])
+    pnl_pct = Fraction(position.size * marks[market] - position.entry_value, abs(position.entry_value))
+    leverage = Fraction(mark_value, eq)
+    return pnl_pct * leverage if pnl_pct >= 0 else pnl_pct / leverage
+
+
+@attrs.define
+class _Request:
+    adl_id: int
+    request: DeleverageRequested
+    remaining: int  # unsigned size still to close
+    pending: int = 0
+    rounds: int = 0
+
+
+class AdlCoordinator(Actor):
+    def __init__(self, markets: Mapping[str, MarketSpec]) -> None:
+        super().__init__(ADL)
+        self.marks = {m: spec.mark_price for m, spec in markets.items()}
+        self.queue: deque[DeleverageRequested] = deque()
+        self.current: _Request | None = None
+        self._next_id = 0
+
+    def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
+        self.marks[msg.market] = msg.price
+
+    def on_DeleverageRequested(self, msg: DeleverageRequested) -> None:
+        self.queue.append(msg)
+        if self.current is None:
+            self._next()
+
+    def _next(self) -> None:
+        self.current = None
+        if not self.queue:
+            return
+        request = self.queue.popleft()
+        self._next_id += 1
+        self.current = _Request(self._next_id, request, abs(request.size))
+        self._ask()
+
+    def _ask(self) -> None:
+        cur = self.current
+        assert cur is not None
+        cur.rounds += 1
+        # Opposing positions: the other side from the fund's lot.
+        self.send(CLEARING, AdlCandidatesRequested(cur.adl_id, cur.request.market, -sign(cur.request.size)))
+
+    def on_AdlCandidates(self, msg: AdlCandidates) -> None:
+        cur = self.current
+        if cur is None or msg.adl_id != cur.adl_id:
+            return
+        req = cur.request
+        ranked = sorted(
+            msg.candidates, key=lambda c: (-adl_rank(c, msg.market, self.marks), c.account)
+        )
+        self.emit(
+            "adl_ranking", market=msg.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),
+            ranking=[c.account for c in ranked],
+        )
+        need = cur.remaining
+        for c in ranked:
+            if not need:
+                break
+            held = abs(next(p.size for p in c.positions if p.market == msg.market))
+            take = min(need, held)
+            need -= take
+            cur.pending += 1
+            # The winner's trade closes (part of) its position: the fund's side is the opposite.
+            self.send(CLEARING, Deleverage(cur.adl_id, req.lot_id, c.account, msg.market,
+                                           sign(req.size) * take, req.price))
+        if cur.pending == 0:
+            self._abandon()
+
+    def on_Deleveraged(self, msg: Deleveraged) -> None:
+        cur = self.current
+        if cur is None or msg.adl_id != cur.adl_id:
+            return
+        cur.remaining -= msg.size
+        cur.pending -= 1
+        if cur.pending:
+            return
+        if cur.remaining == 0:
+            self._next()
+        elif cur.rounds < MAX_ROUNDS:
+            self._ask()
+        else:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        cur = self.current
+        assert cur is not None
+        req = cur.request
+        self.emit("adl_incomplete", market=req.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),
+                  price=fmt_price(req.price))
+        self.send(FUND, DeleverageAbandoned(req.lot_id, req.market, sign(req.size) * cur.remaining))
+        self._next()

@@ -1,0 +1,412 @@
+"""Clearing: the owner of every trader account's balance, positions and open-order exposure.
+
+Clearing is the traders' gateway: it checks orders against initial margin
+before they reach a book, applies fills (realized PnL, fees), takes deposits
+and withdrawals, and freezes accounts under liquidation. It tells the margin
+monitor about every change of an account (``AccountUpdated``): the monitor's
+view is a copy that may be stale by the messages still in flight.
+
+Rules it enforces, from shared/reference/mechanics.md (NFEX):
+
+* an account under liquidation ("taken over") can place no order, cancel
+  nothing, deposit nothing and withdraw nothing;
+* before the engine gets the frozen account's balance and positions, every
+  open order of the account is cancelled in every book, and every fill that
+  happened before the cancel is applied (the books' fills and their
+  ``AccountOrdersCancelled`` share one FIFO link), so the engine's snapshot is
+  final;
+* a position taken over by the fund moves at the bankruptcy price, by the
+  *quantity* the engine names, never "whatever is left": a liquidation fill
+  still in flight then closes its own part and nothing twice;
+* once every position of a liquidated account is closed, what is left of its
+  balance is the fund's (NFEX: the trader loses the rest of its margin).
+
+Fees: ``ceil(notional x rate)`` on trader orders only, maker or taker rate by
+liquidity; liquidation, fund and ADL trades pay none.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import attrs
+
+from sandbox.messages import (
+    AccountFrozen,
+    AccountOrdersCancelled,
+    AccountUpdated,
+    AdlCandidate,
+    AdlCandidates,
+    AdlCandidatesRequested,
+    CancelAccountOrders,
+    CancelOrder,
+    CancelResting,
+    Deleverage,
+    Deleveraged,
+    Deposit,
+    Fill,
+    FreezeAccount,
+    LiquidationSettled,
+    MarkPriceUpdated,
+    Order,
+    OrderClosed,
+    PlaceOrder,
+    PositionTakenOver,
+    PositionView,
+    SubmitOrder,
+    SurplusTransferred,
+    TakeOverPosition,
+    UnfreezeAccount,
+    Withdraw,
+)
+from sandbox.money import apply_rate_up, fmt_money, fmt_price, fmt_size, sign
+from sandbox.runtime import Actor
+from sandbox.scenario import MarketSpec
+
+from ._common import (
+    ADL,
+    CLEARING,
+    ENGINE,
+    FUND,
+    FUND_ACCOUNT,
+    MONITOR,
+    Position,
+    apply_trade,
+    book_name,
+)
+
+__all__ = ["Clearing", "Account", "OpenOrder", "LiquidationHold"]
+
+
+@attrs.define(slots=True)
+class OpenOrder:
+    market: str
+    side: str
+    remaining: int
+
+
+@attrs.define(slots=True)
+class LiquidationHold:
+    """What clearing tracks for a frozen account."""
+
+    liq_id: int
+    cancels_pending: set[str]
+    snapshot_sent: bool = False
+    # Markets whose liquidation order has closed (TakeOverPosition received).
+    closed_markets: set[str] = attrs.Factory(set)
+    markets: tuple[str, ...] = ()
+
+
+@attrs.define(slots=True)
+class Account:
+    id: str
+    balance: int = 0
+    deposited: int = 0
+    withdrawn: int = 0
+    positions: dict[str, Position] = attrs.Factory(dict)
+    orders: dict[str, OpenOrder] = attrs.Factory(dict)
+    # Per market: [open buy size, open sell size] of orders not yet closed.
+    exposure: dict[str, list[int]] = attrs.Factory(dict)
+    hold: LiquidationHold | None = None
+
+    @property
+    def frozen(self) -> bool:
+        return self.hold is not None
+
+    def views(self) -> tuple[PositionView, ...]:
+        return tuple(
+            PositionView(m, p.size, p.entry_value) for m, p in sorted(self.positions.items()) if p.size
+        )
+
+
+class Clearing(Actor):
+    def __init__(self, markets: Mapping[str, MarketSpec], accounts: Mapping[str, Account]) -> None:
+        super().__init__(CLEARING)
+        self.markets = dict(markets)
+        self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
+        self.accounts: dict[str, Account] = dict(accounts)
+        self.fees = 0
+        # Every settled liquidation's final balance before the sweep; kept for the invariant.
+        self.settled: list[tuple[str, int]] = []
+
+    # -- margin arithmetic on clearing's own view -------------------------------------
+
+    def equity(self, acct: Account) -> int:
+        marks = self.marks
+        return acct.balance + sum(p.size * marks[m] - p.entry_value for m, p in acct.positions.items())
+
+    def initial_margin(self, acct: Account, extra: tuple[str, int, int] | None = None) -> int:
+        """Initial margin of the worst case of positions plus open orders.
+
+        Per market, the exposure is max(|size + open buys|, |size - open sells|)
+        at the mark price, times the initial-margin rate, rounded up. ``extra``
+        is a hypothetical new order (market, open buy, open sell).
+        """
+        markets = set(acct.positions) | set(acct.exposure)
+        if extra is not None:
+            markets.add(extra[0])
+        total = 0
+        for m in markets:
+            pos = acct.positions.get(m)
+            size = pos.size if pos else 0
+            buy, sell = acct.exposure.get(m, (0, 0))
+            if extra is not None and extra[0] == m:
+                buy, sell = buy + extra[1], sell + extra[2]
+            worst = max(abs(size + buy), abs(size - sell))
+            total += apply_rate_up(worst * self.marks[m], self.markets[m].initial_margin)
+        return total
+
+    # -- trader requests ------------------------------------------------------------------
+
+    def _reject(self, what: str, account: str, reason: str, **fields: object) -> None:
+        self.emit(f"{what}_rejected", account=account, reason=reason, **fields)
+
+    def on_PlaceOrder(self, msg: PlaceOrder) -> None:
+        acct = self.accounts.get(msg.account)
+        fields = dict(order_id=msg.order_id, market=msg.market, side=msg.side)
+        if acct is None:
+            return self._reject("order", msg.account, "unknown account", **fields)
+        if acct.frozen:
+            return self._reject("order", msg.account, "account under liquidation", **fields)
+        spec = self.markets.get(msg.market)
+        if spec is None:
+            return self._reject("order", msg.account, "unknown market", **fields)
+        if msg.order_id in acct.orders:
+            return self._reject("order", msg.account, "duplicate order id", **fields)
+        if msg.size <= 0 or msg.size % spec.lot_size:
+            return self._reject("order", msg.account, "size is not a positive multiple of the lot size", **fields)
+        if msg.price <= 0 or msg.price % spec.tick_size:
+            return self._reject("order", msg.account, "price is not a positive multiple of the tick size", **fields)
+        buy, sell = (msg.size, 0) if msg.side == "buy" else (0, msg.size)
+        before = self.initial_margin(acct)
+        after = self.initial_margin(acct, (msg.market, buy, sell))
+        if after > before:
+            # An order that adds exposure must be covered, after the loss it
+            # would take at once against the mark price and its taker fee.
+            mark = self.marks[msg.market]
+            instant_loss = max(0, (msg.price - mark) * msg.size if buy else (mark - msg.price) * msg.size)
+            fee = apply_rate_up(msg.price * msg.size, spec.taker_fee)
+            available = self.equity(acct) - instant_loss - fee
+            if available < after:
+                return self._reject(
+                    "order", msg.account, "insufficient margin",
+                    required=fmt_money(after), available=fmt_money(available), **fields,
+                )
+        acct.orders[msg.order_id] = OpenOrder(msg.market, msg.side, msg.size)
+        exposure = acct.exposure.setdefault(msg.market, [0, 0])
+        exposure[0] += buy
+        exposure[1] += sell
+        self.emit(
+            "order_placed", account=msg.account, order_id=msg.order_id, market=msg.market, side=msg.side,
+            price=fmt_price(msg.price), size=fmt_size(msg.size), tif=msg.tif,
+        )
+        order = Order(
+            msg.order_id, msg.account, msg.market, msg.side, msg.price, msg.size, msg.tif,
+            "trader", CLEARING, CLEARING,
+        )
+        self.send(book_name(msg.market), SubmitOrder(order))
+
+    def on_CancelOrder(self, msg: CancelOrder) -> None:
+        acct = self.accounts.get(msg.account)
+        if acct is None:
+            return self._reject("cancel", msg.account, "unknown account", order_id=msg.order_id)
+        if acct.frozen:
+            return self._reject("cancel", msg.account, "account under liquidation", order_id=msg.order_id)
+        order = acct.orders.get(msg.order_id)
+        if order is None:
+            return self._reject("cancel", msg.account, "no such open order", order_id=msg.order_id)
+        self.send(book_name(order.market), CancelResting(msg.account, msg.order_id))
+
+    def on_Deposit(self, msg: Deposit) -> None:
+        acct = self.accounts.get(msg.account)
+        if acct is None or acct.frozen or msg.amount <= 0:
+            reason = "unknown account" if acct is None else (
+                "account under liquidation" if acct.frozen else "amount must be positive")
+            return self._reject("deposit", msg.account, reason, amount=fmt_money(msg.amount))
+        acct.balance += msg.amount
+        acct.deposited += msg.amount
+        self.emit("deposit", account=msg.account, amount=fmt_money(msg.amount), balance=fmt_money(acct.balance))
+        self._publish(acct)
+
+    def on_Withdraw(self, msg: Withdraw) -> None:
+        """A withdrawal may take at most the balance, and must leave initial margin covered."""
+        acct = self.accounts.get(msg.account)
+        amount = fmt_money(msg.amount)
+        if acct is None:
+            return self._reject("withdraw", msg.account, "unknown account", amount=amount)
+        if acct.frozen:
+            return self._reject("withdraw", msg.account, "account under liquidation", amount=amount)
+        if msg.amount <= 0 or msg.amount > acct.balance:
+            return self._reject("withdraw", msg.account, "more than the balance", amount=amount)
+        if self.equity(acct) - msg.amount < self.initial_margin(acct):
+            return self._reject("withdraw", msg.account, "would leave initial margin uncovered", amount=amount)
+        acct.balance -= msg.amount
+        acct.withdrawn += msg.amount
+        self.emit("withdraw", account=msg.account, amount=amount, balance=fmt_money(acct.balance))
+        self._publish(acct)
+
+    # -- books -------------------------------------------------------------------------------
+
+    def on_Fill(self, msg: Fill) -> None:
+        acct = self.accounts[msg.account]
+        fee = 0
+        if msg.kind == "trader":
+            spec = self.markets[msg.market]
+            rate = spec.maker_fee if msg.liquidity == "maker" else spec.taker_fee
+            fee = apply_rate_up(abs(msg.size) * msg.price, rate)
+            order = acct.orders.get(msg.order_id)
+            if order is not None:
+                order.remaining -= abs(msg.size)
+                acct.exposure[order.market][0 if msg.size > 0 else 1] -= abs(msg.size)
+        position = acct.positions.setdefault(msg.market, Position())
+        realized = apply_trade(position, msg.size, msg.price)
+        if position.size == 0:
+            del acct.positions[msg.market]
+        acct.balance += realized - fee
+        self.fees += fee
+        if fee:
+            self.emit("fee", account=msg.account, market=msg.market, amount=fmt_money(fee), liquidity=msg.liquidity)
+        if msg.kind == "liquidation":
+            self.emit(
+                "liquidation_fill", account=msg.account, market=msg.market, size=fmt_size(msg.size),
+                price=fmt_price(msg.price), realized_pnl=fmt_money(realized),
+            )
+        self._publish(acct)
+        if acct.hold is not None:
+            self._maybe_settle(acct)
+
+    def on_OrderClosed(self, msg: OrderClosed) -> None:
+        acct = self.accounts[msg.account]
+        order = acct.orders.pop(msg.order_id, None)
+        if order is None:
+            return
+        if order.remaining:
+            exposure = acct.exposure[order.market]
+            exposure[0 if order.side == "buy" else 1] -= order.remaining
+        exposure = acct.exposure.get(order.market)
+        if exposure is not None and exposure == [0, 0]:
+            del acct.exposure[order.market]
+        self._publish(acct)
+
+    def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
+        self.marks[msg.market] = msg.price
+
+    # -- liquidation ---------------------------------------------------------------------
+
+    def on_FreezeAccount(self, msg: FreezeAccount) -> None:
+        acct = self.accounts[msg.account]
+        if acct.hold is not None:
+            self.violation(
+                "no account liquidated twice at once",
+                f"{msg.account} frozen by liquidation {msg.liq_id} while liquidation {acct.hold.liq_id} is running",
+            )
+            return
+        markets = sorted({o.market for o in acct.orders.values()})
+        acct.hold = LiquidationHold(msg.liq_id, set(markets))
+        self.emit("account_frozen", account=msg.account, liq_id=msg.liq_id, cancelling=markets)
+        for m in markets:
+            self.send(book_name(m), CancelAccountOrders(msg.liq_id, msg.account))
+        self._publish(acct)
+        if not markets:
+            self._send_snapshot(acct)
+
+    def on_AccountOrdersCancelled(self, msg: AccountOrdersCancelled) -> None:
+        acct = self.accounts[msg.account]
+        hold = acct.hold
+        if hold is None or hold.liq_id != msg.liq_id:
+            return
+        hold.cancels_pending.discard(msg.market)
+        if not hold.cancels_pending:
+            self._send_snapshot(acct)
+
+    def _send_snapshot(self, acct: Account) -> None:
+        assert acct.hold is not None
+        acct.hold.snapshot_sent = True
+        acct.hold.markets = tuple(sorted(acct.positions))
+        self.send(ENGINE, AccountFrozen(acct.hold.liq_id, acct.id, acct.balance, acct.views()))
+
+    def on_UnfreezeAccount(self, msg: UnfreezeAccount) -> None:
+        acct = self.accounts[msg.account]
+        if acct.hold is None or acct.hold.liq_id != msg.liq_id:
+            return
+        acct.hold = None
+        self.emit("account_unfrozen", account=msg.account, liq_id=msg.liq_id)
+        self._publish(acct)
+
+    def on_TakeOverPosition(self, msg: TakeOverPosition) -> None:
+        acct = self.accounts[msg.account]
+        hold = acct.hold
+        if hold is None or hold.liq_id != msg.liq_id:
+            self.violation("takeover only of a frozen account", f"{msg.account} liquidation {msg.liq_id}")
+            return
+        hold.closed_markets.add(msg.market)
+        if msg.size:
+            position = acct.positions.setdefault(msg.market, Position())
+            realized = apply_trade(position, -msg.size, msg.price)
+            if position.size == 0:
+                del acct.positions[msg.market]
+            acct.balance += realized
+            self.emit(
+                "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(msg.size),
+                price=fmt_price(msg.price), liq_id=msg.liq_id,
+            )
+            self.send(FUND, PositionTakenOver(msg.liq_id, msg.account, msg.market, msg.size, msg.price))
+        self._publish(acct)
+        self._maybe_settle(acct)
+
+    def _maybe_settle(self, acct: Account) -> None:
+        hold = acct.hold
+        assert hold is not None
+        if not hold.snapshot_sent or acct.positions or not hold.closed_markets.issuperset(hold.markets):
+            return
+        residual = acct.balance
+        self.settled.append((acct.id, residual))
+        if residual < 0:
+            self.violation(
+                "no negative balance once a liquidation is settled",
+                f"{acct.id} ends liquidation {hold.liq_id} at {fmt_money(residual)}",
+            )
+        surplus = max(residual, 0)
+        acct.balance -= surplus
+        acct.hold = None
+        if surplus:
+            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, surplus))
+        self.emit("liquidation_settled", account=acct.id, liq_id=hold.liq_id, surplus=fmt_money(surplus))
+        self.send(ENGINE, LiquidationSettled(hold.liq_id, acct.id, surplus))
+        self._publish(acct)
+
+    # -- ADL ------------------------------------------------------------------------------
+
+    def on_AdlCandidatesRequested(self, msg: AdlCandidatesRequested) -> None:
+        candidates = tuple(
+            AdlCandidate(acct.id, acct.balance, acct.views())
+            for acct in self.accounts.values()
+            if acct.hold is None
+            and (p := acct.positions.get(msg.market)) is not None
+            and sign(p.size) == msg.side
+        )
+        self.send(ADL, AdlCandidates(msg.adl_id, msg.market, candidates))
+
+    def on_Deleverage(self, msg: Deleverage) -> None:
+        acct = self.accounts.get(msg.account)
+        position = acct.positions.get(msg.market) if acct is not None else None
+        done = 0
+        if acct is not None and acct.hold is None and position is not None and sign(position.size) == -sign(msg.size):
+            done = min(abs(msg.size), abs(position.size))
+            trade = sign(msg.size) * done
+            realized = apply_trade(position, trade, msg.price)
+            if position.size == 0:
+                del acct.positions[msg.market]
+            acct.balance += realized
+            self.send(FUND, Fill(f"fund:{msg.lot_id}", FUND_ACCOUNT, msg.market, -trade, msg.price, "adl", "fund"))
+            self.emit(
+                "adl", account=msg.account, market=msg.market, size=fmt_size(trade), price=fmt_price(msg.price),
+                realized_pnl=fmt_money(realized), lot_id=msg.lot_id,
+            )
+            self._publish(acct)
+        self.send(ADL, Deleveraged(msg.adl_id, msg.account, done))
+
+    # -- to the monitor -------------------------------------------------------------------
+
+    def _publish(self, acct: Account) -> None:
+        self.send(MONITOR, AccountUpdated(acct.id, acct.balance, acct.views(), acct.frozen))

@@ -1,0 +1,152 @@
+"""The insurance fund: one for every market, never below zero.
+
+It owns its balance and its inventory. Its income is the surplus of
+liquidations that filled better than the bankruptcy price
+(``SurplusTransferred``) and the profit of closing taken-over positions well;
+its spending is the loss of closing them badly.
+
+A taken-over position becomes a *lot*: its size, its bankruptcy price, and
+``basis``, the cost of the lot minus the proceeds of what has been sold of it
+(so the lot's value at mark is ``size x mark - basis``, and when it is flat,
+``-basis`` is its realized PnL, with no division anywhere). For each lot the
+fund sends one IOC order limited at the price where closing the whole lot
+would lose exactly the fund's *available* balance (its balance minus what
+other open lots may still lose), and reserves that worst-case loss. Whatever
+the order does not fill goes to ADL at the bankruptcy price, where the lot
+loses nothing. So the worst the fund can end with is ``balance - reserved >= 0``:
+the reservation is what makes "never negative" hold when several
+bankruptcies are in flight at once. The limit is rounded to the tick towards
+a smaller loss (up for a sale, down for a purchase).
+
+By default (NFEX) the fund keeps no inventory once a flow is done: every lot
+is closed by the book or by ADL.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import attrs
+
+from sandbox.messages import (
+    DeleverageAbandoned,
+    DeleverageRequested,
+    Fill,
+    Order,
+    OrderClosed,
+    PositionTakenOver,
+    SubmitOrder,
+    SurplusTransferred,
+)
+from sandbox.money import ceil_div, fmt_money, fmt_price, fmt_size
+from sandbox.runtime import Actor
+from sandbox.scenario import MarketSpec
+
+from ._common import ADL, FUND, FUND_ACCOUNT, book_name, round_price_down, round_price_up
+
+__all__ = ["InsuranceFund", "Lot", "fund_limit_price"]
+
+
+@attrs.define(slots=True)
+class Lot:
+    lot_id: int
+    market: str
+    size: int  # signed, the fund's side
+    basis: int  # cost minus proceeds so far, in wei
+    bankruptcy_price: int
+    reserved: int
+    liq_id: int
+    account: str
+
+
+def fund_limit_price(size: int, bankruptcy_price: int, available: int, tick: int) -> int:
+    """The limit at which closing ``size`` taken over at ``bankruptcy_price`` loses at most ``available``."""
+    if size > 0:  # the fund sells: loss = size x (bankruptcy - limit)
+        return max(round_price_up(ceil_div(size * bankruptcy_price - available, size), tick), tick)
+    qty = -size  # the fund buys: loss = qty x (limit - bankruptcy)
+    return round_price_down((qty * bankruptcy_price + available) // qty, tick)
+
+
+class InsuranceFund(Actor):
+    def __init__(self, markets: Mapping[str, MarketSpec], balance: int) -> None:
+        super().__init__(FUND)
+        self.markets = dict(markets)
+        self.balance = balance
+        self.lots: dict[int, Lot] = {}
+        self._next_lot = 0
+
+    @property
+    def reserved(self) -> int:
+        return sum(lot.reserved for lot in self.lots.values())
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+    def positions(self) -> dict[str, tuple[int, int]]:
+        """Inventory per market: (size, entry value) summed over open lots."""
+        out: dict[str, tuple[int, int]] = {}
+        for lot in self.lots.values():
+            size, basis = out.get(lot.market, (0, 0))
+            out[lot.market] = (size + lot.size, basis + lot.basis)
+        return {m: v for m, v in sorted(out.items()) if v != (0, 0)}
+
+    def on_SurplusTransferred(self, msg: SurplusTransferred) -> None:
+        self.balance += msg.amount
+        self.emit("fund_surplus", account=msg.account, liq_id=msg.liq_id, amount=fmt_money(msg.amount),
+                  balance=fmt_money(self.balance))
+
+    def on_PositionTakenOver(self, msg: PositionTakenOver) -> None:
+        self._next_lot += 1
+        tick = self.markets[msg.market].tick_size
+        limit = fund_limit_price(msg.size, msg.price, self.available, tick)
+        lot = Lot(
+            self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price,
+            abs(msg.size) * abs(msg.price - limit), msg.liq_id, msg.account,
+        )
+        self.lots[lot.lot_id] = lot
+        self.emit(
+            "fund_order", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
+            bankruptcy_price=fmt_price(msg.price), limit=fmt_price(limit), max_loss=fmt_money(lot.reserved),
+        )
+        order = Order(
+            self._order_id(lot), FUND_ACCOUNT, msg.market, "sell" if msg.size > 0 else "buy", limit,
+            abs(msg.size), "ioc", "fund", FUND, FUND,
+        )
+        self.send(book_name(msg.market), SubmitOrder(order))
+
+    def on_Fill(self, msg: Fill) -> None:
+        lot = self.lots[self._lot_id(msg.order_id)]
+        lot.size += msg.size
+        lot.basis += msg.size * msg.price
+        if lot.size == 0:
+            self._close(lot)
+
+    def on_OrderClosed(self, msg: OrderClosed) -> None:
+        lot = self.lots.get(self._lot_id(msg.order_id))
+        if lot is None:
+            return  # fully filled and already closed
+        # Fills travel the same link ahead of this message, so lot.size is what is left.
+        self.send(ADL, DeleverageRequested(lot.lot_id, lot.market, lot.size, lot.bankruptcy_price))
+
+    def on_DeleverageAbandoned(self, msg: DeleverageAbandoned) -> None:
+        lot = self.lots[msg.lot_id]
+        self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.size))
+
+    def _close(self, lot: Lot) -> None:
+        del self.lots[lot.lot_id]
+        pnl = -lot.basis
+        self.balance += pnl
+        kind = "fund_payout" if pnl < 0 else ("fund_gain" if pnl > 0 else "fund_lot_closed")
+        self.emit(kind, lot_id=lot.lot_id, market=lot.market, account=lot.account, amount=fmt_money(abs(pnl)),
+                  balance=fmt_money(self.balance))
+        if self.balance < 0:
+            self.violation("fund never negative", f"balance {fmt_money(self.balance)} after lot {lot.lot_id}")
+
+    @staticmethod
+    def _order_id(lot: Lot) -> str:
+        return f"fund:{lot.lot_id}"
+
+    @staticmethod
+    def _lot_id(order_id: str) -> int:
+        return int(order_id.partition(":")[2])

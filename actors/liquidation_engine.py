@@ -1,0 +1,176 @@
+"""The liquidation engine: takes an account over and closes its positions at the bankruptcy price.
+
+Steps, after NFEX's cross-margin procedure (shared/reference/mechanics.md):
+
+1. On ``LiquidationRequested`` it asks clearing to freeze the account; clearing
+   cancels the account's open orders and answers with the final balance and
+   positions (``AccountFrozen``). A request for an account already being
+   liquidated is ignored: no account is liquidated twice at once.
+2. It re-checks equity <= maintenance margin on that authoritative snapshot
+   with its own marks; if the account is healthy after all, it hands the
+   account back (``UnfreezeAccount``).
+3. It computes a bankruptcy price per position and sends one IOC order per
+   position, limited at that price. Whatever the order does not fill is
+   handed to the insurance fund at the bankruptcy price (``TakeOverPosition``).
+4. Clearing settles the account once every position is closed: a fill better
+   than the bankruptcy price leaves equity, which goes to the fund.
+
+Bankruptcy prices (cross margin). With equity ``Q`` (balance + unrealized PnL at
+mark, may be negative after a gap), ``Q`` is split over the positions in
+proportion to their mark notional ``|size| x mark`` (floor division; the
+residue goes to the largest position), and each position's bankruptcy price is
+``mark - Q_k / size``: the price at which that position uses up exactly its
+share of the equity. At these prices the account's equity is exactly zero.
+Each price is rounded to the tick up for a long and down for a short: the
+direction that keeps the account's equity at its bankruptcy prices >= 0, so a
+settled account never ends negative. The sub-tick remainder is swept to the
+fund with the surplus, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import attrs
+
+from sandbox.messages import (
+    AccountFrozen,
+    FreezeAccount,
+    LiquidationEnded,
+    LiquidationRequested,
+    LiquidationSettled,
+    MarkPriceUpdated,
+    Order,
+    OrderClosed,
+    PositionView,
+    SubmitOrder,
+    TakeOverPosition,
+    UnfreezeAccount,
+)
+from sandbox.money import ceil_div, fmt_money, fmt_price, fmt_size
+from sandbox.runtime import Actor
+from sandbox.scenario import MarketSpec
+
+from ._common import (
+    CLEARING,
+    ENGINE,
+    MONITOR,
+    book_name,
+    equity,
+    maintenance_margin,
+    round_price_down,
+    round_price_up,
+)
+
+__all__ = ["LiquidationEngine", "bankruptcy_prices"]
+
+
+def bankruptcy_prices(
+    balance: int,
+    positions: tuple[PositionView, ...],
+    marks: Mapping[str, int],
+    markets: Mapping[str, MarketSpec],
+) -> dict[str, int]:
+    """The bankruptcy price of each position of a cross-margin account (see module doc)."""
+    triples = [(p.market, p.size, p.entry_value) for p in positions]
+    q = equity(balance, triples, marks)
+    weights = [abs(p.size) * marks[p.market] for p in positions]
+    total = sum(weights)
+    shares = [q * w // total for w in weights]
+    largest = max(range(len(weights)), key=lambda i: (weights[i], -i))
+    shares[largest] += q - sum(shares)
+    prices: dict[str, int] = {}
+    for p, share in zip(positions, shares):
+        tick = markets[p.market].tick_size
+        exact_num = p.size * marks[p.market] - share  # = size x bankruptcy price
+        if p.size > 0:
+            price = round_price_up(ceil_div(exact_num, p.size), tick)
+        else:
+            price = round_price_down(exact_num // p.size, tick)
+        # A bankruptcy price is a price: never below one tick.
+        prices[p.market] = max(price, tick)
+    return prices
+
+
+@attrs.define
+class _Liquidation:
+    liq_id: int
+    account: str
+    prices: dict[str, int] = attrs.Factory(dict)
+    sides: dict[str, int] = attrs.Factory(dict)  # +1 long, -1 short, per market
+    open_orders: set[str] = attrs.Factory(set)
+    bankrupt: bool = False
+
+
+class LiquidationEngine(Actor):
+    def __init__(self, markets: Mapping[str, MarketSpec]) -> None:
+        super().__init__(ENGINE)
+        self.markets = dict(markets)
+        self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
+        self.versions = {m: 0 for m in self.markets}
+        self.active: dict[str, _Liquidation] = {}  # account -> its liquidation
+        self._next_id = 0
+
+    def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
+        self._adopt(msg.market, msg.price, msg.version)
+
+    def _adopt(self, market: str, price: int, version: int) -> None:
+        if version > self.versions[market]:
+            self.marks[market] = price
+            self.versions[market] = version
+
+    def on_LiquidationRequested(self, msg: LiquidationRequested) -> None:
+        for market, price, version in msg.marks:
+            self._adopt(market, price, version)
+        if msg.account in self.active:
+            self.emit("liquidation_request_ignored", account=msg.account, reason="already being liquidated")
+            return
+        self._next_id += 1
+        self.active[msg.account] = _Liquidation(self._next_id, msg.account)
+        self.send(CLEARING, FreezeAccount(self._next_id, msg.account))
+
+    def on_AccountFrozen(self, msg: AccountFrozen) -> None:
+        liq = self.active[msg.account]
+        triples = [(p.market, p.size, p.entry_value) for p in msg.positions]
+        eq = equity(msg.balance, triples, self.marks)
+        mm = maintenance_margin(triples, self.marks, self.markets)
+        if not msg.positions or eq > mm:
+            del self.active[msg.account]
+            self.emit(
+                "liquidation_cancelled", account=msg.account, liq_id=liq.liq_id,
+                equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
+            )
+            self.send(CLEARING, UnfreezeAccount(liq.liq_id, msg.account))
+            self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, "cancelled"))
+            return
+        liq.prices = bankruptcy_prices(msg.balance, msg.positions, self.marks, self.markets)
+        self.emit(
+            "liquidation_started", account=msg.account, liq_id=liq.liq_id, equity=fmt_money(eq),
+            maintenance_margin=fmt_money(mm),
+            bankruptcy_prices={m: fmt_price(p) for m, p in liq.prices.items()},
+            positions={p.market: fmt_size(p.size) for p in msg.positions},
+        )
+        for p in msg.positions:
+            order_id = f"liq{liq.liq_id}:{p.market}"
+            liq.open_orders.add(p.market)
+            liq.sides[p.market] = 1 if p.size > 0 else -1
+            order = Order(
+                order_id, msg.account, p.market, "sell" if p.size > 0 else "buy", liq.prices[p.market],
+                abs(p.size), "ioc", "liquidation", CLEARING, ENGINE,
+            )
+            self.send(book_name(p.market), SubmitOrder(order))
+
+    def on_OrderClosed(self, msg: OrderClosed) -> None:
+        liq = self.active[msg.account]
+        liq.open_orders.discard(msg.market)
+        price = liq.prices[msg.market]
+        # The part the liquidation order could not fill, signed like the position.
+        remaining = liq.sides[msg.market] * msg.unfilled
+        if remaining and not liq.bankrupt:
+            liq.bankrupt = True
+            self.emit("bankruptcy", account=msg.account, liq_id=liq.liq_id, market=msg.market)
+        self.send(CLEARING, TakeOverPosition(liq.liq_id, msg.account, msg.market, remaining, price))
+
+    def on_LiquidationSettled(self, msg: LiquidationSettled) -> None:
+        liq = self.active.pop(msg.account)
+        self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, "settled"))

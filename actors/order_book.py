@@ -1,0 +1,183 @@
+"""The order book of one market: price-time priority, limit and IOC orders, cancels.
+
+Price levels live in ``sortedcontainers.SortedDict`` (bids keyed by negated
+price so the best level of either side is index 0); each level is a FIFO
+deque, which gives time priority. The book owns its resting orders and
+nothing else: it knows no balances. For every match it sends one
+:class:`~sandbox.messages.Fill` per side to that side's ledger (clearing or the
+insurance fund), and when an order leaves the book it sends
+:class:`~sandbox.messages.OrderClosed` to the order's ``reply_to``. Fills are
+sent before the close on the same link, so a receiver has always applied an
+order's fills when it hears the order is closed.
+
+Self-trade prevention (cancel the resting order) stops a liquidation order
+from trading against its own account, as on BitMEX and Binance.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+from sortedcontainers import SortedDict
+
+from sandbox.messages import (
+    AccountOrdersCancelled,
+    CancelAccountOrders,
+    CancelResting,
+    Fill,
+    Order,
+    OrderClosed,
+    SubmitOrder,
+)
+from sandbox.money import fmt_price, fmt_size
+from sandbox.runtime import Actor
+
+from ._common import CLEARING, book_name
+
+__all__ = ["OrderBook"]
+
+
+@attrs.define(slots=True, eq=False)
+class _Resting:
+    order: Order
+    remaining: int
+    filled: int = 0
+
+
+class OrderBook(Actor):
+    def __init__(self, market: str) -> None:
+        super().__init__(book_name(market))
+        self.market = market
+        self.bids: SortedDict[int, deque[_Resting]] = SortedDict()  # key: -price
+        self.asks: SortedDict[int, deque[_Resting]] = SortedDict()  # key: price
+        self.orders: dict[str, _Resting] = {}
+        self.by_account: dict[str, dict[str, None]] = {}
+
+    # -- queries (for tests, reports and invariants; never used by other actors) ---
+
+    def best_bid(self) -> int | None:
+        return -self.bids.peekitem(0)[0] if self.bids else None
+
+    def best_ask(self) -> int | None:
+        return self.asks.peekitem(0)[0] if self.asks else None
+
+    def depth(self, side: str) -> list[tuple[int, int]]:
+        levels = self.bids if side == "buy" else self.asks
+        return [(abs(k), sum(r.remaining for r in q)) for k, q in levels.items()]
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def on_SubmitOrder(self, msg: SubmitOrder) -> None:
+        order = msg.order
+        taker = _Resting(order, order.size)
+        buying = order.side == "buy"
+        levels = self.asks if buying else self.bids
+        while taker.remaining and levels:
+            key, queue = levels.peekitem(0)
+            level_price = key if buying else -key
+            if (buying and level_price > order.price) or (not buying and level_price < order.price):
+                break
+            while queue and taker.remaining:
+                maker = queue[0]
+                if maker.order.account == order.account:
+                    queue.popleft()
+                    self._forget(maker)
+                    self._close(maker, "self_trade")
+                    continue
+                qty = min(maker.remaining, taker.remaining)
+                maker.remaining -= qty
+                maker.filled += qty
+                taker.remaining -= qty
+                taker.filled += qty
+                self._fill(maker.order, qty, level_price, "maker")
+                self._fill(order, qty, level_price, "taker")
+                self.emit(
+                    "trade",
+                    market=self.market,
+                    price=fmt_price(level_price),
+                    size=fmt_size(qty),
+                    buyer=order.account if buying else maker.order.account,
+                    seller=maker.order.account if buying else order.account,
+                    taker=order.account,
+                    taker_kind=order.kind,
+                )
+                if maker.remaining == 0:
+                    queue.popleft()
+                    self._forget(maker)
+                    self._close(maker, "filled")
+            if not queue:
+                del levels[key]
+        if taker.remaining == 0:
+            self._close(taker, "filled")
+        elif order.tif == "ioc":
+            self._close(taker, "expired")
+        else:
+            self._rest(taker)
+
+    def on_CancelResting(self, msg: CancelResting) -> None:
+        resting = self.orders.get(msg.order_id)
+        if resting is None or resting.order.account != msg.account:
+            # Already filled or cancelled: its OrderClosed is on its way.
+            return
+        self._remove(resting)
+        self._close(resting, "cancelled")
+
+    def on_CancelAccountOrders(self, msg: CancelAccountOrders) -> None:
+        for order_id in list(self.by_account.get(msg.account, ())):
+            resting = self.orders[order_id]
+            self._remove(resting)
+            self._close(resting, "cancelled")
+        self.send(CLEARING, AccountOrdersCancelled(msg.liq_id, msg.account, self.market))
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _fill(self, order: Order, qty: int, price: int, liquidity: str) -> None:
+        size = qty if order.side == "buy" else -qty
+        self.send(
+            order.ledger,
+            Fill(order.order_id, order.account, self.market, size, price, liquidity, order.kind),  # type: ignore[arg-type]
+        )
+
+    def _close(self, resting: _Resting, reason: str) -> None:
+        order = resting.order
+        if reason != "filled" and order.kind == "trader":
+            self.emit(
+                "order_" + ("expired" if reason == "expired" else "cancelled"),
+                account=order.account,
+                order_id=order.order_id,
+                market=self.market,
+                unfilled=fmt_size(resting.remaining),
+                reason=reason,
+            )
+        self.send(
+            order.reply_to,
+            OrderClosed(order.order_id, order.account, self.market, resting.filled, resting.remaining, reason),
+        )
+
+    def _rest(self, resting: _Resting) -> None:
+        order = resting.order
+        levels, key = (self.bids, -order.price) if order.side == "buy" else (self.asks, order.price)
+        queue = levels.get(key)
+        if queue is None:
+            queue = levels[key] = deque()
+        queue.append(resting)
+        self.orders[order.order_id] = resting
+        self.by_account.setdefault(order.account, {})[order.order_id] = None
+
+    def _forget(self, resting: _Resting) -> None:
+        order = resting.order
+        del self.orders[order.order_id]
+        mine = self.by_account[order.account]
+        del mine[order.order_id]
+        if not mine:
+            del self.by_account[order.account]
+
+    def _remove(self, resting: _Resting) -> None:
+        order = resting.order
+        levels, key = (self.bids, -order.price) if order.side == "buy" else (self.asks, order.price)
+        queue = levels[key]
+        queue.remove(resting)
+        if not queue:
+            del levels[key]
+        self._forget(resting)

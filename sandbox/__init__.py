@@ -1,0 +1,32 @@
+"""A sandbox of a perpetual-futures exchange's risk machinery, built as trio actors.
+
+Public surface: scenarios (:func:`load_scenario`, :func:`resolve_scenario`),
+running them (:func:`run_scenario`, :func:`run_scenario_sync`), the runtime
+(:class:`Runtime`, :class:`Actor`, the delivery seam) and
+:mod:`sandbox.testing` for users' own tests. The actors live in :mod:`actors`.
+"""
+
+from .exchange import ROLES, InvariantViolation, RunResult, build, run_scenario, run_scenario_sync
+from .runtime import Actor, Envelope, LiveDelivery, Runtime, SeededDelivery, Violation
+from .scenario import Scenario, ScenarioError, bundled_scenarios, load_scenario, parse_scenario, resolve_scenario
+
+__all__ = [
+    "Actor",
+    "Envelope",
+    "InvariantViolation",
+    "LiveDelivery",
+    "ROLES",
+    "RunResult",
+    "Runtime",
+    "Scenario",
+    "ScenarioError",
+    "SeededDelivery",
+    "Violation",
+    "build",
+    "bundled_scenarios",
+    "load_scenario",
+    "parse_scenario",
+    "resolve_scenario",
+    "run_scenario",
+    "run_scenario_sync",
+]

@@ -1,0 +1,195 @@
+"""Wire the actors for a scenario, run it, and collect the result.
+
+:func:`build` makes a :class:`~sandbox.runtime.Runtime` with one actor per
+role (any role can be swapped for a user's subclass) and the timeline of
+stimuli; :func:`run_scenario` runs it to the end, checking every invariant at
+every quiet point, and returns a :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Mapping
+
+import attrs
+import trio
+
+from actors import (
+    ADL,
+    CLEARING,
+    ENGINE,
+    FUND,
+    MONITOR,
+    ORACLE,
+    Account,
+    AdlCoordinator,
+    Clearing,
+    InsuranceFund,
+    LiquidationEngine,
+    MarginMonitor,
+    Oracle,
+    OrderBook,
+    Trader,
+    book_name,
+    trader_name,
+)
+from actors._common import Position
+
+from . import invariants
+from .eventlog import EventLog
+from .messages import MarkPriceObserved, PositionView, ScriptedEvent, Started
+from .runtime import Delivery, LiveDelivery, Runtime, SeededDelivery, Violation
+from .scenario import Scenario
+
+__all__ = ["build", "run_scenario", "run_scenario_sync", "RunResult", "ROLES", "InvariantViolation"]
+
+Mode = Literal["seeded", "live"]
+
+# The roles a user may replace with a subclass, and the default class of each.
+ROLES: Mapping[str, type] = {
+    ORACLE: Oracle,
+    CLEARING: Clearing,
+    MONITOR: MarginMonitor,
+    ENGINE: LiquidationEngine,
+    FUND: InsuranceFund,
+    ADL: AdlCoordinator,
+    "order_book": OrderBook,
+    "trader": Trader,
+}
+
+
+class InvariantViolation(Exception):
+    def __init__(self, violations: list[Violation]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.invariant}: {v.detail}" for v in violations))
+
+
+def build(
+    scenario: Scenario,
+    delivery: Delivery | None = None,
+    actors: Mapping[str, type] | None = None,
+    log: EventLog | None = None,
+) -> tuple[Runtime, list[tuple[int, str, Any]]]:
+    """The runtime with every actor in place, and the timeline of stimuli."""
+    unknown = set(actors or ()) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown actor role(s) {sorted(unknown)}; roles are {sorted(ROLES)}")
+    cls = {**ROLES, **(actors or {})}
+    markets = {m.symbol: m for m in scenario.markets}
+    rt = Runtime(delivery, log)
+
+    accounts: dict[str, Account] = {}
+    for spec in scenario.accounts:
+        acct = Account(spec.id, balance=spec.deposit, deposited=spec.deposit)
+        for p in spec.positions:
+            acct.positions[p.market] = Position(p.size, p.size * p.entry_price)
+        accounts[spec.id] = acct
+    rt.add(cls[ORACLE](markets))
+    rt.add(cls[CLEARING](markets, accounts))
+    rt.add(cls[MONITOR](markets, {a.id: (a.balance, a.views()) for a in accounts.values()}))
+    rt.add(cls[ENGINE](markets))
+    rt.add(cls[FUND](markets, scenario.fund_balance))
+    rt.add(cls[ADL](markets))
+    for symbol in markets:
+        rt.add(cls["order_book"](symbol))
+
+    traders = {o.account for o in scenario.orders} | {e.account for e in scenario.events if e.account}
+    for spec in scenario.accounts:  # file order, so actor order is deterministic
+        if spec.id in traders:
+            rt.add(cls["trader"](spec.id))
+
+    timeline: list[tuple[int, str, Any]] = [(0, MONITOR, Started())]
+    timeline += [(0, trader_name(o.account), ScriptedEvent(o)) for o in scenario.orders]
+    for e in scenario.events:
+        if e.type == "mark_price":
+            assert e.market is not None and e.price is not None
+            timeline.append((e.at_ms, ORACLE, MarkPriceObserved(e.market, e.price)))
+        else:
+            assert e.account is not None
+            timeline.append((e.at_ms, trader_name(e.account), ScriptedEvent(e)))
+    return rt, timeline
+
+
+@attrs.define
+class RunResult:
+    scenario: Scenario
+    seed: int
+    mode: str
+    runtime: Runtime
+    violations: list[Violation]
+
+    @property
+    def log(self) -> EventLog:
+        return self.runtime.log
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.runtime.log.events
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> dict[str, Any]:
+        from .summary import summarize
+
+        return summarize(self)
+
+
+async def run_scenario(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    mode: Mode = "seeded",
+    actors: Mapping[str, type] | None = None,
+    delivery: Delivery | None = None,
+    check: bool = True,
+    raise_on_violation: bool = False,
+    log: EventLog | None = None,
+    trace: bool = False,
+    after_delivery: Callable[[Runtime, Any], None] | None = None,
+) -> RunResult:
+    """Run ``scenario`` to the end and return the result.
+
+    ``mode="seeded"`` (default) delivers one message at a time, choosing among
+    in-flight messages with ``random.Random(seed)``; ``seed`` defaults to the
+    scenario's. ``mode="live"`` runs every actor as its own trio task.
+    ``delivery`` overrides both (e.g. a :class:`SeededDelivery` driven by
+    hypothesis). With ``check`` every invariant is checked at every quiet
+    point; violations are collected in the result, or raised as
+    :class:`InvariantViolation` with ``raise_on_violation``.
+    """
+    seed = scenario.seed if seed is None else seed
+    if delivery is None:
+        delivery = SeededDelivery(seed) if mode == "seeded" else LiveDelivery()
+    rt, timeline = build(scenario, delivery, actors, log)
+    if trace:
+        rt.trace = []
+    rt.after_delivery = after_delivery
+
+    seen: set[tuple[str, str]] = set()
+
+    def on_quiet(runtime: Runtime) -> None:
+        if not check:
+            return
+        found = invariants.check_all(runtime, scenario.fund_balance)
+        for v in found:
+            if (v.invariant, v.detail) not in seen:  # a lasting breach is reported once
+                seen.add((v.invariant, v.detail))
+                runtime.report(v)
+        if found and raise_on_violation:
+            raise InvariantViolation(found)
+
+    await rt.run(timeline, on_quiet)
+    if raise_on_violation and rt.violations:
+        raise InvariantViolation(rt.violations)
+    return RunResult(scenario, seed, "seeded" if isinstance(delivery, SeededDelivery) else "live", rt,
+                     rt.violations)
+
+
+def run_scenario_sync(scenario: Scenario, **kwargs: Any) -> RunResult:
+    """:func:`run_scenario` from synchronous code (starts its own trio run)."""
+    return trio.run(lambda: run_scenario(scenario, **kwargs))
+
+
+def book_of(result: RunResult, market: str) -> OrderBook:
+    return result.runtime[book_name(market)]

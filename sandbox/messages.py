@@ -1,0 +1,433 @@
+"""Every message the actors exchange, in one place, so the protocol reads top to bottom.
+
+Messages are frozen attrs classes: once sent, nobody can change one, so an
+actor that keeps a message keeps a faithful record of what it was told, and a
+stale view is visibly stale rather than silently updated.
+
+Units: money in wei, prices in gwei per contract, sizes in 1e-9 contracts
+(see :mod:`sandbox.money`). A *signed* size is positive for a long (buy) and
+negative for a short (sell).
+
+The flow, in the order it happens (``docs/architecture.md`` draws it):
+
+1. timeline -> oracle ``MarkPriceObserved``; oracle -> everyone ``MarkPriceUpdated``
+2. timeline -> trader ``ScriptedEvent``; trader -> clearing ``PlaceOrder`` /
+   ``CancelOrder`` / ``Deposit`` / ``Withdraw``
+3. clearing -> book ``SubmitOrder`` / ``CancelResting``; book -> ledger ``Fill``,
+   book -> order's ``reply_to`` ``OrderClosed``
+4. clearing -> monitor ``AccountUpdated``; monitor -> engine ``LiquidationRequested``
+5. engine -> clearing ``FreezeAccount``; clearing -> books ``CancelAccountOrders``;
+   books -> clearing ``AccountOrdersCancelled``; clearing -> engine ``AccountFrozen``
+6. engine -> book ``SubmitOrder`` (IOC at the bankruptcy price); book -> engine
+   ``OrderClosed``; engine -> clearing ``TakeOverPosition`` (what did not fill)
+7. clearing -> fund ``PositionTakenOver``; fund -> book ``SubmitOrder`` (IOC at
+   the fund's loss limit); book -> fund ``OrderClosed``
+8. fund -> ADL ``DeleverageRequested``; ADL -> clearing ``AdlCandidatesRequested``;
+   clearing -> ADL ``AdlCandidates``; ADL -> clearing ``Deleverage``;
+   clearing -> ADL ``Deleveraged`` and clearing -> fund ``Fill``
+9. clearing -> fund ``SurplusTransferred``; clearing -> engine
+   ``LiquidationSettled``; engine -> monitor ``LiquidationEnded``
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+__all__ = [
+    "Started",
+    "MarkPriceObserved",
+    "ScriptedEvent",
+    "MarkPriceUpdated",
+    "PlaceOrder",
+    "CancelOrder",
+    "Deposit",
+    "Withdraw",
+    "Order",
+    "SubmitOrder",
+    "CancelResting",
+    "CancelAccountOrders",
+    "AccountOrdersCancelled",
+    "Fill",
+    "OrderClosed",
+    "PositionView",
+    "AccountUpdated",
+    "LiquidationRequested",
+    "FreezeAccount",
+    "UnfreezeAccount",
+    "AccountFrozen",
+    "TakeOverPosition",
+    "PositionTakenOver",
+    "SurplusTransferred",
+    "LiquidationSettled",
+    "LiquidationEnded",
+    "DeleverageRequested",
+    "DeleverageAbandoned",
+    "AdlCandidatesRequested",
+    "AdlCandidate",
+    "AdlCandidates",
+    "Deleverage",
+    "Deleveraged",
+    "Side",
+    "TimeInForce",
+    "OrderKind",
+    "Liquidity",
+]
+
+Side = Literal["buy", "sell"]
+TimeInForce = Literal["gtc", "ioc"]
+# Who placed an order: a trader through clearing, the liquidation engine on a
+# taken-over account, or the insurance fund for its own inventory. Only
+# "trader" orders pay fees (liquidation and fund orders pay none, as in
+# Binance's ADL and NFEX's engine orders); the maker on the other side pays its
+# usual maker fee.
+OrderKind = Literal["trader", "liquidation", "fund"]
+Liquidity = Literal["maker", "taker", "takeover", "adl"]
+
+_frozen = attrs.frozen(slots=True, kw_only=False)
+
+
+# --- timeline stimuli ---------------------------------------------------------
+
+
+@_frozen
+class Started:
+    """Sent once at virtual time 0 to actors that handle it."""
+
+
+@_frozen
+class MarkPriceObserved:
+    """timeline -> oracle: the scenario says the mark price is now ``price``."""
+
+    market: str
+    price: int
+
+
+@_frozen
+class ScriptedEvent:
+    """timeline -> trader: perform one scripted action (a scenario order/event)."""
+
+    event: object  # a sandbox.scenario.OrderSpec / EventSpec
+
+
+# --- oracle ---------------------------------------------------------------------
+
+
+@_frozen
+class MarkPriceUpdated:
+    """oracle -> subscribers: the mark price of ``market`` is ``price``.
+
+    ``version`` counts the oracle's updates of that market, so a receiver can
+    tell which of two prices it heard is the newer one.
+    """
+
+    market: str
+    price: int
+    version: int
+
+
+# --- trader -> clearing ---------------------------------------------------------
+
+
+@_frozen
+class PlaceOrder:
+    account: str
+    order_id: str
+    market: str
+    side: Side
+    price: int
+    size: int
+    tif: TimeInForce = "gtc"
+
+
+@_frozen
+class CancelOrder:
+    account: str
+    order_id: str
+
+
+@_frozen
+class Deposit:
+    account: str
+    amount: int
+
+
+@_frozen
+class Withdraw:
+    account: str
+    amount: int
+
+
+# --- books ----------------------------------------------------------------------
+
+
+@_frozen
+class Order:
+    """An order as a book sees it.
+
+    ``ledger`` names the actor that owns the account's money and positions and
+    receives the :class:`Fill`; ``reply_to`` receives the :class:`OrderClosed`.
+    """
+
+    order_id: str
+    account: str
+    market: str
+    side: Side
+    price: int
+    size: int
+    tif: TimeInForce
+    kind: OrderKind
+    ledger: str
+    reply_to: str
+
+
+@_frozen
+class SubmitOrder:
+    order: Order
+
+
+@_frozen
+class CancelResting:
+    """clearing -> book: cancel one resting order of ``account``."""
+
+    account: str
+    order_id: str
+
+
+@_frozen
+class CancelAccountOrders:
+    """clearing -> book: a liquidation has begun; cancel every order of ``account``."""
+
+    liq_id: int
+    account: str
+
+
+@_frozen
+class AccountOrdersCancelled:
+    """book -> clearing: no order of ``account`` is left in this book."""
+
+    liq_id: int
+    account: str
+    market: str
+
+
+@_frozen
+class Fill:
+    """A change of one party's position at ``price``.
+
+    Sent by a book for each side of a match, and by clearing for the fund's
+    side of an ADL. ``size`` is signed from the receiving party's view: +buy,
+    -sell.
+    """
+
+    order_id: str
+    account: str
+    market: str
+    size: int
+    price: int
+    liquidity: Liquidity
+    kind: OrderKind
+
+
+@_frozen
+class OrderClosed:
+    """book -> reply_to: the order left the book; nothing more of it will fill.
+
+    ``reason`` is "filled", "expired" (IOC remainder), "cancelled" or
+    "self_trade" (cancelled by self-trade prevention).
+    """
+
+    order_id: str
+    account: str
+    market: str
+    filled: int
+    unfilled: int
+    reason: str
+
+
+# --- clearing -> monitor ------------------------------------------------------------
+
+
+@_frozen
+class PositionView:
+    market: str
+    size: int
+    entry_value: int  # signed cost basis: size x average entry price, in wei
+
+
+@_frozen
+class AccountUpdated:
+    """clearing -> monitor: the account's balance and positions changed."""
+
+    account: str
+    balance: int
+    positions: tuple[PositionView, ...]
+    frozen: bool
+
+
+# --- liquidation ---------------------------------------------------------------
+
+
+@_frozen
+class LiquidationRequested:
+    """monitor -> engine: by the monitor's view, equity <= maintenance margin.
+
+    ``marks`` are the (market, price, version) the monitor judged by; the
+    engine adopts any that are newer than its own, so it never cancels a
+    liquidation only because the monitor heard of a price move first.
+    """
+
+    account: str
+    equity: int
+    maintenance_margin: int
+    marks: tuple[tuple[str, int, int], ...] = ()
+
+
+@_frozen
+class FreezeAccount:
+    """engine -> clearing: take the account over (no orders, cancels, deposits, withdrawals)."""
+
+    liq_id: int
+    account: str
+
+
+@_frozen
+class UnfreezeAccount:
+    """engine -> clearing: the account turned out healthy; hand it back."""
+
+    liq_id: int
+    account: str
+
+
+@_frozen
+class AccountFrozen:
+    """clearing -> engine: the account is frozen and its orders are gone.
+
+    The balance and positions are authoritative and final: every fill of the
+    account's own orders has been applied before this is sent.
+    """
+
+    liq_id: int
+    account: str
+    balance: int
+    positions: tuple[PositionView, ...]
+
+
+@_frozen
+class TakeOverPosition:
+    """engine -> clearing: move ``size`` (signed, the account's side) to the fund at ``price``.
+
+    Sent once per liquidated position when its liquidation order has closed;
+    ``size`` is what the order did not fill and may be 0.
+    """
+
+    liq_id: int
+    account: str
+    market: str
+    size: int
+    price: int
+
+
+@_frozen
+class PositionTakenOver:
+    """clearing -> fund: the fund now holds ``size`` (signed, the fund's side) at ``price``."""
+
+    liq_id: int
+    account: str
+    market: str
+    size: int
+    price: int
+
+
+@_frozen
+class SurplusTransferred:
+    """clearing -> fund: what a liquidated account had left, paid into the fund."""
+
+    liq_id: int
+    account: str
+    amount: int
+
+
+@_frozen
+class LiquidationSettled:
+    """clearing -> engine: every position is closed and the account is settled."""
+
+    liq_id: int
+    account: str
+    surplus: int
+
+
+@_frozen
+class LiquidationEnded:
+    """engine -> monitor: the liquidation of ``account`` is over (settled or cancelled)."""
+
+    liq_id: int
+    account: str
+    outcome: str
+
+
+# --- ADL ------------------------------------------------------------------------
+
+
+@_frozen
+class DeleverageRequested:
+    """fund -> ADL: close ``size`` (signed, the fund's side) of lot ``lot_id`` at ``price``."""
+
+    lot_id: int
+    market: str
+    size: int
+    price: int
+
+
+@_frozen
+class DeleverageAbandoned:
+    """ADL -> fund: no opposing position was left to deleverage; ``remaining`` stays with the fund."""
+
+    lot_id: int
+    market: str
+    remaining: int
+
+
+@_frozen
+class AdlCandidatesRequested:
+    """ADL -> clearing: list accounts whose position in ``market`` has sign ``side``."""
+
+    adl_id: int
+    market: str
+    side: int
+
+
+@_frozen
+class AdlCandidate:
+    account: str
+    balance: int
+    positions: tuple[PositionView, ...]
+
+
+@_frozen
+class AdlCandidates:
+    adl_id: int
+    market: str
+    candidates: tuple[AdlCandidate, ...]
+
+
+@_frozen
+class Deleverage:
+    """ADL -> clearing: reduce ``account``'s position by ``size`` (signed trade for the account) at ``price``."""
+
+    adl_id: int
+    lot_id: int
+    account: str
+    market: str
+    size: int
+    price: int
+
+
+@_frozen
+class Deleveraged:
+    """clearing -> ADL: ``size`` of the requested amount was applied (0 if the position was gone)."""
+
+    adl_id: int
+    account: str
+    size: int

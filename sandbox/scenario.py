@@ -1,0 +1,457 @@
+"""Scenario files: TOML in, validated frozen specs out.
+
+Every check happens here, before anything runs, so a bad file is refused with
+one message that names the file, the key and the problem
+(:class:`ScenarioError`), and nothing is run or written. The format is
+documented in README.md ("Scenario format").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Final
+
+import attrs
+
+from .money import (
+    MONEY_DECIMALS,
+    PRICE_DECIMALS,
+    RATE_DECIMALS,
+    RATE_ONE,
+    SIZE_DECIMALS,
+    UnitError,
+    parse_units,
+)
+
+__all__ = [
+    "ScenarioError",
+    "MarketSpec",
+    "PositionSpec",
+    "AccountSpec",
+    "OrderSpec",
+    "EventSpec",
+    "Scenario",
+    "load_scenario",
+    "parse_scenario",
+    "bundled_scenarios",
+    "resolve_scenario",
+    "FUND_ACCOUNT",
+]
+
+# The reserved account name of the insurance fund in fills and events.
+FUND_ACCOUNT: Final = "insurance_fund"
+TIME_DECIMALS: Final = 3  # virtual time is kept in integer milliseconds
+MAX_TIME_MS: Final = 10**15
+
+
+class ScenarioError(Exception):
+    """A scenario file is missing, unreadable or invalid. ``str()`` is the whole message."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source, self.key, self.problem = source, key, problem
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + problem)
+
+
+@attrs.frozen
+class MarketSpec:
+    symbol: str
+    mark_price: int
+    initial_margin: int  # ppm of notional
+    maintenance_margin: int  # ppm of notional
+    tick_size: int = 1  # price units
+    lot_size: int = 1  # size units
+    maker_fee: int = 0  # ppm of notional
+    taker_fee: int = 0  # ppm of notional
+
+
+@attrs.frozen
+class PositionSpec:
+    market: str
+    size: int
+    entry_price: int
+
+
+@attrs.frozen
+class AccountSpec:
+    id: str
+    deposit: int
+    positions: tuple[PositionSpec, ...] = ()
+
+
+@attrs.frozen
+class OrderSpec:
+    """A resting order placed at time 0, or the payload of an "order" event."""
+
+    account: str
+    market: str
+    side: str
+    price: int
+    size: int
+    tif: str = "gtc"
+    id: str | None = None
+
+
+@attrs.frozen
+class EventSpec:
+    at_ms: int
+    type: str  # mark_price | order | cancel | deposit | withdraw
+    market: str | None = None
+    price: int | None = None
+    account: str | None = None
+    amount: int | None = None
+    order: OrderSpec | None = None
+    order_id: str | None = None
+
+
+@attrs.frozen
+class Scenario:
+    name: str
+    description: str
+    seed: int
+    fund_balance: int
+    markets: tuple[MarketSpec, ...]
+    accounts: tuple[AccountSpec, ...]
+    orders: tuple[OrderSpec, ...]
+    events: tuple[EventSpec, ...]
+    source: str = "<scenario>"
+    digest: str = ""
+
+    def market(self, symbol: str) -> MarketSpec:
+        for m in self.markets:
+            if m.symbol == symbol:
+                return m
+        raise KeyError(symbol)
+
+
+# --- parsing helpers ------------------------------------------------------------
+
+
+class _Reader:
+    """Walks one TOML table, checking keys and types, and remembers the key path."""
+
+    def __init__(self, source: str, path: str, table: object) -> None:
+        self.source, self.path = source, path
+        if not isinstance(table, dict):
+            self.fail("", f"expected a table, got {_typename(table)}")
+        self.table: dict[str, Any] = table  # type: ignore[assignment]
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, problem: str) -> None:
+        raise ScenarioError(self.source, self.key(name) if name else self.path, problem)
+
+    def get(self, name: str, required: bool = True) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            if required:
+                self.fail(name, "is required")
+            return None
+        return self.table[name]
+
+    def string(
+        self, name: str, required: bool = True, *, choices: tuple[str, ...] = (), max_len: int = 200
+    ) -> str | None:
+        value = self.get(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.fail(name, f"expected a string, got {_typename(value)}")
+        if not value or len(value) > max_len:
+            self.fail(name, f"must be a non-empty string of at most {max_len} characters")
+        if choices and value not in choices:
+            self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def units(
+        self,
+        name: str,
+        decimals: int,
+        *,
+        required: bool = True,
+        default: int | None = None,
+        allow_negative: bool = False,
+        positive: bool = False,
+    ) -> int:
+        value = self.get(name, required and default is None)
+        if value is None:
+            assert default is not None
+            return default
+        try:
+            units = parse_units(value, decimals, allow_negative=allow_negative)
+        except UnitError as e:
+            self.fail(name, str(e))
+        if positive and units <= 0:
+            self.fail(name, f"must be greater than 0, got {value!r}")
+        return units
+
+    def integer(self, name: str, default: int) -> int:
+        value = self.get(name, False)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(name, f"expected an integer, got {_typename(value)}")
+        if not 0 <= value < 2**63:
+            self.fail(name, f"must be between 0 and 2**63-1, got {value}")
+        return value
+
+    def array(self, name: str) -> list[Any]:
+        value = self.get(name, False)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(name, f"expected an array, got {_typename(value)}")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            self.fail(unknown[0], "unknown key")
+
+
+def _typename(value: object) -> str:
+    return {
+        dict: "a table",
+        list: "an array",
+        str: "a string",
+        int: "an integer",
+        float: "a float",
+        bool: "a boolean",
+    }.get(type(value), type(value).__name__)
+
+
+# --- the scenario ----------------------------------------------------------------
+
+
+def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str = "") -> Scenario:
+    """Validate a parsed TOML document and build a :class:`Scenario`."""
+    top = _Reader(source, "", data)
+    name = top.string("name")
+    description = top.string("description", required=False, max_len=10_000) or ""
+    seed = top.integer("seed", 0)
+
+    fund = _Reader(source, "insurance_fund", top.get("insurance_fund", False) or {})
+    fund_balance = fund.units("balance", MONEY_DECIMALS, default=0)
+    fund.done()
+
+    markets: list[MarketSpec] = []
+    raw_markets = top.array("markets")
+    if not raw_markets:
+        top.fail("markets", "at least one market is required")
+    for i, raw in enumerate(raw_markets):
+        r = _Reader(source, f"markets[{i}]", raw)
+        symbol = r.string("symbol")
+        assert symbol is not None
+        if any(m.symbol == symbol for m in markets):
+            r.fail("symbol", f"market {symbol!r} is defined twice")
+        if symbol == FUND_ACCOUNT:
+            r.fail("symbol", "is a reserved name")
+        spec = MarketSpec(
+            symbol=symbol,
+            mark_price=r.units("mark_price", PRICE_DECIMALS, positive=True),
+            initial_margin=r.units("initial_margin", RATE_DECIMALS, positive=True),
+            maintenance_margin=r.units("maintenance_margin", RATE_DECIMALS, positive=True),
+            tick_size=r.units("tick_size", PRICE_DECIMALS, default=1, positive=True),
+            lot_size=r.units("lot_size", SIZE_DECIMALS, default=1, positive=True),
+            maker_fee=r.units("maker_fee", RATE_DECIMALS, default=0),
+            taker_fee=r.units("taker_fee", RATE_DECIMALS, default=0),
+        )
+        if spec.initial_margin > RATE_ONE:
+            r.fail("initial_margin", "must be at most 1 (100% of notional)")
+        if spec.maintenance_margin >= spec.initial_margin:
+            r.fail("maintenance_margin", "must be below initial_margin")
+        for fee in ("maker_fee", "taker_fee"):
+            if getattr(spec, fee) >= RATE_ONE // 10:
+                r.fail(fee, "must be below 0.1 (10%)")
+        if spec.mark_price % spec.tick_size:
+            r.fail("mark_price", "is not a multiple of tick_size")
+        r.done()
+        markets.append(spec)
+    by_symbol = {m.symbol: m for m in markets}
+
+    def market_of(r: _Reader, key: str = "market") -> MarketSpec:
+        symbol = r.string(key)
+        if symbol not in by_symbol:
+            r.fail(key, f"unknown market {symbol!r}")
+        return by_symbol[symbol]  # type: ignore[index]
+
+    accounts: list[AccountSpec] = []
+    ids: set[str] = set()
+    for i, raw in enumerate(top.array("accounts")):
+        r = _Reader(source, f"accounts[{i}]", raw)
+        account_id = r.string("id")
+        assert account_id is not None
+        if account_id in ids:
+            r.fail("id", f"account {account_id!r} is defined twice")
+        if account_id == FUND_ACCOUNT or ":" in account_id or "#" in account_id:
+            r.fail("id", f"{account_id!r} is reserved or contains ':' or '#'")
+        ids.add(account_id)
+        deposit = r.units("deposit", MONEY_DECIMALS, default=0)
+        positions: list[PositionSpec] = []
+        for j, raw_pos in enumerate(r.array("positions")):
+            p = _Reader(source, f"accounts[{i}].positions[{j}]", raw_pos)
+            m = market_of(p)
+            if any(q.market == m.symbol for q in positions):
+                p.fail("market", f"a second position in {m.symbol!r}")
+            size = p.units("size", SIZE_DECIMALS, allow_negative=True)
+            if size == 0:
+                p.fail("size", "must not be 0")
+            if size % m.lot_size:
+                p.fail("size", "is not a multiple of the market's lot_size")
+            entry = p.units("entry_price", PRICE_DECIMALS, positive=True)
+            p.done()
+            positions.append(PositionSpec(m.symbol, size, entry))
+        r.done()
+        accounts.append(AccountSpec(account_id, deposit, tuple(positions)))
+
+    for m in markets:
+        held = [p for a in accounts for p in a.positions if p.market == m.symbol]
+        if sum(p.size for p in held):
+            top.fail("accounts", f"starting positions in {m.symbol!r} do not net to zero (long != short)")
+        if sum(p.size * p.entry_price for p in held):
+            top.fail(
+                "accounts",
+                f"starting positions in {m.symbol!r} do not net to zero cost "
+                "(sum of size x entry_price must be 0: they were opened against each other)",
+            )
+
+    def account_of(r: _Reader) -> str:
+        account = r.string("account")
+        if account not in ids:
+            r.fail("account", f"unknown account {account!r}")
+        return account  # type: ignore[return-value]
+
+    client_ids: set[tuple[str, str]] = set()
+
+    def order_of(r: _Reader) -> OrderSpec:
+        account = account_of(r)
+        m = market_of(r)
+        side = r.string("side", choices=("buy", "sell"))
+        price = r.units("price", PRICE_DECIMALS, positive=True)
+        size = r.units("size", SIZE_DECIMALS, positive=True)
+        tif = r.string("tif", required=False, choices=("gtc", "ioc")) or "gtc"
+        order_id = r.string("id", required=False)
+        if price % m.tick_size:
+            r.fail("price", "is not a multiple of the market's tick_size")
+        if size % m.lot_size:
+            r.fail("size", "is not a multiple of the market's lot_size")
+        if order_id is not None:
+            if (account, order_id) in client_ids:
+                r.fail("id", f"order id {order_id!r} is used twice by {account!r}")
+            if "#" in order_id:
+                r.fail("id", "must not contain '#'")
+            client_ids.add((account, order_id))
+        return OrderSpec(account, m.symbol, side, price, size, tif, order_id)  # type: ignore[arg-type]
+
+    orders: list[OrderSpec] = []
+    for i, raw in enumerate(top.array("orders")):
+        r = _Reader(source, f"orders[{i}]", raw)
+        orders.append(order_of(r))
+        r.done()
+
+    events: list[EventSpec] = []
+    for i, raw in enumerate(top.array("events")):
+        r = _Reader(source, f"events[{i}]", raw)
+        at = r.units("at", TIME_DECIMALS)
+        if at > MAX_TIME_MS:
+            r.fail("at", "is too large")
+        kind = r.string("type", choices=("mark_price", "order", "cancel", "deposit", "withdraw"))
+        event: EventSpec
+        if kind == "mark_price":
+            m = market_of(r)
+            price = r.units("price", PRICE_DECIMALS, positive=True)
+            if price % m.tick_size:
+                r.fail("price", "is not a multiple of the market's tick_size")
+            event = EventSpec(at, kind, market=m.symbol, price=price)
+        elif kind == "order":
+            o = order_of(r)
+            event = EventSpec(at, kind, account=o.account, market=o.market, order=o)
+        elif kind == "cancel":
+            account = account_of(r)
+            order_id = r.string("order")
+            if (account, order_id) not in client_ids:
+                r.fail("order", f"no earlier order with id {order_id!r} for {account!r}")
+            event = EventSpec(at, kind, account=account, order_id=order_id)
+        else:
+            account = account_of(r)
+            amount = r.units("amount", MONEY_DECIMALS, positive=True)
+            event = EventSpec(at, kind, account=account, amount=amount)
+        r.done()
+        events.append(event)
+    top.done()
+
+    # Stable sort: file order breaks ties between events at the same time.
+    events.sort(key=lambda e: e.at_ms)
+    assert name is not None
+    return Scenario(
+        name=name,
+        description=description,
+        seed=seed,
+        fund_balance=fund_balance,
+        markets=tuple(markets),
+        accounts=tuple(accounts),
+        orders=tuple(orders),
+        events=tuple(events),
+        source=source,
+        digest=digest,
+    )
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file. Raises :class:`ScenarioError` on any problem."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError(source, "", "no such file") from None
+    except IsADirectoryError:
+        raise ScenarioError(source, "", "is a directory, not a scenario file") from None
+    except OSError as e:
+        raise ScenarioError(source, "", f"cannot be read ({e.strerror or e})") from None
+    return _parse_bytes(raw, source)
+
+
+def _parse_bytes(raw: bytes, source: str) -> Scenario:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(source, "", f"is not UTF-8 text (byte {e.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(source, "", f"is not valid TOML ({e})") from None
+    except RecursionError:
+        raise ScenarioError(source, "", "is not valid TOML (nested too deeply)") from None
+    return parse_scenario(data, source, hashlib.sha256(raw).hexdigest())
+
+
+def _bundled_dir() -> Any:
+    return importlib.resources.files("scenarios")
+
+
+def bundled_scenarios() -> dict[str, Callable[[], Scenario]]:
+    """Bundled scenario names mapped to loaders, sorted by name."""
+    found: dict[str, Callable[[], Scenario]] = {}
+    for entry in sorted(_bundled_dir().iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            found[entry.name[: -len(".toml")]] = (
+                lambda e=entry: _parse_bytes(e.read_bytes(), f"scenarios/{e.name}")
+            )
+    return found
+
+
+def resolve_scenario(name_or_path: str) -> Scenario:
+    """A bundled scenario's name, or a path to a scenario file."""
+    bundled = bundled_scenarios()
+    if name_or_path in bundled and not Path(name_or_path).exists():
+        return bundled[name_or_path]()
+    if not name_or_path.endswith(".toml") and not Path(name_or_path).exists():
+        raise ScenarioError(
+            name_or_path, "", f"no such file, and no bundled scenario of that name (see 'sandbox list')"
+        )
+    return load_scenario(name_or_path)

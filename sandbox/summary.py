@@ -1,0 +1,68 @@
+"""``summary.json``: the end state of a run, every amount an exact decimal string."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actors import CLEARING, FUND, ORACLE
+
+from .invariants import open_interest
+from .money import fmt_money, fmt_price, fmt_size
+
+if TYPE_CHECKING:
+    from .exchange import RunResult
+
+__all__ = ["summarize", "COUNTED"]
+
+# summary "counts" key -> the event kind it counts
+COUNTED = {
+    "liquidations": "liquidation_started",
+    "bankruptcies": "bankruptcy",
+    "fund_takeovers": "fund_takeover",
+    "adl": "adl",
+}
+
+
+def _positions(items: dict[str, tuple[int, int]]) -> dict[str, dict[str, str]]:
+    return {m: {"size": fmt_size(size), "entry_value": fmt_money(ev)} for m, (size, ev) in sorted(items.items())}
+
+
+def summarize(result: RunResult) -> dict[str, Any]:
+    rt = result.runtime
+    clearing, fund, oracle = rt[CLEARING], rt[FUND], rt[ORACLE]
+    counts = result.log.counts
+    return {
+        "scenario": result.scenario.name,
+        "seed": result.seed,
+        "mode": result.mode,
+        "status": "ok" if result.ok else "invariant_violated",
+        "time": result.events[-1]["time"] if result.events else 0,
+        "insurance_fund": {
+            "initial": fmt_money(result.scenario.fund_balance),
+            "final": fmt_money(fund.balance),
+            "positions": _positions(fund.positions()),
+        },
+        "accounts": {
+            acct.id: {
+                "deposited": fmt_money(acct.deposited),
+                "withdrawn": fmt_money(acct.withdrawn),
+                "balance": fmt_money(acct.balance),
+                "positions": _positions({m: (p.size, p.entry_value) for m, p in acct.positions.items()}),
+            }
+            for acct in clearing.accounts.values()
+        },
+        "markets": {
+            m: {
+                "mark_price": fmt_price(oracle.marks[m]),
+                "open_interest_long": fmt_size(long),
+                "open_interest_short": fmt_size(short),
+            }
+            for m, (long, short) in open_interest(rt).items()
+        },
+        "fees": fmt_money(clearing.fees),
+        "counts": {key: counts[kind] for key, kind in COUNTED.items()},
+        "violations": [
+            {"invariant": v.invariant, "detail": v.detail, "time": v.time, "actor": v.actor}
+            for v in result.violations
+        ],
+    }
