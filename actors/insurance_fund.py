@@ -57,6 +57,7 @@ class Lot:
     reserved: int
     liq_id: int
     account: str
+    kept: bool = False  # ADL found nobody: the fund holds it as inventory
 
 
 def fund_limit_price(size: int, bankruptcy_price: int, available: int, tick: int) -> int:
@@ -127,11 +128,42 @@ class InsuranceFund(Actor):
         if lot is None:
             return  # fully filled and already closed
         # Fills travel the same link ahead of this message, so lot.size is what is left.
+        if self._net_against_inventory(lot):
+            return
         self.send(ADL, DeleverageRequested(lot.lot_id, lot.market, lot.size, lot.bankruptcy_price))
 
     def on_DeleverageAbandoned(self, msg: DeleverageAbandoned) -> None:
         lot = self.lots[msg.lot_id]
-        self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.size))
+        lot.kept = True
+        if not self._net_against_inventory(lot):
+            self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.size))
+
+    def _net_against_inventory(self, lot: Lot) -> bool:
+        """Cross ``lot`` with kept lots of the other side in its market; True if it is flat.
+
+        When both sides of a market go bankrupt together, ADL may find no
+        candidate (accounts under liquidation are not deleveraged) and the fund
+        is left holding a long and a short of the same market. Those offset:
+        they are crossed with each other at ``lot``'s bankruptcy price. The
+        price only moves PnL between two lots of the fund, so it costs nothing.
+        """
+        for other in list(self.lots.values()):
+            if lot.size == 0:
+                break
+            if other is lot or not other.kept or other.market != lot.market or (other.size > 0) == (lot.size > 0):
+                continue
+            qty = min(abs(lot.size), abs(other.size))
+            price = lot.bankruptcy_price
+            self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
+                      lots=[other.lot_id, lot.lot_id])
+            for each in (other, lot):
+                trade = -qty if each.size > 0 else qty
+                each.size += trade
+                each.basis += trade * price
+            for each in (other, lot):
+                if each.size == 0:
+                    self._close(each)
+        return lot.size == 0
 
     def _close(self, lot: Lot) -> None:
         del self.lots[lot.lot_id]

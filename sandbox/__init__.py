@@ -6,7 +6,8 @@ running them (:func:`run_scenario`, :func:`run_scenario_sync`), the runtime
 :mod:`sandbox.testing` for users' own tests. The actors live in :mod:`actors`.
 """
 
-from .exchange import ROLES, InvariantViolation, RunResult, build, run_scenario, run_scenario_sync
+from typing import Any
+
 from .runtime import Actor, Envelope, LiveDelivery, Runtime, SeededDelivery, Violation
 from .scenario import Scenario, ScenarioError, bundled_scenarios, load_scenario, parse_scenario, resolve_scenario
 
@@ -30,3 +31,16 @@ __all__ = [
     "run_scenario",
     "run_scenario_sync",
 ]
+
+
+# The exchange wiring imports the actors, which import sandbox's runtime
+# modules; loading it on first use keeps ``import actors`` free of cycles.
+_EXCHANGE = ("ROLES", "InvariantViolation", "RunResult", "build", "run_scenario", "run_scenario_sync")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXCHANGE:
+        from . import exchange
+
+        return getattr(exchange, name)
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")

@@ -1,0 +1,104 @@
+"""The narrated timeline: one plain sentence per event a person should see.
+
+Rendered with rich: coloured on a terminal, plain text when piped. Events
+without a sentence here (e.g. fees) are left out of the narration; they are
+all still in ``events.jsonl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Final
+
+from rich.console import Console
+from rich.text import Text
+
+__all__ = ["narrate", "Narrator", "STYLES"]
+
+
+def _ranking(e: dict[str, Any]) -> str:
+    return ", ".join(e["ranking"]) or "nobody"
+
+
+def _qty(size: str) -> str:
+    return size.lstrip("-")
+
+
+def _held(size: str) -> str:
+    return f"short {_qty(size)}" if size.startswith("-") else f"long {size}"
+
+
+def _trade(size: str) -> str:
+    return f"sells {_qty(size)}" if size.startswith("-") else f"buys {size}"
+
+
+def _prices(e: dict[str, Any]) -> str:
+    return ", ".join(f"{m} {p}" for m, p in e["bankruptcy_prices"].items())
+
+
+# kind -> (style, sentence)
+_SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
+    "mark_price": ("cyan", lambda e: f"mark price of {e['market']}: {e['previous']} -> {e['price']}"),
+    "order_placed": ("dim", lambda e: f"{e['account']} {e['side']}s {e['size']} {e['market']} at {e['price']} ({e['tif']})"),
+    "order_rejected": ("yellow", lambda e: f"{e['account']}'s order {e.get('order_id', '')} rejected: {e['reason']}"),
+    "cancel_rejected": ("yellow", lambda e: f"{e['account']}'s cancel of {e['order_id']} rejected: {e['reason']}"),
+    "deposit_rejected": ("yellow", lambda e: f"{e['account']}'s deposit of {e['amount']} rejected: {e['reason']}"),
+    "withdraw_rejected": ("yellow", lambda e: f"{e['account']}'s withdrawal of {e['amount']} rejected: {e['reason']}"),
+    "order_cancelled": ("dim", lambda e: f"order {e['order_id']} of {e['account']} cancelled ({e['reason']}, {e['unfilled']} unfilled)"),
+    "order_expired": ("dim", lambda e: f"IOC order {e['order_id']} of {e['account']} expired with {e['unfilled']} unfilled"),
+    "deposit": ("green", lambda e: f"{e['account']} deposits {e['amount']} (balance {e['balance']})"),
+    "withdraw": ("green", lambda e: f"{e['account']} withdraws {e['amount']} (balance {e['balance']})"),
+    "trade": ("white", lambda e: f"trade {e['size']} {e['market']} at {e['price']}: {e['buyer']} buys from {e['seller']}"
+              + ("" if e["taker_kind"] == "trader" else f" ({e['taker_kind']} order)")),
+    "margin_call": ("bold yellow", lambda e: f"{e['account']}'s equity {e['equity']} <= maintenance margin {e['maintenance_margin']}: liquidation requested"),
+    "account_frozen": ("yellow", lambda e: f"{e['account']} taken over by the liquidation engine"
+                       + (f", cancelling its orders in {', '.join(e['cancelling'])}" if e["cancelling"] else "")),
+    "account_unfrozen": ("green", lambda e: f"{e['account']} handed back to its owner"),
+    "liquidation_cancelled": ("green", lambda e: f"{e['account']} is healthy after all (equity {e['equity']} > {e['maintenance_margin']}): liquidation cancelled"),
+    "liquidation_started": ("bold red", lambda e: f"liquidating {e['account']} (equity {e['equity']}): closing at bankruptcy price {_prices(e)}"),
+    "liquidation_fill": ("red", lambda e: f"{e['account']}'s liquidation order {_trade(e['size'])} {e['market']} at {e['price']} (realized {e['realized_pnl']})"),
+    "bankruptcy": ("bold red", lambda e: f"{e['account']}'s liquidation order could not fill in {e['market']}: bankrupt"),
+    "fund_takeover": ("magenta", lambda e: f"insurance fund takes over {e['account']}'s {_held(e['size'])} {e['market']} at bankruptcy price {e['price']}"),
+    "liquidation_settled": ("red", lambda e: f"{e['account']}'s liquidation settled: {e['account']} ends at 0"
+                            + (f", the {e['surplus']} left over goes to the fund" if e["surplus"] != "0" else "")),
+    "fund_surplus": ("bold green", lambda e: f"insurance fund receives {e['amount']} surplus from {e['account']} (fund {e['balance']})"),
+    "fund_order": ("magenta", lambda e: f"insurance fund closes its {_held(e['size'])} {e['market']} with an IOC limited at {e['limit']} (may lose at most {e['max_loss']})"),
+    "fund_payout": ("bold magenta", lambda e: f"insurance fund pays {e['amount']} for {e['account']}'s bankruptcy (fund {e['balance']})"),
+    "fund_gain": ("bold green", lambda e: f"insurance fund gains {e['amount']} closing {e['account']}'s position (fund {e['balance']})"),
+    "fund_lot_closed": ("magenta", lambda e: f"insurance fund closed {e['account']}'s position at no cost"),
+    "fund_inventory_kept": ("bold magenta", lambda e: f"insurance fund keeps {_held(e['size'])} {e['market']}: nothing left to deleverage"),
+    "fund_netted": ("magenta", lambda e: f"insurance fund nets {e['size']} {e['market']} of its own long and short inventory at {e['price']}"),
+    "adl_ranking": ("bold blue", lambda e: f"fund cannot close {e['remaining']} {e['market']}: auto-deleveraging, ranking {_ranking(e)}"),
+    "adl": ("blue", lambda e: f"ADL: {e['account']} {_trade(e['size'])} {e['market']} at {e['price']} to the fund (realized {e['realized_pnl']})"),
+    "adl_incomplete": ("bold red", lambda e: f"ADL found no one left to take {e['remaining']} {e['market']}"),
+    "liquidation_request_ignored": ("dim", lambda e: f"second liquidation request for {e['account']} ignored ({e['reason']})"),
+    "invariant_violated": ("bold white on red", lambda e: f"INVARIANT VIOLATED: {e['invariant']}: {e['detail']}"),
+}
+
+STYLES: Final = {kind: style for kind, (style, _) in _SENTENCES.items()}
+
+
+def narrate(event: dict[str, Any]) -> str | None:
+    """The sentence for ``event``, or None if the narration leaves it out."""
+    entry = _SENTENCES.get(event["kind"])
+    return None if entry is None else entry[1](event)
+
+
+class Narrator:
+    """Prints events as they are recorded: ``log.subscribe(Narrator(console))``."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._last_time: object = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        sentence = narrate(event)
+        if sentence is None:
+            return
+        kind = event["kind"]
+        time = event["time"]
+        stamp = f"t={time:<6}" if time != self._last_time else " " * 8
+        self._last_time = time
+        line = Text(stamp, style="dim")
+        line.append(f" {event['actor']:<19}", style="dim")
+        line.append(sentence, style=_SENTENCES[kind][0])
+        self.console.print(line, soft_wrap=True, highlight=False)

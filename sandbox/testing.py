@@ -1,0 +1,138 @@
+"""Tools for testing the exchange, and your own variants of its actors.
+
+* :func:`scenarios`: a hypothesis strategy of valid, random scenarios
+  (markets, leveraged accounts, a market maker's book, mark-price paths with
+  gaps, trader orders, deposits and withdrawals).
+* :func:`run`: run a scenario (optionally with your actor subclasses) and
+  get the :class:`~sandbox.RunResult` back.
+* :func:`check_invariants`: the exchange's invariants as a reusable check.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Mapping
+
+from hypothesis import strategies as st
+
+from .exchange import RunResult, run_scenario, run_scenario_sync
+from .invariants import check_all
+from .runtime import Runtime, Violation
+from .scenario import Scenario, parse_scenario
+
+__all__ = ["scenarios", "scenario_dicts", "run", "run_sync", "check_invariants", "summary_conserves_money"]
+
+SYMBOLS = ("PUNK", "BAYC", "AZUKI")
+
+
+def _dec(value: Decimal) -> str:
+    return format(value.quantize(Decimal("0.01")), "f")
+
+
+@st.composite
+def scenario_dicts(draw: st.DrawFn, max_markets: int = 2, max_pairs: int = 4, max_events: int = 8) -> dict[str, Any]:
+    """A random valid scenario as the dict a TOML file would parse to."""
+    n_markets = draw(st.integers(1, max_markets))
+    markets = []
+    marks: dict[str, Decimal] = {}
+    for symbol in SYMBOLS[:n_markets]:
+        im = draw(st.sampled_from(["0.05", "0.1", "0.2"]))
+        mark = Decimal(draw(st.integers(20, 200)))
+        marks[symbol] = mark
+        fee = draw(st.sampled_from(["0", "0.0015"]))
+        markets.append({
+            "symbol": symbol, "mark_price": str(mark), "initial_margin": im,
+            "maintenance_margin": str(Decimal(im) / 2), "tick_size": "0.01", "lot_size": "0.01",
+            "maker_fee": fee, "taker_fee": fee,
+        })
+    accounts: list[dict[str, Any]] = [{"id": "mm", "deposit": "1000000"}]
+    for i in range(draw(st.integers(1, max_pairs))):
+        symbol = draw(st.sampled_from(sorted(marks)))
+        size = Decimal(draw(st.integers(1, 500))) / 100
+        entry = marks[symbol] + Decimal(draw(st.integers(-500, 500))) / 100
+        notional = size * entry
+        for j, sign in enumerate((1, -1)):
+            deposit = notional * Decimal(draw(st.integers(3, 60))) / 100
+            accounts.append({
+                "id": f"t{i}{'ls'[j]}", "deposit": _dec(deposit),
+                "positions": [{"market": symbol, "size": str(sign * size), "entry_price": str(entry)}],
+            })
+    orders = []
+    for symbol, mark in marks.items():
+        for side, direction in (("buy", -1), ("sell", 1)):
+            for _ in range(draw(st.integers(0, 3))):
+                offset = Decimal(draw(st.integers(1, 3000))) / 100
+                price = max(mark + direction * offset, Decimal("0.01"))
+                orders.append({"account": "mm", "market": symbol, "side": side, "price": _dec(price),
+                               "size": str(Decimal(draw(st.integers(1, 300))) / 100)})
+    events: list[dict[str, Any]] = []
+    traders = [a["id"] for a in accounts[1:]]
+    current = dict(marks)
+    for k in range(draw(st.integers(1, max_events))):
+        at = k + 1
+        kind = draw(st.sampled_from(["mark_price", "mark_price", "mark_price", "order", "deposit", "withdraw"]))
+        if kind == "mark_price":
+            symbol = draw(st.sampled_from(sorted(marks)))
+            move = Decimal(draw(st.integers(-35, 35))) / 100
+            current[symbol] = max(current[symbol] * (1 + move), Decimal("1"))
+            events.append({"at": at, "type": "mark_price", "market": symbol, "price": _dec(current[symbol])})
+        elif kind == "order":
+            symbol = draw(st.sampled_from(sorted(marks)))
+            offset = Decimal(draw(st.integers(-1000, 1000))) / 100
+            events.append({
+                "at": at, "type": "order", "account": draw(st.sampled_from(traders)), "market": symbol,
+                "side": draw(st.sampled_from(["buy", "sell"])),
+                "price": _dec(max(current[symbol] + offset, Decimal("0.01"))),
+                "size": str(Decimal(draw(st.integers(1, 200))) / 100),
+                "tif": draw(st.sampled_from(["gtc", "ioc"])),
+            })
+        else:
+            events.append({"at": at, "type": kind, "account": draw(st.sampled_from(traders)),
+                           "amount": str(Decimal(draw(st.integers(1, 2000))) / 100)})
+    return {
+        "name": "generated", "seed": draw(st.integers(0, 2**32)),
+        "insurance_fund": {"balance": str(draw(st.integers(0, 50)))},
+        "markets": markets, "accounts": accounts, "orders": orders, "events": events,
+    }
+
+
+def scenarios(**kwargs: Any) -> st.SearchStrategy[Scenario]:
+    """A hypothesis strategy of random valid :class:`Scenario` objects."""
+    return scenario_dicts(**kwargs).map(lambda d: parse_scenario(d, "<generated>"))
+
+
+async def run(scenario: Scenario, **kwargs: Any) -> RunResult:
+    """Run ``scenario`` inside an existing trio run (e.g. a pytest-trio test)."""
+    return await run_scenario(scenario, **kwargs)
+
+
+def run_sync(scenario: Scenario, **kwargs: Any) -> RunResult:
+    """Run ``scenario`` from synchronous code."""
+    return run_scenario_sync(scenario, **kwargs)
+
+
+def check_invariants(runtime: Runtime, scenario: Scenario, *, quiet: bool = True) -> list[Violation]:
+    """Every invariant of the exchange on ``runtime``'s current state."""
+    return check_all(runtime, scenario.fund_balance, quiet=quiet)
+
+
+def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bool:
+    """Recompute conservation from ``summary.json`` alone, in exact decimals.
+
+    Independent of :mod:`sandbox.invariants`: the summary's own numbers must
+    show balances + fund + fees + unrealized PnL == deposits - withdrawals +
+    initial fund.
+    """
+    marks = {m: Decimal(v["mark_price"]) for m, v in summary["markets"].items()}
+
+    def upnl(positions: Mapping[str, Any]) -> Decimal:
+        return sum((Decimal(p["size"]) * marks[m] - Decimal(p["entry_value"]) for m, p in positions.items()),
+                   Decimal(0))
+
+    total = Decimal(summary["insurance_fund"]["final"]) + Decimal(summary["fees"])
+    total += upnl(summary["insurance_fund"]["positions"])
+    external = Decimal(initial_fund)
+    for acct in summary["accounts"].values():
+        total += Decimal(acct["balance"]) + upnl(acct["positions"])
+        external += Decimal(acct["deposited"]) - Decimal(acct["withdrawn"])
+    return total == external

@@ -1,0 +1,103 @@
+"""The invariants hold over random scenarios and delivery orders, and the checks can fail."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors import CLEARING, FUND
+from sandbox import run_scenario_sync
+from sandbox.testing import check_invariants, scenarios, summary_conserves_money
+
+from .helpers import account, event, market, run, scenario
+
+
+def _assert_all_hold(result):
+    assert result.violations == []
+    s = result.summary()
+    assert summary_conserves_money(s, s["insurance_fund"]["initial"])
+    assert Decimal(s["insurance_fund"]["final"]) >= 0
+    for m in s["markets"].values():
+        assert m["open_interest_long"] == m["open_interest_short"]
+    # Every liquidated account ended at exactly zero (NFEX: it loses the rest).
+    clearing = result.runtime[CLEARING]
+    assert all(residual >= 0 for _, residual in clearing.settled)
+    for e in result.log.of_kind("liquidation_settled"):
+        assert e["account"] in s["accounts"]
+
+
+@given(scenarios(), st.integers(0, 2**32))
+def test_invariants_hold_in_random_scenarios_under_random_delivery_orders(sc, seed):
+    _assert_all_hold(run_scenario_sync(sc, seed=seed))
+
+
+@settings(max_examples=20)
+@given(scenarios())
+def test_invariants_hold_in_live_mode(sc):
+    _assert_all_hold(run_scenario_sync(sc, mode="live"))
+
+
+@given(scenarios(max_pairs=2, max_events=4), st.integers(0, 1000))
+def test_no_account_is_liquidated_twice_at_once(sc, seed):
+    result = run_scenario_sync(sc, seed=seed)
+    open_liqs: set[str] = set()
+    for e in result.events:
+        if e["kind"] == "account_frozen":
+            assert e["account"] not in open_liqs
+            open_liqs.add(e["account"])
+        elif e["kind"] in ("liquidation_settled", "account_unfrozen"):
+            open_liqs.discard(e["account"])
+    assert not open_liqs
+
+
+def _gap_result():
+    return run(
+        market(extra='tick_size = "0.01"')
+        + account("a", "10", ("PUNK", "2", "100"))
+        + account("b", "100", ("PUNK", "-2", "100"))
+        + event(1, "mark_price", market="PUNK", price="90"),
+    )
+
+
+def test_the_conservation_check_catches_a_missing_wei():
+    result = _gap_result()
+    sc = result.scenario
+    assert check_invariants(result.runtime, sc) == []
+    result.runtime[CLEARING].accounts["b"].balance -= 1
+    found = check_invariants(result.runtime, sc)
+    assert [v.invariant for v in found] == ["money is conserved"]
+    assert "by -0.000000000000000001" in found[0].detail
+
+
+def test_the_fund_check_catches_a_negative_fund():
+    result = _gap_result()
+    result.runtime[FUND].balance = -1
+    result.runtime[CLEARING].fees += 1  # keep money conserved: only the fund check should fire
+    assert [v.invariant for v in check_invariants(result.runtime, result.scenario)] == ["fund never negative"]
+
+
+def test_the_open_interest_check_catches_a_one_sided_position():
+    result = _gap_result()
+    from actors._common import Position
+
+    result.runtime[CLEARING].accounts["b"].positions["PUNK"] = Position(1, 90 * 10**9)
+    found = {v.invariant for v in check_invariants(result.runtime, result.scenario)}
+    assert "long open interest equals short" in found
+
+
+def test_the_liveness_check_catches_an_unliquidated_underwater_account():
+    sc = scenario(
+        market() + account("a", "10", ("PUNK", "1", "100")) + account("b", "100", ("PUNK", "-1", "100"))
+        + event(1, "mark_price", market="PUNK", price="50")
+    )
+
+    from actors import MarginMonitor
+
+    class BlindMonitor(MarginMonitor):
+        def check(self, account: str) -> None:  # never asks for a liquidation
+            return None
+
+    result = run_scenario_sync(sc, actors={"margin_monitor": BlindMonitor})
+    assert {v.invariant for v in result.violations} == {"every underwater account is liquidated"}
