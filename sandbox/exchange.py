@@ -147,6 +147,7 @@ async def run_scenario(
     log: EventLog | None = None,
     trace: bool = False,
     after_delivery: Callable[[Runtime, Any], None] | None = None,
+    observe: Callable[[Runtime], None] | None = None,
 ) -> RunResult:
     """Run ``scenario`` to the end and return the result.
 
@@ -157,6 +158,11 @@ async def run_scenario(
     hypothesis). With ``check`` every invariant is checked at every quiet
     point; violations are collected in the result, or raised as
     :class:`InvariantViolation` with ``raise_on_violation``.
+
+    ``trace`` records every delivery in ``runtime.trace`` as (seq, time_ms,
+    sender, recipient, message type); ``after_delivery(runtime, envelope)``
+    runs after each delivery and ``observe(runtime)`` at each quiet point
+    (after the invariant checks), e.g. to sample state for a report.
     """
     seed = scenario.seed if seed is None else seed
     if delivery is None:
@@ -169,15 +175,15 @@ async def run_scenario(
     seen: set[tuple[str, str]] = set()
 
     def on_quiet(runtime: Runtime) -> None:
-        if not check:
-            return
-        found = invariants.check_all(runtime, scenario.fund_balance)
+        found = invariants.check_all(runtime, scenario.fund_balance) if check else []
         for v in found:
             if (v.invariant, v.detail) not in seen:  # a lasting breach is reported once
                 seen.add((v.invariant, v.detail))
                 runtime.report(v)
         if found and raise_on_violation:
             raise InvariantViolation(found)
+        if observe is not None:
+            observe(runtime)
 
     await rt.run(timeline, on_quiet)
     if raise_on_violation and rt.violations:
