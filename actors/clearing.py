@@ -27,7 +27,7 @@ liquidity; liquidation, fund and ADL trades pay none.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import attrs
 
@@ -120,6 +120,9 @@ class Account:
 
 
 class Clearing(Actor):
+    # NFEX: an account taken over can neither deposit nor withdraw.
+    LOCKS_WITHDRAWALS: ClassVar[bool] = True
+
     def __init__(self, markets: Mapping[str, MarketSpec], accounts: Mapping[str, Account]) -> None:
         super().__init__(CLEARING)
         self.markets = dict(markets)
@@ -234,7 +237,7 @@ class Clearing(Actor):
         amount = fmt_money(msg.amount)
         if acct is None:
             return self._reject("withdraw", msg.account, "unknown account", amount=amount)
-        if acct.frozen:
+        if acct.frozen and self.LOCKS_WITHDRAWALS:
             return self._reject("withdraw", msg.account, "account under liquidation", amount=amount)
         if msg.amount <= 0 or msg.amount > acct.balance:
             return self._reject("withdraw", msg.account, "more than the balance", amount=amount)
@@ -267,6 +270,11 @@ class Clearing(Actor):
         if fee:
             self.emit("fee", account=msg.account, market=msg.market, amount=fmt_money(fee), liquidity=msg.liquidity)
         if msg.kind == "liquidation":
+            if acct.hold is None or msg.order_id != f"liq{acct.hold.liq_id}:{msg.market}":
+                self.violation(
+                    "a liquidated position is closed once",
+                    f"{msg.account}: liquidation fill {msg.order_id} arrived after the account was settled",
+                )
             self.emit(
                 "liquidation_fill", account=msg.account, market=msg.market, size=fmt_size(msg.size),
                 price=fmt_price(msg.price), realized_pnl=fmt_money(realized),
@@ -340,19 +348,29 @@ class Clearing(Actor):
             self.violation("takeover only of a frozen account", f"{msg.account} liquidation {msg.liq_id}")
             return
         hold.closed_markets.add(msg.market)
-        if msg.size:
+        size = self.takeover_size(acct, msg)
+        if size:
             position = acct.positions.setdefault(msg.market, Position())
-            realized = apply_trade(position, -msg.size, msg.price)
+            realized = apply_trade(position, -size, msg.price)
             if position.size == 0:
                 del acct.positions[msg.market]
             acct.balance += realized
             self.emit(
-                "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(msg.size),
+                "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(size),
                 price=fmt_price(msg.price), liq_id=msg.liq_id,
             )
-            self.send(FUND, PositionTakenOver(msg.liq_id, msg.account, msg.market, msg.size, msg.price))
+            self.send(FUND, PositionTakenOver(msg.liq_id, msg.account, msg.market, size, msg.price, msg.budget))
         self._publish(acct)
         self._maybe_settle(acct)
+
+    def takeover_size(self, acct: Account, msg: TakeOverPosition) -> int:
+        """What moves to the fund: exactly the size the engine names.
+
+        Not "whatever is left of the position": a fill of the liquidation
+        order may still be on its way here (book -> clearing and engine ->
+        clearing are different links), and it closes its own part.
+        """
+        return msg.size
 
     def _maybe_settle(self, acct: Account) -> None:
         hold = acct.hold

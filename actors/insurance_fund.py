@@ -24,7 +24,7 @@ is closed by the book or by ADL.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import attrs
 
@@ -69,6 +69,10 @@ def fund_limit_price(size: int, bankruptcy_price: int, available: int, tick: int
 
 
 class InsuranceFund(Actor):
+    # Reserve each open lot's worst-case loss so that concurrent lots cannot
+    # together lose more than the balance.
+    RESERVES: ClassVar[bool] = True
+
     def __init__(self, markets: Mapping[str, MarketSpec], balance: int) -> None:
         super().__init__(FUND)
         self.markets = dict(markets)
@@ -97,18 +101,23 @@ class InsuranceFund(Actor):
         self.emit("fund_surplus", account=msg.account, liq_id=msg.liq_id, amount=fmt_money(msg.amount),
                   balance=fmt_money(self.balance))
 
+    def budget(self, msg: PositionTakenOver) -> int:
+        """What closing this lot may lose: what no other open lot may still lose."""
+        return self.available
+
     def on_PositionTakenOver(self, msg: PositionTakenOver) -> None:
         self._next_lot += 1
         tick = self.markets[msg.market].tick_size
-        limit = fund_limit_price(msg.size, msg.price, self.available, tick)
+        limit = fund_limit_price(msg.size, msg.price, self.budget(msg), tick)
+        max_loss = abs(msg.size) * abs(msg.price - limit)
         lot = Lot(
             self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price,
-            abs(msg.size) * abs(msg.price - limit), msg.liq_id, msg.account,
+            max_loss if self.RESERVES else 0, msg.liq_id, msg.account,
         )
         self.lots[lot.lot_id] = lot
         self.emit(
             "fund_order", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
-            bankruptcy_price=fmt_price(msg.price), limit=fmt_price(limit), max_loss=fmt_money(lot.reserved),
+            bankruptcy_price=fmt_price(msg.price), limit=fmt_price(limit), max_loss=fmt_money(max_loss),
         )
         order = Order(
             self._order_id(lot), FUND_ACCOUNT, msg.market, "sell" if msg.size > 0 else "buy", limit,

@@ -96,6 +96,7 @@ def bankruptcy_prices(
 class _Liquidation:
     liq_id: int
     account: str
+    request: LiquidationRequested
     prices: dict[str, int] = attrs.Factory(dict)
     sides: dict[str, int] = attrs.Factory(dict)  # +1 long, -1 short, per market
     open_orders: set[str] = attrs.Factory(set)
@@ -126,15 +127,20 @@ class LiquidationEngine(Actor):
             self.emit("liquidation_request_ignored", account=msg.account, reason="already being liquidated")
             return
         self._next_id += 1
-        self.active[msg.account] = _Liquidation(self._next_id, msg.account)
+        self.active[msg.account] = _Liquidation(self._next_id, msg.account, msg)
         self.send(CLEARING, FreezeAccount(self._next_id, msg.account))
+
+    def account_view(self, liq: _Liquidation, msg: AccountFrozen) -> tuple[int, tuple[PositionView, ...]]:
+        """The balance and positions to liquidate: clearing's final snapshot, never the monitor's view."""
+        return msg.balance, msg.positions
 
     def on_AccountFrozen(self, msg: AccountFrozen) -> None:
         liq = self.active[msg.account]
-        triples = [(p.market, p.size, p.entry_value) for p in msg.positions]
-        eq = equity(msg.balance, triples, self.marks)
+        balance, positions = self.account_view(liq, msg)
+        triples = [(p.market, p.size, p.entry_value) for p in positions]
+        eq = equity(balance, triples, self.marks)
         mm = maintenance_margin(triples, self.marks, self.markets)
-        if not msg.positions or eq > mm:
+        if not positions or eq > mm:
             del self.active[msg.account]
             self.emit(
                 "liquidation_cancelled", account=msg.account, liq_id=liq.liq_id,
@@ -143,14 +149,14 @@ class LiquidationEngine(Actor):
             self.send(CLEARING, UnfreezeAccount(liq.liq_id, msg.account))
             self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, "cancelled"))
             return
-        liq.prices = bankruptcy_prices(msg.balance, msg.positions, self.marks, self.markets)
+        liq.prices = bankruptcy_prices(balance, positions, self.marks, self.markets)
         self.emit(
             "liquidation_started", account=msg.account, liq_id=liq.liq_id, equity=fmt_money(eq),
             maintenance_margin=fmt_money(mm),
             bankruptcy_prices={m: fmt_price(p) for m, p in liq.prices.items()},
-            positions={p.market: fmt_size(p.size) for p in msg.positions},
+            positions={p.market: fmt_size(p.size) for p in positions},
         )
-        for p in msg.positions:
+        for p in positions:
             order_id = f"liq{liq.liq_id}:{p.market}"
             liq.open_orders.add(p.market)
             liq.sides[p.market] = 1 if p.size > 0 else -1
@@ -169,7 +175,11 @@ class LiquidationEngine(Actor):
         if remaining and not liq.bankrupt:
             liq.bankrupt = True
             self.emit("bankruptcy", account=msg.account, liq_id=liq.liq_id, market=msg.market)
-        self.send(CLEARING, TakeOverPosition(liq.liq_id, msg.account, msg.market, remaining, price))
+        self.take_over(liq, msg.market, remaining, price)
+
+    def take_over(self, liq: _Liquidation, market: str, size: int, price: int) -> None:
+        """Hand what the liquidation order did not fill to the fund, at the bankruptcy price."""
+        self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price))
 
     def on_LiquidationSettled(self, msg: LiquidationSettled) -> None:
         liq = self.active.pop(msg.account)

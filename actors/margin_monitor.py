@@ -66,7 +66,7 @@ class MarginMonitor(Actor):
     def check(self, account: str) -> None:
         if account in self.requested:
             return
-        _, positions, frozen = self.accounts[account]
+        balance, positions, frozen = self.accounts[account]
         if not positions or frozen:
             return
         eq, mm = self.margin(account)
@@ -74,7 +74,7 @@ class MarginMonitor(Actor):
             self.requested[account] = None
             self.emit("margin_call", account=account, equity=fmt_money(eq), maintenance_margin=fmt_money(mm))
             marks = tuple((p.market, self.marks[p.market], self.versions[p.market]) for p in positions)
-            self.send(ENGINE, LiquidationRequested(account, eq, mm, marks))
+            self.send(ENGINE, LiquidationRequested(account, eq, mm, marks, balance, positions))
 
     def on_Started(self, msg: Started) -> None:
         for account in list(self.accounts):

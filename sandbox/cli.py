@@ -54,7 +54,36 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-json", action="store_true", help="also send every event as JSON lines to stderr")
 
     sub.add_parser("list", help="list the bundled scenarios")
+
+    ex = sub.add_parser("explore", help="search message interleavings for a broken invariant (hypothesis)")
+    ex.add_argument("scenario", help="a bundled scenario's name or a path to a .toml file")
+    ex.add_argument("--examples", type=_positive, default=500, help="interleavings to try (default 500)")
+    ex.add_argument("--variant", default=None, help="swap in a deliberately wrong variant (see 'sandbox variants')")
+    ex.add_argument("--find", default=None, metavar="KIND",
+                    help="search for an interleaving in which an event of this kind happens (e.g. adl)")
+    ex.add_argument("--out", type=Path, default=Path("."), help="where to write the replay file (default .)")
+    ex.add_argument("--seed", type=_seed, default=None, help="seed hypothesis's search (default: random)")
+    ex.add_argument("--db", type=Path, default=None,
+                    help="hypothesis example database directory (default .hypothesis/sandbox-explore)")
+    ex.add_argument("--workers", type=_positive, default=1,
+                    help="processes sharing one example database (default 1)")
+
+    rp = sub.add_parser("replay", help="rerun a replay file written by 'sandbox explore'")
+    rp.add_argument("file", type=Path)
+    rp.add_argument("--quiet", action="store_true", help="no narration")
+
+    sub.add_parser("variants", help="list the deliberately wrong actor variants (the bug zoo)")
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 10**7:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 10000000, got {value}")
+    return value
 
 
 def _seed(text: str) -> int:
@@ -73,6 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(console)
+        if args.command == "variants":
+            return _variants(console)
+        if args.command == "explore":
+            from ._explore_cli import explore_command
+
+            return explore_command(args, console)
+        if args.command == "replay":
+            from ._explore_cli import replay_command
+
+            return replay_command(args, console)
         return _run(args, console)
     except (ScenarioError, BadInput) as e:
         print(f"sandbox: {e}", file=sys.stderr)
@@ -84,6 +123,14 @@ def _list(console: Console) -> int:
         scenario = load()
         first = scenario.description.split(". ")[0].rstrip(".")
         console.print(f"{name:<28} {first}", markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _variants(console: Console) -> int:
+    from actors.zoo import VARIANTS
+
+    for v in VARIANTS.values():
+        console.print(f"{v.name:<28} {v.scenario:<24} {v.description}", markup=False, soft_wrap=True)
     return EXIT_OK
 
 

@@ -37,7 +37,7 @@ from actors._common import Position
 from . import invariants
 from .eventlog import EventLog
 from .messages import MarkPriceObserved, PositionView, ScriptedEvent, Started
-from .runtime import Delivery, LiveDelivery, Runtime, SeededDelivery, Violation
+from .runtime import Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
 from .scenario import Scenario
 
 __all__ = ["build", "run_scenario", "run_scenario_sync", "RunResult", "ROLES", "InvariantViolation"]
@@ -166,7 +166,9 @@ async def run_scenario(
     """
     seed = scenario.seed if seed is None else seed
     if delivery is None:
-        delivery = SeededDelivery(seed) if mode == "seeded" else LiveDelivery()
+        delivery = (
+            SeededDelivery(seed, network=Network(*scenario.latency_ms)) if mode == "seeded" else LiveDelivery()
+        )
     rt, timeline = build(scenario, delivery, actors, log)
     if trace:
         rt.trace = []

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from typing import Iterable
+
 from actors._common import ADL, CLEARING, FUND, ORACLE, equity, maintenance_margin
 from sandbox.money import fmt_money, fmt_size
 
 from .eventlog import time_seconds
-from .runtime import Runtime, Violation
+from .messages import Fill, PositionTakenOver, SurplusTransferred
+from .runtime import Envelope, Runtime, Violation
 
 __all__ = [
     "check_conservation",
@@ -34,6 +37,7 @@ __all__ = [
     "check_open_interest",
     "check_quiet",
     "check_all",
+    "check_step",
     "open_interest",
 ]
 
@@ -108,6 +112,36 @@ def check_quiet(rt: Runtime) -> list[Violation]:
                 ))
     if rt[ADL].current is not None:
         out.append(_v(rt, "every liquidation completes", "an ADL request is still open"))
+    return out
+
+
+def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) -> list[Violation]:
+    """The invariants that hold after *every* delivery, counting what is in flight.
+
+    Money and positions travel in three messages: a :class:`Fill` not yet
+    applied by its ledger, a :class:`PositionTakenOver` not yet booked by the
+    fund, and a :class:`SurplusTransferred` not yet received. Counting those,
+    money is conserved and positions net to zero at every step, not only at
+    quiet points; and the fund's balance is never negative at any step.
+    """
+    marks = rt[ORACLE].marks
+    gap = conservation_gap(rt, initial_fund)
+    net = {m: long - short for m, (long, short) in open_interest(rt).items()}
+    for envelope in in_flight:
+        msg = envelope.message
+        if isinstance(msg, (Fill, PositionTakenOver)):
+            gap += msg.size * (marks[msg.market] - msg.price)
+            net[msg.market] += msg.size
+        elif isinstance(msg, SurplusTransferred):
+            gap += msg.amount
+    out = check_fund_non_negative(rt)
+    if gap:
+        out.append(_v(rt, "money is conserved", f"books and messages in flight differ by {fmt_money(gap)}"))
+    out += [
+        _v(rt, "long open interest equals short", f"{m}: positions and fills in flight net to {fmt_size(n)}")
+        for m, n in net.items()
+        if n
+    ]
     return out
 
 

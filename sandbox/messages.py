@@ -69,6 +69,8 @@ __all__ = [
     "AdlCandidates",
     "Deleverage",
     "Deleveraged",
+    "FundBalanceRequested",
+    "FundBalanceReported",
     "Side",
     "TimeInForce",
     "OrderKind",
@@ -282,6 +284,10 @@ class LiquidationRequested:
     equity: int
     maintenance_margin: int
     marks: tuple[tuple[str, int, int], ...] = ()
+    # The monitor's view of the account when it asked (for narration, and for
+    # variants that trust it instead of clearing's snapshot).
+    balance: int = 0
+    positions: tuple[PositionView, ...] = ()
 
 
 @_frozen
@@ -327,6 +333,7 @@ class TakeOverPosition:
     market: str
     size: int
     price: int
+    budget: int | None = None  # only the zoo's check-then-act variant sets it
 
 
 @_frozen
@@ -338,6 +345,7 @@ class PositionTakenOver:
     market: str
     size: int
     price: int
+    budget: int | None = None  # passed through from TakeOverPosition
 
 
 @_frozen
@@ -431,3 +439,25 @@ class Deleveraged:
     adl_id: int
     account: str
     size: int
+
+
+# --- used only by the deliberately wrong variants in actors/zoo.py --------------
+
+
+@_frozen
+class FundBalanceRequested:
+    """engine -> fund (zoo): how much does the fund have?"""
+
+    liq_id: int
+    account: str
+    market: str
+
+
+@_frozen
+class FundBalanceReported:
+    """fund -> engine (zoo): the fund's balance as of now."""
+
+    liq_id: int
+    account: str
+    market: str
+    balance: int

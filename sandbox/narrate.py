@@ -9,10 +9,49 @@ from __future__ import annotations
 
 from typing import Any, Callable, Final
 
+import attrs
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["narrate", "Narrator", "STYLES"]
+from .money import fmt_money, fmt_price, fmt_size
+
+__all__ = ["narrate", "Narrator", "STYLES", "describe_message"]
+
+_PRICE_FIELDS = {"price", "limit"}
+_SIZE_FIELDS = {"size", "filled", "unfilled", "remaining"}
+_MONEY_FIELDS = {"amount", "balance", "equity", "maintenance_margin", "budget", "surplus", "entry_value"}
+
+
+def describe_message(message: object) -> str:
+    """A message in one line with its amounts in decimal units, e.g. ``Fill(order_id=…, size=-1, price=93)``."""
+    if not attrs.has(type(message)):
+        return repr(message)
+    parts = []
+    for field in attrs.fields(type(message)):
+        value = getattr(message, field.name)
+        if field.name in ("marks", "positions", "candidates") and isinstance(value, tuple):
+            if field.name == "positions" and value:
+                value = "[" + ", ".join(f"{p.market} {fmt_size(p.size)}" for p in value) + "]"
+            elif field.name == "candidates":
+                value = f"<{len(value)} accounts>"
+            else:
+                continue
+        elif field.name == "order" and attrs.has(type(value)):
+            value = (f"{value.side} {fmt_size(value.size)} {value.market} at {fmt_price(value.price)} "
+                     f"{value.tif} for {value.account}")
+        elif field.name == "event":
+            value = getattr(value, "type", None) or "order"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if field.name in _PRICE_FIELDS:
+                value = fmt_price(value)
+            elif field.name in _SIZE_FIELDS:
+                value = fmt_size(value)
+            elif field.name in _MONEY_FIELDS:
+                value = fmt_money(value)
+        elif value is None:
+            continue
+        parts.append(f"{field.name}={value}")
+    return f"{type(message).__name__}({', '.join(parts)})"
 
 
 def _ranking(e: dict[str, Any]) -> str:

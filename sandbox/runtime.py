@@ -49,6 +49,11 @@ __all__ = [
     "SeededDelivery",
     "LiveDelivery",
     "Chooser",
+    "SeededChooser",
+    "RecordingChooser",
+    "ScriptedChooser",
+    "ReplayDiverged",
+    "Network",
     "UnhandledMessage",
     "Violation",
 ]
@@ -141,89 +146,208 @@ class Delivery(Protocol):
         """Deliver until no message is in flight."""
         ...
 
+    async def run_until(self, until: int | None) -> None:
+        """Deliver every message due at or before virtual time ``until``."""
+        ...
+
+    on_quiet: Callable[[], None] | None
+    NEEDS_TASKS: bool  # True if start() must run actor tasks in a nursery
+
 
 class Chooser(Protocol):
-    def __call__(self, n: int) -> int:
+    """Where a :class:`SeededDelivery` gets its decisions from."""
+
+    def choose(self, n: int) -> int:
         """Pick one of ``n >= 2`` deliverable link heads, ordered oldest first."""
         ...
 
+    def latency(self, low: int, high: int) -> int:
+        """A message's delay in ms, ``low <= d <= high`` (only asked when ``low < high``)."""
+        ...
 
-def seeded_chooser(seed: int) -> Chooser:
-    rng = random.Random(seed)
-    return rng.randrange
+
+class SeededChooser:
+    """Decisions from ``random.Random(seed)``: the same seed, the same run."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def choose(self, n: int) -> int:
+        return self._rng.randrange(n)
+
+    def latency(self, low: int, high: int) -> int:
+        return self._rng.randint(low, high)
+
+
+class RecordingChooser:
+    """Wraps a chooser and records every decision, so a run can be replayed."""
+
+    def __init__(self, inner: Chooser) -> None:
+        self.inner = inner
+        self.decisions: list[tuple[str, int, int, int]] = []  # (kind, low, high, value)
+
+    def choose(self, n: int) -> int:
+        value = self.inner.choose(n)
+        self.decisions.append(("choose", 0, n - 1, value))
+        return value
+
+    def latency(self, low: int, high: int) -> int:
+        value = self.inner.latency(low, high)
+        self.decisions.append(("latency", low, high, value))
+        return value
+
+
+class ReplayDiverged(Exception):
+    pass
+
+
+class ScriptedChooser:
+    """Replays recorded decisions; raises :class:`ReplayDiverged` if the run asks anything else."""
+
+    def __init__(self, decisions: Iterable[tuple[str, int, int, int]]) -> None:
+        self._decisions = list(decisions)
+        self._next = 0
+
+    def _take(self, kind: str, low: int, high: int) -> int:
+        i = self._next
+        if i >= len(self._decisions):
+            raise ReplayDiverged(f"decision {i}: the run asks for a {kind} in [{low}, {high}] but the replay has no more")
+        got = self._decisions[i]
+        if (got[0], got[1], got[2]) != (kind, low, high):
+            raise ReplayDiverged(f"decision {i}: the run asks for a {kind} in [{low}, {high}], the replay has {got}")
+        self._next += 1
+        return got[3]
+
+    def choose(self, n: int) -> int:
+        return self._take("choose", 0, n - 1)
+
+    def latency(self, low: int, high: int) -> int:
+        return self._take("latency", low, high)
+
+    @property
+    def exhausted(self) -> bool:
+        return self._next == len(self._decisions)
+
+
+@attrs.frozen
+class Network:
+    """Per-message delay in virtual ms, uniform in [low, high]; per-link FIFO is kept."""
+
+    low: int = 0
+    high: int = 0
 
 
 class SeededDelivery:
     """One message at a time, the next one picked by a chooser among link heads.
 
-    Candidates are the heads of the non-empty (sender, recipient) queues,
-    ordered by the order they were posted (oldest first), so choice 0 always
-    means "the oldest message that may be delivered": a chooser that always
-    answers 0 gives the global FIFO order, and hypothesis shrinks towards it.
-    The chooser is consulted only when there is a real choice (two or more
-    links), so a recorded list of choices is exactly the interleaving.
+    Candidates are the heads of the non-empty (sender, recipient) queues that
+    are due (their delivery time has come), ordered by the order they were
+    posted (oldest first), so choice 0 always means "the oldest message that
+    may be delivered": a chooser that always answers 0 gives the global FIFO
+    order, and hypothesis shrinks towards it. The chooser is consulted only
+    when there is a real choice (two or more due links), so the recorded list
+    of decisions is exactly the interleaving.
+
+    With a :class:`Network`, each message is due ``latency`` ms after it was
+    sent (drawn by the chooser), never before the previous message of its
+    link; when nothing is due, virtual time jumps to the next due message.
     """
 
     # Let trio breathe (cancellation, KeyboardInterrupt) every so many messages.
     CHECKPOINT_EVERY = 2048
+    NEEDS_TASKS = False
 
-    def __init__(self, seed: int = 0, chooser: Chooser | None = None) -> None:
-        self.choose: Chooser = chooser if chooser is not None else seeded_chooser(seed)
-        self._links: dict[tuple[str, str], deque[Envelope]] = {}
+    def __init__(self, seed: int = 0, chooser: Chooser | None = None, network: Network | None = None) -> None:
+        self.chooser: Chooser = chooser if chooser is not None else SeededChooser(seed)
+        self.network = network if network is not None else Network()
+        self._links: dict[tuple[str, str], deque[tuple[int, Envelope]]] = {}
         self._runtime: Runtime | None = None
-        self.choices: list[int] = []
         self.delivered = 0
+        self.on_quiet: Callable[[], None] | None = None
 
     def bind(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
     def post(self, envelope: Envelope) -> None:
+        assert self._runtime is not None
+        due = self._runtime.now_ms
+        net = self.network
+        if net.high:
+            due += net.low if net.low == net.high else self.chooser.latency(net.low, net.high)
         key = (envelope.sender, envelope.recipient)
         queue = self._links.get(key)
         if queue is None:
-            self._links[key] = deque((envelope,))
+            self._links[key] = deque(((due, envelope),))
         else:
-            queue.append(envelope)
+            queue.append((max(due, queue[-1][0]), envelope))
 
     async def start(self, nursery: trio.Nursery) -> None:
         return None
 
     def in_flight(self) -> list[Envelope]:
-        return sorted((e for q in self._links.values() for e in q), key=lambda e: e.seq)
+        """Every posted, undelivered message, oldest first."""
+        return sorted((e for q in self._links.values() for _, e in q), key=lambda e: e.seq)
 
-    def step(self) -> bool:
-        """Deliver one message. False when nothing is in flight."""
+    def next_due(self) -> int | None:
+        return min((q[0][0] for q in self._links.values()), default=None)
+
+    def step(self, until: int | None = None) -> bool:
+        """Deliver one message due by ``until`` (None: any). False when there is none."""
         links = self._links
         if not links:
             return False
+        rt = self._runtime
+        assert rt is not None
+        now = rt.now_ms
         if len(links) == 1:
             key = next(iter(links))
+            due = links[key][0][0]
+            if due > now:
+                if until is not None and due > until:
+                    return False
+                rt.now_ms = due
         else:
-            heads = sorted(links, key=lambda k: links[k][0].seq)
-            choice = self.choose(len(heads))
-            if not 0 <= choice < len(heads):
-                raise ValueError(f"chooser returned {choice} for {len(heads)} candidates")
-            self.choices.append(choice)
-            key = heads[choice]
+            heads = [k for k in links if links[k][0][0] <= now]
+            if not heads:
+                due = min(q[0][0] for q in links.values())
+                if until is not None and due > until:
+                    return False
+                rt.now_ms = due
+                heads = [k for k in links if links[k][0][0] <= due]
+            if len(heads) == 1:
+                key = heads[0]
+            else:
+                heads.sort(key=lambda k: links[k][0][1].seq)
+                choice = self.chooser.choose(len(heads))
+                if not 0 <= choice < len(heads):
+                    raise ValueError(f"chooser returned {choice} for {len(heads)} candidates")
+                key = heads[choice]
         queue = links[key]
-        envelope = queue.popleft()
+        envelope = queue.popleft()[1]
         if not queue:
             del links[key]
         self.delivered += 1
-        assert self._runtime is not None
-        self._runtime.deliver(envelope)
+        rt.deliver(envelope)
+        if not links and self.on_quiet is not None:
+            self.on_quiet()
         return True
 
-    async def until_quiet(self) -> None:
+    async def run_until(self, until: int | None) -> None:
+        """Deliver every message due at or before ``until`` (None: until nothing is in flight)."""
         n = 0
-        while self.step():
+        while self.step(until):
             n += 1
             if n % self.CHECKPOINT_EVERY == 0:
                 await trio.lowlevel.checkpoint()
 
+    async def until_quiet(self) -> None:
+        await self.run_until(None)
+
 
 class LiveDelivery:
     """Each actor is a trio task draining its own memory channel in batches."""
+
+    NEEDS_TASKS = True
 
     def __init__(self) -> None:
         self._senders: dict[str, trio.MemorySendChannel[Envelope]] = {}
@@ -231,6 +355,7 @@ class LiveDelivery:
         self._quiet = trio.Event()
         self._runtime: Runtime | None = None
         self.delivered = 0
+        self.on_quiet: Callable[[], None] | None = None
 
     def bind(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -267,6 +392,14 @@ class LiveDelivery:
         while self._in_flight:
             self._quiet = trio.Event()
             await self._quiet.wait()
+        if self.on_quiet is not None:
+            self.on_quiet()
+
+    async def run_until(self, until: int | None) -> None:
+        # Live mode has no network model: every message is due at once, so
+        # "everything due by then" is "everything".
+        if self._in_flight:
+            await self.until_quiet()
 
 
 class Runtime:
@@ -322,18 +455,38 @@ class Runtime:
         timeline: Iterable[tuple[int, str, Any]],
         on_quiet: Callable[[Runtime], None] | None = None,
     ) -> None:
-        """Feed each (time_ms, recipient, message) stimulus, then wait until quiet.
+        """Feed each (time_ms, recipient, message) stimulus at its virtual time.
 
-        Stimuli are delivered one at a time in the given order, each to
-        quiescence, so file order breaks ties between events at the same
-        virtual time. ``on_quiet`` runs at every quiet point.
+        Before a stimulus is posted, every message due at or before its time
+        is delivered. With no network delay every message is due at once, so
+        each stimulus runs until the exchange is quiet before the next one, in
+        the given order (file order breaks ties). With a delay, stimuli can
+        meet messages still in flight. ``on_quiet`` runs whenever nothing is
+        in flight.
         """
-        async with trio.open_nursery() as nursery:
-            await self.delivery.start(nursery)
-            for at_ms, recipient, message in timeline:
-                self.now_ms = max(self.now_ms, at_ms)
-                self.post(TIMELINE, recipient, message)
-                await self.delivery.until_quiet()
-                if on_quiet is not None:
-                    on_quiet(self)
-            nursery.cancel_scope.cancel()
+        if on_quiet is not None:
+            self.delivery.on_quiet = lambda: on_quiet(self)
+        if not self.delivery.NEEDS_TASKS:
+            await self._feed(timeline)
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                await self.delivery.start(nursery)
+                await self._feed(timeline)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # An actor task failed: raise its own exception, not trio's wrapper,
+            # so a live run fails the same way as a seeded one.
+            raise _first_leaf(group) from None
+
+    async def _feed(self, timeline: Iterable[tuple[int, str, Any]]) -> None:
+        for at_ms, recipient, message in timeline:
+            await self.delivery.run_until(at_ms)
+            self.now_ms = max(self.now_ms, at_ms)
+            self.post(TIMELINE, recipient, message)
+        await self.delivery.run_until(None)
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

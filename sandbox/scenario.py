@@ -119,6 +119,9 @@ class Scenario:
     events: tuple[EventSpec, ...]
     source: str = "<scenario>"
     digest: str = ""
+    # [network]: per-message delay in virtual ms, uniform in [low, high].
+    latency_ms: tuple[int, int] = (0, 0)
+    text: str = attrs.field(default="", repr=False, eq=False)
 
     def market(self, symbol: str) -> MarketSpec:
         for m in self.markets:
@@ -238,6 +241,23 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
     fund = _Reader(source, "insurance_fund", top.get("insurance_fund", False) or {})
     fund_balance = fund.units("balance", MONEY_DECIMALS, default=0)
     fund.done()
+
+    latency = (0, 0)
+    if top.get("network", False) is not None:
+        net = _Reader(source, "network", top.get("network"))
+        raw_latency = net.get("latency", False)
+        if isinstance(raw_latency, dict):
+            span = _Reader(source, "network.latency", raw_latency)
+            latency = (span.units("min", TIME_DECIMALS), span.units("max", TIME_DECIMALS))
+            span.done()
+            if latency[0] > latency[1]:
+                span.fail("max", "must not be below min")
+        elif raw_latency is not None:
+            fixed = net.units("latency", TIME_DECIMALS)
+            latency = (fixed, fixed)
+        if latency[1] > 60_000:
+            net.fail("latency", "must be at most 60 seconds")
+        net.done()
 
     markets: list[MarketSpec] = []
     raw_markets = top.array("markets")
@@ -399,6 +419,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         events=tuple(events),
         source=source,
         digest=digest,
+        latency_ms=latency,
     )
 
 
@@ -427,7 +448,7 @@ def _parse_bytes(raw: bytes, source: str) -> Scenario:
         raise ScenarioError(source, "", f"is not valid TOML ({e})") from None
     except RecursionError:
         raise ScenarioError(source, "", "is not valid TOML (nested too deeply)") from None
-    return parse_scenario(data, source, hashlib.sha256(raw).hexdigest())
+    return attrs.evolve(parse_scenario(data, source, hashlib.sha256(raw).hexdigest()), text=text)
 
 
 def _bundled_dir() -> Any:

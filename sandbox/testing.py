@@ -6,6 +6,11 @@
 * :func:`run`: run a scenario (optionally with your actor subclasses) and
   get the :class:`~sandbox.RunResult` back.
 * :func:`check_invariants`: the exchange's invariants as a reusable check.
+* :func:`schedules`: a hypothesis strategy of delivery schedules (which
+  in-flight message goes next, and each message's latency), and
+  :func:`run_schedule` / :func:`run_schedule_sync` to run a scenario under one,
+  checking every invariant after every delivery. A failing schedule shrinks
+  towards plain FIFO delivery.
 """
 
 from __future__ import annotations
@@ -16,11 +21,24 @@ from typing import Any, Mapping
 from hypothesis import strategies as st
 
 from .exchange import RunResult, run_scenario, run_scenario_sync
+from .explore import Run, TapeChooser, run_once, run_once_async
 from .invariants import check_all
 from .runtime import Runtime, Violation
 from .scenario import Scenario, parse_scenario
 
-__all__ = ["scenarios", "scenario_dicts", "run", "run_sync", "check_invariants", "summary_conserves_money"]
+__all__ = [
+    "scenarios",
+    "scenario_dicts",
+    "run",
+    "run_sync",
+    "check_invariants",
+    "summary_conserves_money",
+    "Schedule",
+    "schedules",
+    "run_schedule",
+    "run_schedule_sync",
+    "Run",
+]
 
 SYMBOLS = ("PUNK", "BAYC", "AZUKI")
 
@@ -136,3 +154,41 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
         total += Decimal(acct["balance"]) + upnl(acct["positions"])
         external += Decimal(acct["deposited"]) - Decimal(acct["withdrawn"])
     return total == external
+
+
+class Schedule:
+    """A delivery schedule: the tape of decisions a run reads (see :class:`sandbox.explore.TapeChooser`)."""
+
+    def __init__(self, tape: bytes) -> None:
+        self.tape = tape
+
+    def chooser(self) -> TapeChooser:
+        return TapeChooser(self.tape)
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.tape!r})"
+
+
+def schedules(length: int = 256) -> st.SearchStrategy[Schedule]:
+    """Schedules of ``length`` decisions (later decisions deliver the oldest message, no latency)."""
+    return st.binary(min_size=length, max_size=length).map(Schedule)
+
+
+async def run_schedule(
+    scenario: Scenario, schedule: Schedule, *, actors: Mapping[str, type] | None = None, find: str | None = None
+) -> Run:
+    """Run ``scenario`` under ``schedule`` (inside trio, e.g. a pytest-trio test).
+
+    Every invariant is checked after every delivery and at every quiet point;
+    the run stops at the first failure. ``run.failure`` says what failed (None
+    if nothing did), ``run.events`` is the event log, ``run.runtime`` holds
+    every actor's final state and ``run.decisions`` replays the run.
+    """
+    return await run_once_async(scenario, schedule.chooser(), actors=actors, find=find)
+
+
+def run_schedule_sync(
+    scenario: Scenario, schedule: Schedule, *, actors: Mapping[str, type] | None = None, find: str | None = None
+) -> Run:
+    """:func:`run_schedule` from synchronous code."""
+    return run_once(scenario, schedule.chooser(), actors=actors, find=find)

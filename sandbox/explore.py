@@ -1,0 +1,422 @@
+"""Search the space of message interleavings with hypothesis; shrink and replay what it finds.
+
+Every decision of a run (which due message goes next, and each message's
+latency when the scenario has a ``[network]`` model) comes from a
+*chooser*. :func:`explore` lets hypothesis be the chooser: each example is one
+whole run, checked after every delivery (:func:`sandbox.invariants.check_step`,
+and the actors' own checks) and at every quiet point
+(:func:`sandbox.invariants.check_all`). A run that breaks an invariant, or in
+which an event of the wanted kind happens (``find``), fails the example;
+hypothesis then shrinks its decisions towards 0, i.e. towards plain FIFO
+delivery with no latency, so what is left is the smallest departure from the
+obvious order that still fails. Failures go to hypothesis's example database,
+so the next search tries them first.
+
+A :class:`Finding` carries the recorded decisions; :func:`replay_run` runs
+them again and gets the very same events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Final, Mapping
+
+import attrs
+import trio
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
+
+from . import invariants
+from .eventlog import EventLog
+from .exchange import build
+from .runtime import (
+    Chooser,
+    Envelope,
+    Network,
+    RecordingChooser,
+    Runtime,
+    ScriptedChooser,
+    SeededDelivery,
+    Violation,
+)
+from .scenario import Scenario, ScenarioError, _parse_bytes
+
+__all__ = [
+    "Exploration",
+    "Finding",
+    "Failure",
+    "TapeChooser",
+    "explore",
+    "run_once",
+    "run_once_async",
+    "Run",
+    "write_replay",
+    "read_replay",
+    "replay_run",
+    "REPLAY_VERSION",
+]
+
+REPLAY_FORMAT: Final = "sandbox-replay"
+REPLAY_VERSION: Final = 1
+DEFAULT_DB: Final = Path(".hypothesis") / "sandbox-explore"
+
+
+class TapeChooser:
+    """Decisions read off a tape of small integers that hypothesis draws in one go.
+
+    Decision ``i`` is ``tape[i] mod (number of options)``; past the end of
+    the tape every decision is 0 (the oldest message, the lowest latency).
+    Drawing the tape as one list is much cheaper than one hypothesis draw per
+    decision, and it shrinks the same way: shorter, and towards zeros, which
+    is plain FIFO delivery.
+    """
+
+    def __init__(self, tape: bytes | list[int]) -> None:
+        self._tape = tape
+        self._i = 0
+
+    def _next(self, options: int) -> int:
+        i = self._i
+        self._i += 1
+        return self._tape[i] % options if i < len(self._tape) else 0
+
+    def choose(self, n: int) -> int:
+        return self._next(n)
+
+    def latency(self, low: int, high: int) -> int:
+        return low + self._next(high - low + 1)
+
+
+class _CountingChooser:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def choose(self, n: int) -> int:
+        self.count += 1
+        return 0
+
+    def latency(self, low: int, high: int) -> int:
+        self.count += 1
+        return low
+
+
+def _tapes(n: int) -> st.SearchStrategy[bytes]:
+    # One draw of a fixed length of bytes: cheap to generate, every decision
+    # varies (hypothesis keeps variable-length lists short on average), and
+    # shrinking drives each byte to 0.
+    return st.binary(min_size=n, max_size=n)
+
+
+def tape_length(scenario: Scenario, actors: Mapping[str, type] | None) -> int:
+    """Room for every decision of a run: twice what the FIFO run needs, plus slack."""
+    counter = _CountingChooser()
+    run_once(scenario, counter, actors=actors)
+    return 2 * counter.count + 16
+
+
+@attrs.frozen
+class Failure:
+    """Why a run stopped: an invariant broke, an actor crashed, or the wanted event happened."""
+
+    kind: str  # "violation" | "crash" | "event"
+    summary: str
+    violations: tuple[Violation, ...] = ()
+
+
+class _Stop(Exception):
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure
+        super().__init__(failure.summary)
+
+
+@attrs.frozen
+class Delivered:
+    """One delivery of a run, as the interleaving lists it."""
+
+    time_ms: int
+    envelope: Envelope
+    overtook: bool  # an older message was still in flight (it was delivered out of FIFO order)
+
+
+@attrs.define
+class Run:
+    """One run under a chooser: its runtime, every delivery, and how it ended."""
+
+    runtime: Runtime
+    decisions: list[tuple[str, int, int, int]]
+    failure: Failure | None
+    deliveries: list[Delivered]
+    quiet_at: int  # deliveries before the last quiet point
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.runtime.log.events
+
+
+def run_once(
+    scenario: Scenario,
+    chooser: Chooser,
+    *,
+    actors: Mapping[str, type] | None = None,
+    find: str | None = None,
+) -> Run:
+    """Run ``scenario`` once with every decision from ``chooser``, stopping at the first failure."""
+    rt, timeline, on_quiet, finish = _prepare(scenario, chooser, actors, find)
+    try:
+        trio.run(rt.run, timeline, on_quiet)
+    except BaseException as e:
+        return finish(e)
+    return finish(None)
+
+
+async def run_once_async(
+    scenario: Scenario,
+    chooser: Chooser,
+    *,
+    actors: Mapping[str, type] | None = None,
+    find: str | None = None,
+) -> Run:
+    """:func:`run_once` inside a running trio loop (e.g. a pytest-trio test)."""
+    rt, timeline, on_quiet, finish = _prepare(scenario, chooser, actors, find)
+    try:
+        await rt.run(timeline, on_quiet)
+    except BaseException as e:
+        return finish(e)
+    return finish(None)
+
+
+def _prepare(
+    scenario: Scenario, chooser: Chooser, actors: Mapping[str, type] | None, find: str | None
+) -> tuple[Runtime, list[tuple[int, str, Any]], Callable[[Runtime], None], Callable[[BaseException | None], Run]]:
+    recorder = RecordingChooser(chooser)
+    delivery = SeededDelivery(chooser=recorder, network=Network(*scenario.latency_ms))
+    rt, timeline = build(scenario, delivery, actors, EventLog())
+    rt.trace = []
+    initial = scenario.fund_balance
+    reported = [0]
+    deliveries: list[Delivered] = []
+    quiet_points = [0]  # len(deliveries) at each quiet point
+
+    def after_delivery(runtime: Runtime, envelope: Envelope) -> None:
+        in_flight = _all_in_flight(delivery)
+        overtook = any(e.seq < envelope.seq for e in in_flight)
+        deliveries.append(Delivered(runtime.now_ms, envelope, overtook))
+        if len(runtime.violations) > reported[0]:
+            new = runtime.violations[reported[0]:]
+            reported[0] = len(runtime.violations)
+            raise _Stop(Failure("violation", _describe(new), tuple(new)))
+        found = invariants.check_step(runtime, initial, in_flight)
+        if found:
+            _report(runtime, found)
+            raise _Stop(Failure("violation", _describe(found), tuple(found)))
+        if find is not None and runtime.log.counts[find]:
+            raise _Stop(Failure("event", f"an event of kind {find!r} happened"))
+
+    def on_quiet(runtime: Runtime) -> None:
+        found = invariants.check_all(runtime, initial)
+        if found:
+            _report(runtime, found)
+            raise _Stop(Failure("violation", _describe(found), tuple(found)))
+        quiet_points.append(len(deliveries))
+
+    rt.after_delivery = after_delivery
+
+    def finish(error: BaseException | None) -> Run:
+        failure: Failure | None = None
+        if isinstance(error, _Stop):
+            failure = error.failure
+        elif isinstance(error, Exception):  # an actor crashed: that is a finding too
+            failure = Failure("crash", f"{type(error).__name__}: {error}")
+        elif error is not None:
+            raise error  # KeyboardInterrupt, trio.Cancelled...
+        # The busy stretch that led to the end: from the last quiet point before it.
+        return Run(rt, recorder.decisions, failure, deliveries, quiet_points[-1])
+
+    return rt, timeline, on_quiet, finish
+
+
+def _all_in_flight(delivery: SeededDelivery) -> list[Envelope]:
+    return [e for q in delivery._links.values() for _, e in q]
+
+
+def _report(rt: Runtime, found: list[Violation]) -> None:
+    for v in found:
+        rt.report(v)
+
+
+def _describe(violations: list[Violation]) -> str:
+    return "; ".join(f"{v.invariant}: {v.detail}" for v in violations)
+
+
+@attrs.frozen
+class Finding:
+    scenario: Scenario
+    variant: str | None
+    find: str | None
+    failure: Failure
+    decisions: tuple[tuple[str, int, int, int], ...]
+    events: tuple[dict[str, Any], ...]
+    deliveries: tuple[Delivered, ...]
+    quiet_at: int
+
+
+@attrs.frozen
+class Exploration:
+    finding: Finding | None
+    runs: int  # runs made, shrinking included
+    first_failure: int  # the run that failed first (0: none did)
+
+
+def events_digest(events: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> str:
+    h = hashlib.sha256()
+    for e in events:
+        h.update(EventLog.dumps(e).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def explore(
+    scenario: Scenario,
+    *,
+    examples: int = 500,
+    variant: str | None = None,
+    actors: Mapping[str, type] | None = None,
+    find: str | None = None,
+    database: ExampleDatabase | Path | None = DEFAULT_DB,
+    seed: int | None = None,
+    on_example: Callable[[int], None] | None = None,
+) -> Exploration:
+    """Search up to ``examples`` interleavings; shrink the first failure found."""
+    count = [0]
+    first = [0]
+    last: list[Run] = []
+
+    def attempt(tape: bytes) -> None:
+        run = run_once(scenario, TapeChooser(tape), actors=actors, find=find)
+        count[0] += 1
+        if on_example is not None:
+            on_example(count[0])
+        if run.failure is not None:
+            first[0] = first[0] or count[0]
+            last.append(run)
+            raise AssertionError(run.failure.summary)
+
+    db: ExampleDatabase | None
+    if database is None:
+        db = None
+    elif isinstance(database, ExampleDatabase):
+        db = database
+    else:
+        db = DirectoryBasedExampleDatabase(str(database))
+    test = settings(
+        max_examples=examples,
+        database=db,
+        deadline=None,
+        derandomize=False,
+        report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck),
+        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
+        print_blob=False,
+    )(given(_tapes(tape_length(scenario, actors)))(attempt))
+    if seed is not None:
+        test = hypothesis_seed(seed)(test)
+    # One database entry per (scenario, variant, question), so failures found
+    # for one are replayed first for that one only.
+    key = f"{scenario.digest or scenario.name}|{variant}|{find}".encode()
+    test._hypothesis_internal_database_key = hashlib.sha256(key).digest()  # type: ignore[attr-defined]
+    try:
+        test()
+    except AssertionError:
+        run = last[-1]  # hypothesis ends by re-running the shrunk example
+        assert run.failure is not None
+        finding = Finding(
+            scenario, variant, find, run.failure, tuple(run.decisions), tuple(run.events),
+            tuple(run.deliveries), run.quiet_at,
+        )
+        return Exploration(finding, count[0], first[0])
+    return Exploration(None, count[0], 0)
+
+
+# --- replay files -------------------------------------------------------------------
+
+
+def write_replay(finding: Finding, path: Path) -> None:
+    scenario = finding.scenario
+    document = {
+        "format": REPLAY_FORMAT,
+        "version": REPLAY_VERSION,
+        "scenario": {
+            "name": scenario.name,
+            "source": scenario.source,
+            "sha256": scenario.digest,
+            "toml": scenario.text,
+        },
+        "variant": finding.variant,
+        "find": finding.find,
+        "failure": {"kind": finding.failure.kind, "summary": finding.failure.summary},
+        "decisions": [list(d) for d in finding.decisions],
+        "events": len(finding.events),
+        "events_sha256": events_digest(finding.events),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+@attrs.frozen
+class Replay:
+    scenario: Scenario
+    variant: str | None
+    find: str | None
+    failure_kind: str
+    failure_summary: str
+    decisions: tuple[tuple[str, int, int, int], ...]
+    events: int
+    events_sha256: str
+
+
+def read_replay(path: Path) -> Replay:
+    """Load and check a replay file; any problem is a :class:`ScenarioError` naming the key."""
+    source = str(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(source, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(source, "", f"cannot be read ({e})") from None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ScenarioError(source, "", f"is not a replay file (not JSON: {e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != REPLAY_FORMAT:
+        raise ScenarioError(source, "format", f"is not {REPLAY_FORMAT!r}: not a replay file")
+    if doc.get("version") != REPLAY_VERSION:
+        raise ScenarioError(
+            source, "version", f"is {doc.get('version')!r}; this sandbox reads replay version {REPLAY_VERSION}"
+        )
+    try:
+        sc = doc["scenario"]
+        text = sc["toml"]
+        digest = sc["sha256"]
+        decisions = tuple(
+            (str(d[0]), int(d[1]), int(d[2]), int(d[3])) for d in doc["decisions"]  # type: ignore[index]
+        )
+        failure = doc["failure"]
+        replay_fields = (doc.get("variant"), doc.get("find"), str(failure["kind"]), str(failure["summary"]),
+                         int(doc["events"]), str(doc["events_sha256"]))
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ScenarioError(source, "", f"is not a valid replay file (bad or missing {e})") from None
+    if not isinstance(text, str) or hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
+        raise ScenarioError(source, "scenario.sha256", "does not match the embedded scenario: the file was edited")
+    scenario = _parse_bytes(text.encode("utf-8"), f"{source} (embedded {sc.get('source', 'scenario')})")
+    variant, find, kind, summary, n_events, events_sha = replay_fields
+    return Replay(scenario, variant, find, kind, summary, decisions, n_events, events_sha)
+
+
+def replay_run(replay: Replay, actors: Mapping[str, type] | None) -> Run:
+    return run_once(replay.scenario, ScriptedChooser(replay.decisions), actors=actors, find=replay.find)
+
