@@ -40,26 +40,24 @@ import re
 from collections import Counter
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Callable, Final, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Sequence
 
 import attrs
-import matplotlib
 
-matplotlib.use("svg", force=False)  # no GUI backend, ever: the report is rendered headless
+from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, equity, maintenance_margin
 
-from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, Patch  # noqa: E402
-from matplotlib.ticker import FixedFormatter, FixedLocator  # noqa: E402
+from . import messages as msgs
+from .eventlog import EventLog, time_seconds
+from .invariants import open_interest
+from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_price, fmt_size
+from .narrate import narrate
+from .runtime import Envelope, Runtime
 
-from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, equity, maintenance_margin  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-from . import messages as msgs  # noqa: E402
-from .eventlog import EventLog, time_seconds  # noqa: E402
-from .invariants import open_interest  # noqa: E402
-from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_price, fmt_size  # noqa: E402
-from .narrate import narrate  # noqa: E402
-from .runtime import Envelope, Runtime  # noqa: E402
+# matplotlib is imported by the functions that draw, on first use: recording a
+# run, summarising a trace or checking a path does not load it.
 
 __all__ = [
     "Recorder",
@@ -537,7 +535,7 @@ def choose_accounts(recording: Recording, limit: int = MAX_ACCOUNTS) -> AccountC
     reason: dict[str, str] = {}
     for a in shown:
         if a in liquidated:
-            reason[a] = "liquidated, bankrupt" if a in bankrupt else "liquidated"
+            reason[a] = "liquidated"
         elif a in deleveraged:
             reason[a] = "deleveraged by ADL"
         else:
@@ -624,6 +622,8 @@ class Bands:
         return self.lefts[j] + self.widths[j] * (_PAD + (1 - 2 * _PAD) * (p - a) / (b - a))
 
     def decorate(self, ax: Any) -> None:
+        from matplotlib.ticker import FixedFormatter, FixedLocator
+
         n = len(self.steps)
         if n <= 80:
             for j in range(1, n, 2):
@@ -705,6 +705,8 @@ _XLABEL: Final = "virtual time: one band per instant; inside it, the cascade of 
 
 
 def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -714,6 +716,8 @@ def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = N
     The SVG scales down to the page's width, but not below ``min_scale`` of
     its natural size (the page scrolls sideways instead).
     """
+    import matplotlib
+
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
         fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -726,8 +730,12 @@ def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = N
                   lambda m: f'<svg{m.group(1)} class="chart" role="img" aria-label="{html.escape(label)}" '
                             f'style="max-width:{m.group(2)}pt;min-width:{float(m.group(2)) * min_scale:.0f}pt"',
                   text, count=1)
-    for gid, title in (titles or {}).items():
-        text = text.replace(f'<g id="{prefix}-{gid}">', f'<g id="{prefix}-{gid}"><title>{html.escape(title)}</title>', 1)
+    if titles:
+        def add_title(m: re.Match[str]) -> str:
+            title = titles.get(m.group(1))
+            return m.group(0) if title is None else f"{m.group(0)}<title>{html.escape(title)}</title>"
+
+        text = re.sub(rf'<g id="{prefix}-([^"]+)">', add_title, text)
     return text
 
 
@@ -740,7 +748,19 @@ def _event_points(rec: Recording, kind: str, market: str | None = None) -> list[
     return [(p, e) for p, e in rec.events if e["kind"] == kind and (market is None or e.get("market") == market)]
 
 
+def _label(ax: Any, bands: Bands, p: int, y: float, text: str, colour: str, where: str = "above") -> None:
+    """A short label next to a point ("above", "level" with or "below" it), on the side where there is room."""
+    x = bands.x(p)
+    left = x > 0.72 * bands.end
+    dy = {"above": 8, "level": 0, "below": -8}[where]
+    va = {"above": "bottom", "level": "center", "below": "top"}[where]
+    ax.annotate(text, (x, y), xytext=(-7 if left else 7, dy), textcoords="offset points",
+                ha="right" if left else "left", va=va, fontsize=7.5, color=colour)
+
+
 def chart_marks(rec: Recording, bands: Bands) -> str:
+    import matplotlib
+
     markets = list(rec.marks)
     rows, cols = _grid(len(markets), one_column_up_to=3)
     legend: dict[str, Any] = {}
@@ -753,27 +773,39 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
             xs, ys = _steps(bands, rec.marks[market], _price)
             ax.step(xs, ys, where="post", color="#263238", lw=2, label="mark price")
             trades = _event_points(rec, "trade", market)
-            for kinds, colour, marker, label in (
-                (("trader",), "#90a4ae", "o", "trade"),
-                (("liquidation",), COLOURS[LIQUIDATION], "o", "liquidation order fill"),
-                (("fund",), COLOURS[FUND_FLOW], "o", "insurance fund order fill"),
+            labels: list[tuple[int, float, str, str, str]] = []  # p, price, text, colour, where
+            for kind, colour, label, says in (
+                ("trader", "#90a4ae", "trade", None),
+                ("liquidation", COLOURS[LIQUIDATION], "liquidation order fill", "liquidation order fills at {}"),
+                ("fund", COLOURS[FUND_FLOW], "insurance fund order fill", "the fund's order fills at {}"),
             ):
-                pts = [(bands.x(p), _dec(e["price"])) for p, e in trades if e["taker_kind"] in kinds]
+                pts = [(p, _dec(e["price"]), e["price"]) for p, e in trades if e["taker_kind"] == kind]
                 if pts:
-                    ax.scatter(*zip(*pts), s=30, color=colour, marker=marker, zorder=3, label=label,
-                               edgecolors="white", linewidths=0.6)
-            adl = [(bands.x(p), _dec(e["price"])) for p, e in _event_points(rec, "adl", market)]
+                    ax.scatter([bands.x(p) for p, _, _ in pts], [y for _, y, _ in pts], s=30, color=colour,
+                               zorder=3, label=label, edgecolors="white", linewidths=0.6)
+                    if says:
+                        labels += [(p, y, says.format(text), colour, "level") for p, y, text in pts]
+            adl = [(p, e) for p, e in _event_points(rec, "adl", market)]
             if adl:
-                ax.scatter(*zip(*adl), s=34, color=COLOURS[ADL_FLOW], marker="s", zorder=3,
-                           label="ADL at the bankruptcy price", edgecolors="white", linewidths=0.6)
-            bk = [(bands.x(p), _dec(e["bankruptcy_prices"][market]))
+                ax.scatter([bands.x(p) for p, _ in adl], [_dec(e["price"]) for _, e in adl], s=34,
+                           color=COLOURS[ADL_FLOW], marker="s", zorder=3, label="ADL at the bankruptcy price",
+                           edgecolors="white", linewidths=0.6)
+                labels += [(p, _dec(e["price"]), f"ADL closes {e['account']} at {e['price']}", COLOURS[ADL_FLOW],
+                            "above") for p, e in adl]
+            bk = [(p, e["account"], e["bankruptcy_prices"][market])
                   for p, e in _event_points(rec, "liquidation_started") if market in e["bankruptcy_prices"]]
             if bk:
-                ax.scatter(*zip(*bk), s=260, color="#000000", marker="_", zorder=4, linewidths=2,
+                ax.scatter([bands.x(p) for p, _, _ in bk], [_dec(price) for _, _, price in bk], s=260,
+                           color="#000000", marker="_", zorder=4, linewidths=2,
                            label="bankruptcy price of a liquidation")
+                labels += [(p, _dec(price), f"{acct}'s bankruptcy price {price}", "#000000", "below")
+                           for p, acct, price in bk]
+            if len(labels) <= 6:  # few enough to say what each one is
+                for p, y, text, colour, where in labels:
+                    _label(ax, bands, p, y, text, colour, where)
             ax.set_title(f"{market}: mark price", loc="left")
             ax.set_ylabel("ETH per contract")
-            ax.margins(y=0.15)
+            ax.margins(y=0.2)
             for handle, label in zip(*ax.get_legend_handles_labels()):
                 legend.setdefault(label, handle)
         for j in range(len(markets), rows * cols):
@@ -784,11 +816,16 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
 
 
 def chart_accounts(rec: Recording, bands: Bands, choice: AccountChoice) -> str:
+    import matplotlib
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     shown = choice.shown
     if not shown:
         return ""
     rows, cols = _grid(len(shown))
     liq_at = {e["account"]: p for p, e in _event_points(rec, "liquidation_started")}
+    bankrupt = {e["account"] for _, e in _event_points(rec, "bankruptcy")}
     call_at = {e["account"]: p for p, e in _event_points(rec, "margin_call")}
     adl_at: dict[str, int] = {}
     for p, e in _event_points(rec, "adl"):
@@ -818,6 +855,8 @@ def chart_accounts(rec: Recording, bands: Bands, choice: AccountChoice) -> str:
                            edgecolors="white", linewidths=0.6)
             when = liq_at.get(acct, adl_at.get(acct))
             suffix = f" at {fmt_time(_time_at(rec, when))}" if when is not None else ""
+            if acct in bankrupt:
+                suffix += ", bankrupt"
             ax.set_title(f"{acct}: {choice.reason[acct]}{suffix}", loc="left")
             ax.set_ylabel("ETH")
             ax.margins(y=0.12)
@@ -874,6 +913,8 @@ def fmt_trade(size: str) -> str:
 
 
 def chart_fund(rec: Recording, bands: Bands) -> str:
+    import matplotlib
+
     with matplotlib.rc_context(_RC):
         fig = _figure(10, 3.9)
         ax = fig.subplots()
@@ -895,8 +936,7 @@ def chart_fund(rec: Recording, bands: Bands) -> str:
         if len(points) <= 12:  # few enough to label each one
             points.sort(key=lambda t: t[0])
             for k, (p, y, text, colour) in enumerate(points):
-                ax.annotate(text, (bands.x(p), y), xytext=(6, 10 if k % 2 == 0 else -14),
-                            textcoords="offset points", fontsize=7.5, color=colour)
+                _label(ax, bands, p, y, text, colour, "above" if k % 2 == 0 else "below")
         ax.set_title("Insurance fund (one for all markets)")
         ax.set_ylabel("ETH")
         ax.margins(y=0.25)
@@ -908,6 +948,8 @@ def chart_fund(rec: Recording, bands: Bands) -> str:
 
 
 def chart_open_interest(rec: Recording, bands: Bands) -> str:
+    import matplotlib
+
     palette = ["#00897b", "#5e35b1", "#f4511e", "#6d4c41", "#3949ab", "#c0ca33", "#d81b60", "#546e7a"]
     with matplotlib.rc_context(_RC):
         fig = _figure(10, 3.2)
@@ -927,6 +969,7 @@ def chart_open_interest(rec: Recording, bands: Bands) -> str:
 
 # --- the sequence diagram --------------------------------------------------------------------
 
+_HEADER_EVERY: Final = 50
 _FIXED_ORDER: Final = ("timeline", "traders", ORACLE, MONITOR, ENGINE, CLEARING, "books", FUND, ADL)
 
 
@@ -961,17 +1004,27 @@ def lifelines(deliveries: Sequence[Delivered]) -> tuple[list[str], Callable[[str
 
 
 def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch
+
     columns, column = lifelines(rec.deliveries)
     xpos = {c: i for i, c in enumerate(columns)}
     # One header line per instant, then its rows.
+    # A long diagram repeats the actors' names every HEADER_EVERY lines.
     lines: list[tuple[str, Any]] = []
     last_time: int | None = None
-    for r in rows:
+    since_header = 0
+    for k, r in enumerate(rows):
+        if since_header >= _HEADER_EVERY and len(rows) - k > 15:
+            lines += [("gap", None), ("header", None), ("gap", None)]
+            since_header = 0
         t = r.first.time_ms if isinstance(r, Arrow) else r.from_ms
         if t != last_time:
             lines.append(("time", t))
             last_time = t
         lines.append(("row", r))
+        since_header += 1
     height = 1.1 + 0.235 * (len(lines) + 2)
     width = max(8.0, 0.98 * len(columns) + 1.0)
     titles: dict[str, str] = {}
@@ -983,13 +1036,22 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
         ax.set_xlim(-0.9, len(columns) - 0.4)
         ax.set_ylim(n + 0.5, -0.8)
         ax.axis("off")
-        for c, i in xpos.items():
+        def names(y: float, va: str) -> None:
+            for c, i in xpos.items():
+                ax.text(i, y, c.replace("_", "\n", 1), ha="center", va=va, fontsize=8, fontweight="bold",
+                        color="#263238", linespacing=1.1, zorder=4,
+                        bbox={"boxstyle": "round,pad=0.35", "fc": "#eceff1", "ec": "#90a4ae", "lw": 0.8},
+                        clip_on=False)
+
+        for i in xpos.values():
             ax.plot([i, i], [-0.5, n + 0.4], color="#b0bec5", lw=0.8, ls=(0, (3, 3)), zorder=0)
-            ax.text(i, -1.0, c.replace("_", "\n", 1), ha="center", va="bottom", fontsize=8, fontweight="bold",
-                    color="#263238", linespacing=1.1,
-                    bbox={"boxstyle": "round,pad=0.35", "fc": "#eceff1", "ec": "#90a4ae", "lw": 0.8},
-                    clip_on=False)
+        names(-1.0, "bottom")
         for y, (what, item) in enumerate(lines):
+            if what == "gap":
+                continue
+            if what == "header":
+                names(y, "center")
+                continue
             if what == "time":
                 ax.axhline(y, color="#455a64", lw=0.8, zorder=1)
                 ax.text(-0.88, y - 0.12, f"t = {fmt_time(item)}", ha="left", va="bottom", fontsize=8,
@@ -1008,19 +1070,17 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
             label = f"{d.type}{times}" + (f": {item.detail}" if item.detail else "")
             titles[gid] = (f"#{d.index} at t = {fmt_time(d.time_ms)}: {d.sender} → {d.recipient}: {d.type}"
                            + (f" ({item.detail})" if item.detail else "") + (f", {item.count} times" if item.count > 1 else ""))
-            ax.text(-0.88, y + 0.05, f"#{d.index}", ha="left", va="center", fontsize=6.5, color="#90a4ae")
             if x0 == x1:  # a message to itself: a small loop
                 arrow = FancyArrowPatch((x0, y - 0.2), (x0, y + 0.2), connectionstyle="arc3,rad=-1.2",
                                         arrowstyle="-|>", mutation_scale=8, color=colour, lw=1.1, zorder=2)
             else:
                 arrow = FancyArrowPatch((x0, y + 0.12), (x1, y + 0.12), arrowstyle="-|>", mutation_scale=9,
                                         color=colour, lw=1.3 if item.count == 1 else 2.4, zorder=2,
-                                        shrinkA=1, shrinkB=1)
+                                        shrinkA=0, shrinkB=0)
             arrow.set_gid(gid)
             ax.add_patch(arrow)
             ax.text((x0 + x1) / 2 if x0 != x1 else x0 + 0.12, y - 0.04, label, ha="center" if x0 != x1 else "left",
-                    va="bottom", fontsize=7.5, color=colour, zorder=3,
-                    bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.8})
+                    va="bottom", fontsize=7.5, color=colour, zorder=3)
     return _svg(fig, "seq", "Message sequence diagram of the actors", titles, min_scale=0.9)
 
 
@@ -1162,7 +1222,7 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
     add('<section id="sequence"><h2>Message sequence diagram</h2>')
     add('<p class="explain">The exchange is a set of actors that share nothing and only send each other messages. '
         "Each column is an actor; each arrow is one message, from sender to recipient, top to bottom in the order "
-        "it was delivered (#n is its place in that order). Hover over an arrow for the details. Colours: "
+        "it was delivered. Hover over an arrow for the details. Colours: "
         + "".join(f'<span class="legend-key" style="background:{c}"></span>{_esc(k)}' for k, c in COLOURS.items())
         + ".</p>")
     if drawn == n_msgs and len(rows) == n_msgs:
