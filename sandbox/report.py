@@ -37,6 +37,7 @@ import io
 import math
 import os
 import re
+from bisect import bisect_left
 from collections import Counter
 from itertools import zip_longest
 from pathlib import Path
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Recorder",
     "Recording",
+    "Delivered",
     "Arrow",
     "Gap",
     "ReportPathError",
@@ -552,7 +554,7 @@ def choose_accounts(recording: Recording, limit: int = MAX_ACCOUNTS) -> AccountC
     if n_other:
         parts.append(f"the {n_other} other{'s' if n_other > 1 else ''} that came closest to liquidation "
                      "(lowest equity ÷ maintenance margin)")
-    what = _and(parts) or "none"
+    what = _and(parts) or "none held a position"
     if len(shown) == total:
         sentence = f"All {total} accounts are shown: {what}."
     else:
@@ -604,7 +606,7 @@ class Bands:
         busy = [False] * len(self.steps)
         for p in changes:
             if p > 0:
-                busy[min(_bisect_left(self._ends, p), len(self.steps) - 1)] = True
+                busy[min(bisect_left(self._ends, p), len(self.steps) - 1)] = True
         self.widths = [1.0 if b else self.QUIET_WIDTH for b in busy]
         self.lefts = [0.0]
         for w in self.widths:
@@ -617,7 +619,7 @@ class Bands:
     def x(self, p: int) -> float:
         if p <= 0 or not self.steps:
             return 0.0
-        j = min(_bisect_left(self._ends, p), len(self.steps) - 1)
+        j = min(bisect_left(self._ends, p), len(self.steps) - 1)
         _, a, b = self.steps[j]
         return self.lefts[j] + self.widths[j] * (_PAD + (1 - 2 * _PAD) * (p - a) / (b - a))
 
@@ -633,17 +635,6 @@ class Bands:
         ax.xaxis.set_major_locator(FixedLocator([self.lefts[j] + self.widths[j] / 2 for j in shown]))
         ax.xaxis.set_major_formatter(FixedFormatter([fmt_time(self.steps[j][0]) for j in shown]))
         ax.tick_params(axis="x", length=0)
-
-
-def _bisect_left(values: Sequence[int], x: int) -> int:
-    lo, hi = 0, len(values)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if values[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def _steps(bands: Bands, series: Sequence[tuple[int, Any]], value: Callable[[Any], float]) -> tuple[list[float], list[float]]:
@@ -1003,6 +994,23 @@ def lifelines(deliveries: Sequence[Delivered]) -> tuple[list[str], Callable[[str
     return list(dict.fromkeys(order)), column
 
 
+def _stimuli(rec: Recording) -> dict[int, str]:
+    """For each instant, what the scenario did then: " · mark price of PUNK: 100 -> 94"."""
+    count: Counter[int] = Counter(d.time_ms for d in rec.deliveries if d.sender == "timeline" and d.type != "Started")
+    first: dict[int, str] = {}
+    for _, e in rec.events:
+        ms = round(e["time"] * 1000)
+        if ms not in first and (sentence := narrate(e)) is not None:
+            first[ms] = sentence
+    out = {}
+    for ms, n in count.items():
+        if n > 1:
+            out[ms] = f" · {n} scripted events"
+        elif ms in first:
+            out[ms] = f" · {first[ms]}"
+    return out
+
+
 def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
     import matplotlib
     from matplotlib.figure import Figure
@@ -1025,6 +1033,7 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
             last_time = t
         lines.append(("row", r))
         since_header += 1
+    what_started = _stimuli(rec)
     height = 1.1 + 0.235 * (len(lines) + 2)
     width = max(8.0, 0.98 * len(columns) + 1.0)
     titles: dict[str, str] = {}
@@ -1054,8 +1063,8 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
                 continue
             if what == "time":
                 ax.axhline(y, color="#455a64", lw=0.8, zorder=1)
-                ax.text(-0.88, y - 0.12, f"t = {fmt_time(item)}", ha="left", va="bottom", fontsize=8,
-                        fontweight="bold", color="#455a64")
+                ax.text(-0.88, y - 0.12, f"t = {fmt_time(item)}{what_started.get(item, '')}", ha="left",
+                        va="bottom", fontsize=8, fontweight="bold", color="#455a64")
                 continue
             if isinstance(item, Gap):
                 ax.axhspan(y - 0.42, y + 0.42, color="#fff8e1", zorder=0.5, lw=0)
@@ -1201,7 +1210,9 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
         "shading), the margin monitor asks the liquidation engine to take the account over. A liquidated "
         "account ends at zero; its positions are gone, so its maintenance margin drops to zero too.</p>")
     add(f'<p class="note">{_esc(choice.sentence)}</p>')
-    add(f"<figure>{chart_accounts(rec, bands, choice)}</figure></section>")
+    if choice.shown:
+        add(f"<figure>{chart_accounts(rec, bands, choice)}</figure>")
+    add("</section>")
 
     add('<section id="insurance-fund"><h2>Insurance fund</h2>')
     add('<p class="explain">One insurance fund backs every market. It <b>grows</b> when a liquidation order fills '

@@ -8,8 +8,6 @@ error, nothing loaded from anywhere but the file itself.
 
 from __future__ import annotations
 
-import io
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -374,7 +372,8 @@ def test_the_demo_report_renders_in_chromium_without_errors(browser, demo_report
     assert "Insurance fund (one for all markets)" in page["insurance-fund"]["texts"]
     assert "+3 surplus from alice" in page["insurance-fund"]["texts"]
     assert "Open interest per market (longs = shorts)" in page["open-interest"]["texts"]
-    assert {"timeline", "oracle", "clearing", "adl", "t = 2 s", "LiquidationRequested: alice"} <= set(
+    assert {"timeline", "oracle", "clearing", "adl", "t = 2 s · mark price of BAYC: 50 -> 58",
+            "LiquidationRequested: alice"} <= set(
         page["sequence"]["texts"])
     assert page["arrows"] == 64
     assert "#14 at t = 1 s: margin_monitor → liquidation_engine: LiquidationRequested (alice)" in page["tooltips"]
