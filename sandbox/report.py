@@ -49,7 +49,6 @@ from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, equity,
 
 from . import messages as msgs
 from .eventlog import EventLog, time_seconds
-from .invariants import open_interest
 from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_price, fmt_size
 from .narrate import narrate
 from .runtime import Envelope, Runtime
@@ -161,6 +160,13 @@ class Recorder:
 
     ``recorder.attach(log)`` before the run, pass ``**recorder.run_options()``
     to :func:`sandbox.run_scenario`, then ``recorder.finish(result)``.
+
+    Sampling every account after every delivery would cost (accounts x
+    deliveries); instead a delivery to clearing re-reads only the account the
+    message names (clearing's handlers change no other), a new mark re-reads
+    every account, and every quiet point re-reads everything, so a custom
+    clearing that does more is still caught there. Open interest is kept as
+    running totals of each account's contribution, plus the fund's lots.
     """
 
     def __init__(self) -> None:
@@ -171,6 +177,8 @@ class Recorder:
         self.fund: list[tuple[int, tuple[int, int]]] = []
         self.events: list[tuple[int, dict[str, Any]]] = []
         self._pending: list[dict[str, Any]] = []
+        self._held: dict[str, dict[str, int]] = {}  # account -> market -> size
+        self._oi: dict[str, list[int]] = {}  # market -> [long, short] over accounts (not the fund)
 
     def attach(self, log: EventLog) -> None:
         log.subscribe(self._pending.append)
@@ -187,33 +195,55 @@ class Recorder:
 
     def after_delivery(self, runtime: Runtime, envelope: Envelope) -> None:
         if not self.deliveries and envelope.recipient not in _STATEFUL:
-            self._sample(runtime, 0)  # nothing sampled has changed yet: this is the start
+            self._sample(runtime, 0, None)  # nothing sampled has changed yet: this is the start
         message = envelope.message
-        name = type(message).__name__
         self.deliveries.append(Delivered(
-            len(self.deliveries), runtime.now_ms, envelope.sender, envelope.recipient, name,
+            len(self.deliveries), runtime.now_ms, envelope.sender, envelope.recipient, type(message).__name__,
             describe(message), category(message, envelope.sender, envelope.recipient),
         ))
         p = len(self.deliveries)
         self._flush(p)
-        if envelope.recipient in _STATEFUL or p == 1:
-            self._sample(runtime, p)
+        if p == 1 or envelope.recipient == ORACLE:
+            self._sample(runtime, p, None)
+        elif envelope.recipient == CLEARING:
+            account = getattr(message, "account", None)
+            self._sample(runtime, p, (account,) if isinstance(account, str) else None)
+        elif envelope.recipient == FUND:
+            self._sample(runtime, p, ())
 
     def observe(self, runtime: Runtime) -> None:
-        self._flush(len(self.deliveries))
+        p = len(self.deliveries)
+        self._flush(p)
+        self._sample(runtime, p, None)
 
-    def _sample(self, rt: Runtime, p: int) -> None:
+    def _sample(self, rt: Runtime, p: int, accounts: Iterable[str] | None) -> None:
+        """Sample at position p: the marks, the fund, and ``accounts`` (None: every account)."""
         clearing, fund = rt[CLEARING], rt[FUND]
         marks = rt[ORACLE].marks
         for market, price in marks.items():
             _put(self.marks.setdefault(market, []), p, price)
-        for market, (long, short) in open_interest(rt).items():
-            if long == short:  # between the two fills of one trade the sides differ for a moment
-                _put(self.open_interest.setdefault(market, []), p, long)
-        for acct in clearing.accounts.values():
+        for market in clearing.markets:
+            self._oi.setdefault(market, [0, 0])
+        for account in clearing.accounts if accounts is None else accounts:
+            acct = clearing.accounts.get(account)
+            if acct is None:
+                continue
             triples = [(m, pos.size, pos.entry_value) for m, pos in acct.positions.items() if pos.size]
             value = (equity(acct.balance, triples, marks), maintenance_margin(triples, marks, clearing.markets))
-            _put(self.accounts.setdefault(acct.id, []), p, value)
+            _put(self.accounts.setdefault(account, []), p, value)
+            held = {m: size for m, size, _ in triples}
+            before = self._held.get(account, {})
+            if held != before:
+                for sign, sizes in ((-1, before), (1, held)):
+                    for m, size in sizes.items():
+                        self._oi[m][0 if size > 0 else 1] += sign * abs(size)
+                self._held[account] = held
+        oi = {m: list(sides) for m, sides in self._oi.items()}
+        for lot in fund.lots.values():
+            oi[lot.market][0 if lot.size > 0 else 1] += abs(lot.size)
+        for market, (long, short) in oi.items():
+            if long == short:  # between the two fills of one trade the sides differ for a moment
+                _put(self.open_interest.setdefault(market, []), p, long)
         _put(self.fund, p, (fund.balance, fund.available))
 
     def finish(self, result: Any) -> Recording:

@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox import resolve_scenario, run_scenario
 from sandbox.eventlog import EventLog
+from sandbox.testing import scenarios
 from sandbox.report import (
     MAX_ACCOUNTS,
     Arrow,
@@ -86,6 +89,34 @@ def test_recorder_places_events_at_the_delivery_that_caused_them(demo):
     # The surplus is recorded by the fund while it handles SurplusTransferred.
     assert demo.deliveries[by_kind["fund_surplus"] - 1].type == "SurplusTransferred"
     assert demo.deliveries[by_kind["mark_price"] - 1].type == "MarkPriceObserved"
+
+
+class SampleEverything(Recorder):
+    """The slow, obvious recorder: every account after every delivery."""
+
+    def after_delivery(self, runtime: Any, envelope: Any) -> None:
+        super().after_delivery(runtime, envelope)
+        self._sample(runtime, len(self.deliveries), None)
+
+
+def recordings(scenario: Any, seed: int) -> tuple[Recording, Recording]:
+    out = []
+    for cls in (Recorder, SampleEverything):
+        log = EventLog()
+        recorder = cls()
+        recorder.attach(log)
+        result = trio.run(lambda: run_scenario(scenario, seed=seed, log=log, **recorder.run_options()))
+        out.append(recorder.finish(result))
+    return out[0], out[1]
+
+
+@settings(max_examples=15, deadline=None)
+@given(scenario=scenarios(max_markets=3, max_pairs=5, max_events=10), seed=st.integers(0, 1000))
+def test_sampling_only_what_a_delivery_can_change_misses_nothing(scenario, seed):
+    fast, slow = recordings(scenario, seed)
+    assert fast.accounts == slow.accounts
+    assert fast.open_interest == slow.open_interest
+    assert fast.fund == slow.fund and fast.marks == slow.marks
 
 
 def test_bands_put_each_instant_in_its_own_band_in_delivery_order(demo):
