@@ -1292,8 +1292,8 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
         add(f'<li><span class="t">t = {_esc(time)} s</span><span class="a">{_esc(actor)}</span>{_esc(sentence)}</li>')
     add("</ol>")
     if len(story) > cap:
-        add(f'<p class="note">… and {len(story) - cap:,} more: <code>sandbox run {_esc(name)} --out DIR</code> '
-            "writes every event to events.jsonl.</p>")
+        add(f'<p class="note">… and {len(story) - cap:,} more: <code>sandbox run</code> with <code>--out DIR</code> '
+            "writes every event to DIR/events.jsonl.</p>")
     add("</details></section>")
 
     add('<section id="end-state"><h2>End state</h2><table><thead><tr><th>account</th><th>deposited</th>'
@@ -1309,7 +1309,8 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
     add("</tbody></table></section>")
     add("<footer>Amounts are in ETH, prices in ETH per contract, sizes in contracts. The exchange counts in exact "
         "integers (wei, gwei, 1e-9 contract); the numbers in the text are exact, the charts round them for "
-        f"drawing. Made by <code>sandbox run {_esc(name)} --seed {rec.seed} --report</code>.</footer>")
+        f"drawing. Made by <code>sandbox run … --report</code>: scenario “{_esc(name)}”, seed {rec.seed}, "
+        f"{_esc(rec.mode)} delivery.</footer>")
     add("</main></body></html>")
     return "\n".join(parts) + "\n"
 
