@@ -416,15 +416,21 @@ def test_the_charts_are_painted(browser, demo_report, tmp_path):
     from PIL import Image
 
     browser.load(demo_report.resolve().as_uri())
-    top = browser.evaluate("document.querySelector('#insurance-fund svg').getBoundingClientRect().top + scrollY")
+    box = "(id => { const r = document.querySelector(`#${id} svg`).getBoundingClientRect();" \
+          " return [r.top + scrollY, r.bottom + scrollY]; })"
+    fund_top, fund_bottom = browser.evaluate(f"{box}('insurance-fund')")
+    marks_top, marks_bottom = browser.evaluate(f"{box}('mark-price')")
     shot = browser.screenshot(tmp_path / "page.png")
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
-    fund = pixels[int(top):int(top) + 300]
-    r, g, b = fund[..., 0], fund[..., 1], fund[..., 2]
-    purple = ((abs(r - 0x7B) < 25) & (g < 60) & (abs(b - 0xA2) < 25)).sum()
-    assert purple > 500  # the fund's balance line, #7b1fa2
-    above = pixels[: int(top) - 1400]  # the page's header: no fund line there
-    assert ((abs(above[..., 0] - 0x7B) < 25) & (above[..., 1] < 60) & (abs(above[..., 2] - 0xA2) < 25)).sum() < purple
+
+    def purple(top: float, bottom: float) -> int:  # the fund's colour, #7b1fa2
+        region = pixels[int(top):int(bottom)]
+        r, g, b = region[..., 0], region[..., 1], region[..., 2]
+        return int(((abs(r - 0x7B) < 25) & (g < 60) & (abs(b - 0xA2) < 25)).sum())
+
+    assert purple(fund_top, fund_bottom) > 1000  # the fund's balance line
+    # The mark price chart has only one purple dot (the fund's fill) and a legend key.
+    assert purple(fund_top, fund_bottom) > 5 * purple(marks_top, marks_bottom) > 0
 
 
 def test_the_harness_catches_errors_and_requests_elsewhere(browser, demo_report, tmp_path):
