@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="live mode: every actor a trio task, trio picks the interleaving (not reproducible)")
     run.add_argument("--quiet", action="store_true", help="no narration; only the closing summary")
     run.add_argument("--log-json", action="store_true", help="also send every event as JSON lines to stderr")
+    run.add_argument("--report", type=Path, default=None, metavar="FILE.html",
+                     help="write a self-contained HTML report of the run (charts and a message sequence diagram)")
 
     sub.add_parser("list", help="list the bundled scenarios")
 
@@ -147,6 +149,15 @@ def _prepare_out(out: Path) -> None:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     scenario = resolve_scenario(args.scenario)  # every check before anything runs
+    recorder = None
+    if args.report is not None:
+        from . import report  # matplotlib is loaded only when a report is asked for
+
+        try:
+            report.check_report_path(args.report)
+        except report.ReportPathError as e:
+            raise BadInput(str(e)) from None
+        recorder = report.Recorder()
     if args.out is not None:
         _prepare_out(args.out)
     log = EventLog()
@@ -158,13 +169,17 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         log.subscribe(Narrator(console))
     if args.log_json:
         log.subscribe(lambda e: print(EventLog.dumps(e), file=sys.stderr))
+    hooks = {}
+    if recorder is not None:
+        recorder.attach(log)
+        hooks = recorder.run_options()
     events_file = None
     if args.out is not None:
         events_file = open(args.out / "events.jsonl", "w", encoding="utf-8")
         log.subscribe(lambda e: events_file.write(EventLog.dumps(e) + "\n"))  # type: ignore[union-attr]
     try:
         result = trio.run(
-            lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log)
+            lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log, **hooks)
         )
     finally:
         if events_file is not None:
@@ -172,7 +187,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     summary = result.summary()
     if args.out is not None:
         _write_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if recorder is not None:
+        report.write_report(args.report, recorder.finish(result))
     _print_summary(console, scenario, result, summary)
+    if recorder is not None:
+        console.print(f"report written to {args.report}", markup=False)
     return EXIT_OK if result.ok else EXIT_VIOLATION
 
 

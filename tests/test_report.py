@@ -1,0 +1,451 @@
+"""The teaching report: what it records, how it summarises, and that a browser renders it.
+
+The browser tests open the report of the default demo in Debian's headless
+Chromium (``.ci/run`` installs it) and check what a person would see: every
+chart and the sequence diagram drawn at a real size, the titles, no console
+error, nothing loaded from anywhere but the file itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandbox import resolve_scenario, run_scenario
+from sandbox.eventlog import EventLog
+from sandbox.testing import scenarios
+from sandbox.report import (
+    MAX_ACCOUNTS,
+    Arrow,
+    Bands,
+    Delivered,
+    Gap,
+    Recorder,
+    Recording,
+    ReportPathError,
+    change_positions,
+    check_report_path,
+    choose_accounts,
+    render_html,
+    rows_count,
+    summarise_trace,
+    write_report,
+)
+
+from .chromium import Chromium, find_chromium
+from .helpers import eth
+
+# --- recording the demo ---------------------------------------------------------------------
+
+
+def record(name: str = "demo") -> tuple[Any, Recording]:
+    log = EventLog()
+    recorder = Recorder()
+    recorder.attach(log)
+    result = trio.run(lambda: run_scenario(resolve_scenario(name), log=log, **recorder.run_options()))
+    return result, recorder.finish(result)
+
+
+@pytest.fixture(scope="module")
+def demo() -> Recording:
+    return record()[1]
+
+
+def test_recorder_sees_alice_below_maintenance_margin_before_she_is_liquidated(demo):
+    # At mark 94 alice's equity is 10 - 6 = 4 and her maintenance margin 5% of 94 = 4.7: a state
+    # that never reaches a quiet point, because the liquidation follows in the same cascade.
+    values = [v for _, v in demo.accounts["alice"]]
+    assert values[0] == (eth("10"), eth("5"))
+    assert (eth("4"), eth("4.7")) in values
+    assert values[-1] == (0, 0)
+
+
+def test_recorder_follows_the_fund_through_surplus_reservation_and_payout(demo):
+    balances = [balance for _, (balance, _) in demo.fund]
+    assert balances[0] == eth("5") and eth("8") in balances and balances[-1] == eth("5")
+    # While it closes carol's short the fund reserves the most it may lose: all 8 it has.
+    assert any(available == 0 and balance == eth("8") for _, (balance, available) in demo.fund)
+
+
+def test_recorder_open_interest_and_marks(demo):
+    assert [v for _, v in demo.open_interest["BAYC"]] == [2 * 10**9, 1 * 10**9]
+    assert [v for _, v in demo.open_interest["PUNK"]] == [1 * 10**9]
+    assert [v for _, v in demo.marks["PUNK"]] == [100 * 10**9, 94 * 10**9]
+
+
+def test_recorder_places_events_at_the_delivery_that_caused_them(demo):
+    positions = [p for p, _ in demo.events]
+    assert positions == sorted(positions)
+    assert len(demo.events) == 23 and len(demo.deliveries) == 64
+    by_kind = {e["kind"]: p for p, e in demo.events}
+    # The surplus is recorded by the fund while it handles SurplusTransferred.
+    assert demo.deliveries[by_kind["fund_surplus"] - 1].type == "SurplusTransferred"
+    assert demo.deliveries[by_kind["mark_price"] - 1].type == "MarkPriceObserved"
+
+
+class SampleEverything(Recorder):
+    """The slow, obvious recorder: every account after every delivery."""
+
+    def after_delivery(self, runtime: Any, envelope: Any) -> None:
+        super().after_delivery(runtime, envelope)
+        self._sample(runtime, len(self.deliveries), None)
+
+
+def recordings(scenario: Any, seed: int) -> tuple[Recording, Recording]:
+    out = []
+    for cls in (Recorder, SampleEverything):
+        log = EventLog()
+        recorder = cls()
+        recorder.attach(log)
+        result = trio.run(lambda: run_scenario(scenario, seed=seed, log=log, **recorder.run_options()))
+        out.append(recorder.finish(result))
+    return out[0], out[1]
+
+
+@settings(max_examples=15, deadline=None)
+@given(scenario=scenarios(max_markets=3, max_pairs=5, max_events=10), seed=st.integers(0, 1000))
+def test_sampling_only_what_a_delivery_can_change_misses_nothing(scenario, seed):
+    fast, slow = recordings(scenario, seed)
+    assert fast.accounts == slow.accounts
+    assert fast.open_interest == slow.open_interest
+    assert fast.fund == slow.fund and fast.marks == slow.marks
+
+
+def test_bands_put_each_instant_in_its_own_band_in_delivery_order(demo):
+    bands = Bands(demo.deliveries, change_positions(demo))
+    times = sorted({d.time_ms for d in demo.deliveries})
+    assert [t for t, _, _ in bands.steps] == times == [0, 1000, 2000]
+    xs = [bands.x(p) for p in range(len(demo.deliveries) + 1)]
+    assert xs == sorted(xs) and len(set(xs)) == len(xs)
+    # t=0 (orders resting in the book) changes nothing drawn: a narrow band.
+    assert bands.widths == [Bands.QUIET_WIDTH, 1.0, 1.0]
+    for j, (_, a, b) in enumerate(bands.steps):
+        for p in range(a + 1, b + 1):
+            assert bands.lefts[j] < bands.x(p) < bands.lefts[j + 1]
+
+
+# --- summarising the sequence diagram ------------------------------------------------------------
+
+
+def d(index: int, sender: str, recipient: str, type: str, detail: str = "", category: str = "trading",
+      time_ms: int = 0) -> Delivered:
+    return Delivered(index, time_ms, sender, recipient, type, detail, category)
+
+
+def liquidation_flow(start: int, account: str, time_ms: int, bankrupt: bool = False) -> list[Delivered]:
+    steps = [
+        ("margin_monitor", "liquidation_engine", "LiquidationRequested", "liquidation"),
+        ("liquidation_engine", "clearing", "FreezeAccount", "liquidation"),
+        ("clearing", "liquidation_engine", "AccountFrozen", "liquidation"),
+        ("liquidation_engine", "book:PUNK", "SubmitOrder", "liquidation"),
+        ("book:PUNK", "liquidation_engine", "OrderClosed", "liquidation"),
+        ("liquidation_engine", "clearing", "TakeOverPosition", "liquidation"),
+    ]
+    if bankrupt:
+        steps += [
+            ("clearing", "insurance_fund", "PositionTakenOver", "fund"),
+            ("insurance_fund", "book:PUNK", "SubmitOrder", "fund"),
+            ("insurance_fund", "adl", "DeleverageRequested", "ADL"),
+            ("adl", "clearing", "Deleverage", "ADL"),
+        ]
+    steps += [("clearing", "liquidation_engine", "LiquidationSettled", "liquidation")]
+    return [d(start + k, s, r, t, account, c, time_ms) for k, (s, r, t, c) in enumerate(steps)]
+
+
+def long_trace(n_liquidations: int = 60, noise: int = 40) -> list[Delivered]:
+    """A crash: each liquidation is buried in account updates and mark updates."""
+    out: list[Delivered] = []
+    for k in range(n_liquidations):
+        t = 1000 * (1 + k // 10)
+        for j in range(noise):
+            kind = ("clearing", "margin_monitor", "AccountUpdated") if j % 3 else ("oracle", "clearing", "MarkPriceUpdated")
+            out.append(d(len(out), *kind, detail=f"acct{j}", time_ms=t,
+                         category="market data" if kind[2] == "MarkPriceUpdated" else "trading"))
+        out += liquidation_flow(len(out), f"acct{k}", t, bankrupt=k >= 40)
+    return out
+
+
+def test_a_short_trace_is_drawn_whole_one_arrow_per_message():
+    trace = liquidation_flow(0, "alice", 0) + [d(7 + k, "clearing", "margin_monitor", "AccountUpdated") for k in range(5)]
+    rows = summarise_trace(trace, limit=300)
+    assert rows == [Arrow(x) for x in trace]
+
+
+def test_a_long_trace_fits_the_limit_and_counts_every_message():
+    trace = long_trace()
+    assert len(trace) > 2500
+    rows = summarise_trace(trace, limit=300)
+    assert len(rows) <= 300
+    assert rows_count(rows) == len(trace)
+    gaps = [r for r in rows if isinstance(r, Gap)]
+    assert gaps and sum(g.count for g in gaps) == sum(n for g in gaps for _, n in g.by_type)
+    arrows = [r for r in rows if isinstance(r, Arrow)]
+    indices = [a.first.index for a in arrows]
+    assert indices == sorted(indices)
+    # Counted by type, drawn and not drawn add up to the trace.
+    seen: Counter[str] = Counter()
+    for r in rows:
+        if isinstance(r, Arrow):
+            seen[r.first.type] += r.count
+        else:
+            seen.update(dict(r.by_type))
+    assert seen == Counter(x.type for x in trace)
+
+
+def test_the_first_liquidation_is_shown_whole():
+    trace = long_trace()
+    drawn = {r.first.index for r in summarise_trace(trace, limit=300) if isinstance(r, Arrow)}
+    first = [x for x in trace if x.detail == "acct0" and x.category == "liquidation"]
+    assert len(first) == 7 and {x.index for x in first} <= drawn
+
+
+def test_a_rare_kind_of_flow_is_shown_even_after_many_of_another():
+    # The first fund takeover comes after 40 liquidations that filled; it is shown all the same.
+    trace = long_trace()
+    drawn = [r.first for r in summarise_trace(trace, limit=300) if isinstance(r, Arrow)]
+    kinds = {x.type for x in drawn}
+    assert {"PositionTakenOver", "DeleverageRequested", "Deleverage"} <= kinds
+    requested = [x for x in drawn if x.type == "LiquidationRequested"]
+    assert 1 < len(requested) < 60  # some liquidations are only counted
+
+
+def test_identical_consecutive_messages_collapse_into_one_arrow():
+    trace = [d(0, "timeline", "oracle", "MarkPriceObserved", category="market data")]
+    trace += [d(1 + k, "oracle", "clearing", "MarkPriceUpdated", category="market data") for k in range(400)]
+    trace += liquidation_flow(401, "alice", 0)
+    rows = summarise_trace(trace, limit=300)
+    assert len(rows) == 2 + 7
+    assert rows[1] == Arrow(trace[1], 400)
+
+
+def test_collapsed_messages_with_different_details_show_none():
+    trace = [d(k, "book:PUNK", "clearing", "Fill", detail=f"fill {k % 2}") for k in range(10)]
+    rows = summarise_trace(trace, limit=5)
+    assert rows == [Arrow(trace[0], 10, same_detail=False)] and rows[0].detail == ""
+
+
+def test_a_tiny_limit_still_accounts_for_everything():
+    trace = long_trace(5, 10)
+    for limit in (1, 2, 3, 10):
+        rows = summarise_trace(trace, limit=limit)
+        assert 1 <= len(rows) <= limit
+        assert rows_count(rows) == len(trace)
+    with pytest.raises(ValueError):
+        summarise_trace(trace, limit=0)
+
+
+def test_a_gap_says_how_many_and_of_what():
+    gap = Gap(1234, (("AccountUpdated", 1000), ("Fill", 200), ("OrderClosed", 30), ("MarkPriceUpdated", 3),
+                     ("Deposit", 1)), 1000, 3000)
+    assert gap.label() == ("1,234 messages not drawn (1 s to 3 s): AccountUpdated ×1,000, Fill ×200, "
+                           "OrderClosed ×30, MarkPriceUpdated ×3, 1 other kind")
+
+
+# --- which accounts get a chart ------------------------------------------------------------------
+
+
+def fake_recording(n_accounts: int, liquidated: list[str], bankrupt: set[str], adl: list[str]) -> Recording:
+    accounts = {f"a{k}": [(0, (eth(str(10 + k)), eth("1")))] for k in range(n_accounts)}
+    accounts["flat"] = [(0, (eth("5"), 0))]
+    events: list[tuple[int, dict[str, Any]]] = []
+    for k, a in enumerate(liquidated):
+        events.append((k, {"kind": "liquidation_started", "account": a}))
+        if a in bankrupt:
+            events.append((k, {"kind": "bankruptcy", "account": a}))
+    events += [(100, {"kind": "adl", "account": a}) for a in adl]
+    return Recording(None, 0, "seeded", {}, [], [], {}, {}, accounts, [], events)
+
+
+def test_accounts_liquidated_first_then_adl_then_closest_to_liquidation():
+    liq = ["a5", "a6", "a7", "a8", "a9", "a10", "a11"]
+    rec = fake_recording(40, liq, bankrupt={"a9", "a10", "a11"}, adl=["a20", "a21"])
+    choice = choose_accounts(rec, limit=MAX_ACCOUNTS)
+    # 5 liquidated, alternating filled and bankrupt, earliest first; 1 ADL; the 2 lowest equity/MM.
+    assert choice.shown == ["a5", "a9", "a6", "a10", "a7", "a20", "a0", "a1"]
+    assert choice.reason["a9"] == "liquidated" and choice.reason["a20"] == "deleveraged by ADL"
+    assert choice.reason["a0"] == "equity ≥ 10.00 × maint. margin throughout"
+    assert choice.sentence.startswith("Showing 8 of 41 accounts: 5 of the 7 liquidated")
+    assert "1 account never held a position and is left out" in choice.sentence
+
+
+def test_few_accounts_are_all_shown(demo):
+    choice = choose_accounts(demo)
+    assert choice.shown == ["alice", "carol", "dave", "bob", "erin", "mm"]
+    assert choice.sentence.startswith("All 6 accounts are shown: the 2 liquidated, the 1 deleveraged by ADL")
+
+
+# --- writing the file ------------------------------------------------------------------------------
+
+
+def test_bad_report_paths_are_refused_before_anything(tmp_path):
+    with pytest.raises(ReportPathError, match="does not exist"):
+        check_report_path(tmp_path / "missing" / "r.html")
+    with pytest.raises(ReportPathError, match="is a directory"):
+        check_report_path(tmp_path)
+    assert check_report_path(tmp_path / "r.html") == tmp_path / "r.html"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_report_replaces_the_file_whole(tmp_path, demo, monkeypatch):
+    target = tmp_path / "r.html"
+    target.write_text("old report")
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setattr("sandbox.report.render_html", broken)
+    with pytest.raises(RuntimeError):
+        write_report(target, demo)
+    assert target.read_text() == "old report"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sandbox", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_report_path_is_bad_input_and_nothing_is_written(tmp_path):
+    out = tmp_path / "out"
+    proc = cli("run", "demo", "--out", str(out), "--report", str(tmp_path / "nope" / "r.html"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"sandbox: --report {tmp_path / 'nope' / 'r.html'}: the directory {tmp_path / 'nope'} does not exist"]
+    assert proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+    proc = cli("run", "demo", "--report", str(tmp_path))
+    assert proc.returncode == 2 and "is a directory" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "demo.html"
+    proc = cli("run", "--quiet", "--report", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"report written to {path}" in proc.stdout
+    return path
+
+
+def test_the_report_is_one_self_contained_file(demo_report):
+    text = demo_report.read_text(encoding="utf-8")
+    assert [p.name for p in demo_report.parent.iterdir()] == ["demo.html"]  # no temporary file left
+    assert "Content-Security-Policy" in text and "default-src 'none'" in text
+    assert "<script" not in text and "<link" not in text and "@import" not in text
+    for attribute in ("src=", "href="):
+        for chunk in text.split(attribute)[1:]:
+            assert chunk[1] in "#", f"{attribute}{chunk[:60]}"  # only links inside the page
+    assert text.count("<svg") == 5
+    assert 50_000 < len(text) < 1_000_000
+    for phrase in ("Scenario “demo”", "The whole liquidation flow across two markets", "5 → 5",
+                   "All 64 messages are drawn", "insurance fund pays 3 for carol&#x27;s bankruptcy (fund 5)"):
+        assert phrase in text
+
+
+# --- in the browser -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    if find_chromium() is None:
+        pytest.fail("Chromium is needed for the report tests: apt-get install chromium (.ci/run does)")
+    with Chromium(width=1100, height=900) as b:
+        yield b
+
+
+SECTIONS = {
+    "mark-price": "Mark price per market",
+    "equity": "Equity against maintenance margin",
+    "insurance-fund": "Insurance fund",
+    "open-interest": "Open interest",
+    "sequence": "Message sequence diagram",
+}
+
+MEASURE = """
+(() => {
+  const out = {};
+  for (const id of %s) {
+    const svg = document.querySelector(`#${id} svg`);
+    const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+    out[id] = {
+      heading: document.querySelector(`#${id} h2`).textContent,
+      width: box.width, height: box.height,
+      texts: svg ? [...svg.querySelectorAll('text')].map(t => t.textContent) : [],
+      drawnTexts: svg ? [...svg.querySelectorAll('text')].filter(t => t.getBBox().width > 0).length : 0,
+    };
+  }
+  out.arrows = document.querySelectorAll('#sequence svg g[id^="seq-msg"]').length;
+  out.tooltips = [...document.querySelectorAll('#sequence svg g[id^="seq-msg"] > title')].map(t => t.textContent);
+  out.cards = [...document.querySelectorAll('.card b')].map(b => b.textContent);
+  return out;
+})()
+"""
+
+
+def test_the_demo_report_renders_in_chromium_without_errors(browser, demo_report, tmp_path):
+    load = browser.load(demo_report.resolve().as_uri())
+    assert load.errors == []
+    assert load.requests == [demo_report.resolve().as_uri()]  # nothing else is fetched
+    page = browser.evaluate(MEASURE % list(SECTIONS))
+    for section, heading in SECTIONS.items():
+        got = page[section]
+        assert got["heading"] == heading
+        assert got["width"] > 700 and got["height"] > 200, (section, got["width"], got["height"])
+        assert got["drawnTexts"] >= 5, section
+    assert {"PUNK: mark price", "BAYC: mark price"} <= set(page["mark-price"]["texts"])
+    assert "alice: liquidated at 1 s" in page["equity"]["texts"]
+    assert "Insurance fund (one for all markets)" in page["insurance-fund"]["texts"]
+    assert "+3 surplus from alice" in page["insurance-fund"]["texts"]
+    assert "Open interest per market (longs = shorts)" in page["open-interest"]["texts"]
+    assert {"timeline", "oracle", "clearing", "adl", "t = 2 s · mark price of BAYC: 50 -> 58",
+            "LiquidationRequested: alice"} <= set(
+        page["sequence"]["texts"])
+    assert page["arrows"] == 64
+    assert "#14 at t = 1 s: margin_monitor → liquidation_engine: LiquidationRequested (alice)" in page["tooltips"]
+    assert page["cards"][:2] == ["5 → 5", "2"]
+
+
+def test_the_charts_are_painted(browser, demo_report, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    browser.load(demo_report.resolve().as_uri())
+    box = "(id => { const r = document.querySelector(`#${id} svg`).getBoundingClientRect();" \
+          " return [r.top + scrollY, r.bottom + scrollY]; })"
+    fund_top, fund_bottom = browser.evaluate(f"{box}('insurance-fund')")
+    marks_top, marks_bottom = browser.evaluate(f"{box}('mark-price')")
+    shot = browser.screenshot(tmp_path / "page.png")
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
+
+    def purple(top: float, bottom: float) -> int:  # the fund's colour, #7b1fa2
+        region = pixels[int(top):int(bottom)]
+        r, g, b = region[..., 0], region[..., 1], region[..., 2]
+        return int(((abs(r - 0x7B) < 25) & (g < 60) & (abs(b - 0xA2) < 25)).sum())
+
+    assert purple(fund_top, fund_bottom) > 1000  # the fund's balance line
+    # The mark price chart has only one purple dot (the fund's fill) and a legend key.
+    assert purple(fund_top, fund_bottom) > 5 * purple(marks_top, marks_bottom) > 0
+
+
+def test_the_harness_catches_errors_and_requests_elsewhere(browser, demo_report, tmp_path):
+    # A page that logs an error, throws, and tries to load an image from another host: all three are caught.
+    bad = tmp_path / "bad.html"
+    text = demo_report.read_text(encoding="utf-8")
+    bad.write_text(text.replace("</main>", '<img src="https://example.invalid/x.png"></main>'), encoding="utf-8")
+    load = browser.load(bad.as_uri())
+    assert any("Content Security Policy" in e for e in load.errors)
+    scripted = tmp_path / "script.html"
+    scripted.write_text('<!DOCTYPE html><script>console.error("boom"); throw new Error("kaput")</script>')
+    load = browser.load(scripted.as_uri())
+    assert any("boom" in e for e in load.errors) and any("kaput" in e for e in load.errors)
+
+
+def test_the_same_run_gives_the_same_report(demo, demo_report):
+    # Recorded here, rendered here; the fixture's report came from another process.
+    assert render_html(demo) == demo_report.read_text(encoding="utf-8")
