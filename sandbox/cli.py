@@ -19,7 +19,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from .eventlog import EventLog
+from .eventlog import EventFile, EventLog
 from .exchange import RunResult, run_scenario
 from .narrate import Narrator
 from .scenario import Scenario, ScenarioError, bundled_scenarios, resolve_scenario
@@ -113,8 +113,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         log.subscribe(lambda e: print(EventLog.dumps(e), file=sys.stderr))
     events_file = None
     if args.out is not None:
-        events_file = open(args.out / "events.jsonl", "w", encoding="utf-8")
-        log.subscribe(lambda e: events_file.write(EventLog.dumps(e) + "\n"))  # type: ignore[union-attr]
+        # Durable: every event is on disk the moment it is recorded (see EventFile).
+        events_file = EventFile(args.out / "events.jsonl")
+        log.subscribe(events_file)
     try:
         result = trio.run(
             lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log)
