@@ -2,7 +2,8 @@
 
 Exit status: 0 the run finished and every invariant held; 1 an invariant was
 violated; 2 bad input (the message names the file, the key and the problem;
-nothing is run or written).
+nothing is run or written). ``check-log``: 0 the log is good, 1 a bad line
+(reported), 2 the file cannot be read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from .checklog import check_log
 from .eventlog import EventFile, EventLog
 from .exchange import RunResult, run_scenario
 from .narrate import Narrator
@@ -54,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-json", action="store_true", help="also send every event as JSON lines to stderr")
 
     sub.add_parser("list", help="list the bundled scenarios")
+
+    check = sub.add_parser(
+        "check-log", help="verify an events.jsonl: seq, JSON, and the invariants recomputed from the events",
+        description="Rebuild the books from an events.jsonl and check every line: contiguous seq, valid JSON, "
+        "and the exchange's invariants recomputed from the events. Exit 0 with a summary, 1 with the first "
+        "bad line, 2 if the file cannot be read.",
+    )
+    check.add_argument("file", type=Path, help="the events.jsonl to check")
     return p
 
 
@@ -73,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(console)
+        if args.command == "check-log":
+            return _check_log(args.file)
         return _run(args, console)
     except (ScenarioError, BadInput) as e:
         print(f"sandbox: {e}", file=sys.stderr)
@@ -85,6 +97,19 @@ def _list(console: Console) -> int:
         first = scenario.description.split(". ")[0].rstrip(".")
         console.print(f"{name:<28} {first}", markup=False, soft_wrap=True)
     return EXIT_OK
+
+
+def _check_log(path: Path) -> int:
+    try:
+        report = check_log(path)
+    except FileNotFoundError:
+        raise BadInput(f"check-log: {path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"check-log: {path}: is a directory, not an events file") from None
+    except OSError as e:
+        raise BadInput(f"check-log: {path}: cannot be read ({e.strerror or e})") from None
+    print(f"{path}: {report.summary()}")
+    return EXIT_OK if report.ok else EXIT_VIOLATION
 
 
 def _prepare_out(out: Path) -> None:
