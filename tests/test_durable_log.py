@@ -31,7 +31,7 @@ def test_each_event_is_in_the_file_the_moment_it_is_recorded(tmp_path: Path):
 
 def test_a_run_killed_with_sigkill_leaves_a_valid_prefix(tmp_path: Path):
     scenario = tmp_path / "long.toml"
-    scenario.write_text(long_scenario_toml(rounds=1500))
+    scenario.write_text(long_scenario_toml())
     out = tmp_path / "out"
     log = out / "events.jsonl"
     # --log-json also sends each event to stderr (line-buffered, to a file here)
