@@ -109,7 +109,9 @@ def write(workdir: Path, data: bytes | str) -> Path:
     return path
 
 
-MANY = settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Many examples (more under HYPOTHESIS_PROFILE=fuzz): each one is a few milliseconds.
+MANY = settings(max_examples=max(200, settings.default.max_examples),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # --- the malformed files ---------------------------------------------------------------------
 
