@@ -255,6 +255,31 @@ def test_a_negative_balance_after_settlement_is_recomputed_not_just_read():
                   "no negative balance once a liquidation is settled", "carol ends liquidation 2 at -4")
 
 
+def test_a_liquidation_handed_back_ends_it_and_only_its_own_id_can():
+    events = demo_events()
+    n = line_of(events, "fund_surplus")  # a quiet point: bob is healthy
+    frozen = {"seq": 0, "time": 1, "actor": "clearing", "kind": "account_frozen", "account": "bob", "liq_id": 9,
+              "cancelling": []}
+    cancelled = {"seq": 0, "time": 1, "actor": "liquidation_engine", "kind": "liquidation_cancelled",
+                 "account": "bob", "liq_id": 9, "equity": "14", "maintenance_margin": "4.7"}
+    unfrozen = {"seq": 0, "time": 1, "actor": "clearing", "kind": "account_unfrozen", "account": "bob", "liq_id": 9}
+    handed_back = events[:n] + [frozen, cancelled, unfrozen] + events[n:]
+    assert check_lines(lines_of(renumbered(handed_back))).ok
+    wrong_id = events[:n] + [frozen, cancelled, dict(unfrozen, liq_id=8)] + events[n:]
+    assert_bad_at(check_lines(lines_of(renumbered(wrong_id))), n + 3, "bob is not under liquidation 8")
+    never_ended = events[:n] + [frozen] + events[n:]
+    assert_bad_at(check_lines(lines_of(renumbered(never_ended))), len(events) + 1,
+                  "every liquidation completes", "bob still under liquidation 9")
+
+
+def test_unknown_event_kinds_are_skipped_and_time_never_goes_back():
+    events = demo_events()
+    n = line_of(events, "mark_price", market="BAYC")
+    extra = {"seq": 0, "time": 2, "actor": "oracle", "kind": "mark_price_rejected", "market": "BAYC"}
+    assert check_lines(lines_of(renumbered(events[:n] + [extra] + events[n:]))).ok
+    assert_bad_at(check_lines(lines_of(edited(events, n + 1, time=1.5))), n + 1, "time goes back from 2 to 1.5")
+
+
 def test_the_log_must_open_with_the_opening_state():
     events = demo_events()[1:]
     assert_bad_at(check_lines(lines_of(renumbered(events))), 1, "must open with opening_state")
