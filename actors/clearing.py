@@ -267,6 +267,15 @@ class Clearing(Actor):
             del acct.positions[msg.market]
         acct.balance += realized - fee
         self.fees += fee
+        # Every fill clearing applies is logged with what it did to the account,
+        # in the order clearing applied it, so the books can be rebuilt from the
+        # log exactly (``sandbox check-log``).
+        if msg.kind == "trader":
+            self.emit(
+                "fill", account=msg.account, market=msg.market, order_id=msg.order_id, size=fmt_size(msg.size),
+                price=fmt_price(msg.price), liquidity=msg.liquidity, fee=fmt_money(fee),
+                realized_pnl=fmt_money(realized), balance=fmt_money(acct.balance),
+            )
         if fee:
             self.emit("fee", account=msg.account, market=msg.market, amount=fmt_money(fee), liquidity=msg.liquidity)
         if msg.kind == "liquidation":
@@ -277,7 +286,8 @@ class Clearing(Actor):
                 )
             self.emit(
                 "liquidation_fill", account=msg.account, market=msg.market, size=fmt_size(msg.size),
-                price=fmt_price(msg.price), realized_pnl=fmt_money(realized),
+                price=fmt_price(msg.price), realized_pnl=fmt_money(realized), order_id=msg.order_id,
+                balance=fmt_money(acct.balance),
             )
         self._publish(acct)
         if acct.hold is not None:
@@ -357,7 +367,8 @@ class Clearing(Actor):
             acct.balance += realized
             self.emit(
                 "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(size),
-                price=fmt_price(msg.price), liq_id=msg.liq_id,
+                price=fmt_price(msg.price), liq_id=msg.liq_id, realized_pnl=fmt_money(realized),
+                balance=fmt_money(acct.balance),
             )
             self.send(FUND, PositionTakenOver(msg.liq_id, msg.account, msg.market, size, msg.price, msg.budget))
         self._publish(acct)
@@ -389,7 +400,8 @@ class Clearing(Actor):
         acct.hold = None
         if surplus:
             self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, surplus))
-        self.emit("liquidation_settled", account=acct.id, liq_id=hold.liq_id, surplus=fmt_money(surplus))
+        self.emit("liquidation_settled", account=acct.id, liq_id=hold.liq_id, surplus=fmt_money(surplus),
+                  balance=fmt_money(acct.balance))
         self.send(ENGINE, LiquidationSettled(hold.liq_id, acct.id, surplus))
         self._publish(acct)
 
@@ -419,7 +431,7 @@ class Clearing(Actor):
             self.send(FUND, Fill(f"fund:{msg.lot_id}", FUND_ACCOUNT, msg.market, -trade, msg.price, "adl", "fund"))
             self.emit(
                 "adl", account=msg.account, market=msg.market, size=fmt_size(trade), price=fmt_price(msg.price),
-                realized_pnl=fmt_money(realized), lot_id=msg.lot_id,
+                realized_pnl=fmt_money(realized), lot_id=msg.lot_id, balance=fmt_money(acct.balance),
             )
             self._publish(acct)
         self.send(ADL, Deleveraged(msg.adl_id, msg.account, done))

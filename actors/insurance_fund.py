@@ -118,6 +118,7 @@ class InsuranceFund(Actor):
         self.emit(
             "fund_order", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
             bankruptcy_price=fmt_price(msg.price), limit=fmt_price(limit), max_loss=fmt_money(max_loss),
+            liq_id=msg.liq_id, account=msg.account,
         )
         order = Order(
             self._order_id(lot), FUND_ACCOUNT, msg.market, "sell" if msg.size > 0 else "buy", limit,

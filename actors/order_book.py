@@ -101,6 +101,8 @@ class OrderBook(Actor):
                     seller=maker.order.account if buying else order.account,
                     taker=order.account,
                     taker_kind=order.kind,
+                    taker_order=order.order_id,
+                    maker_order=maker.order.order_id,
                 )
                 if maker.remaining == 0:
                     queue.popleft()

@@ -37,10 +37,11 @@ from actors._common import Position
 from . import invariants
 from .eventlog import EventLog
 from .messages import MarkPriceObserved, PositionView, ScriptedEvent, Started
+from .money import fmt_money, fmt_price, fmt_rate, fmt_size
 from .runtime import Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
 from .scenario import Scenario
 
-__all__ = ["build", "run_scenario", "run_scenario_sync", "RunResult", "ROLES", "InvariantViolation"]
+__all__ = ["build", "run_scenario", "run_scenario_sync", "opening_state", "RunResult", "ROLES", "InvariantViolation"]
 
 Mode = Literal["seeded", "live"]
 
@@ -187,11 +188,56 @@ async def run_scenario(
         if observe is not None:
             observe(runtime)
 
+    run_mode = "seeded" if isinstance(delivery, SeededDelivery) else "live"
+    # The log opens with the starting books and closes with the outcome, so it
+    # can be checked on its own (``sandbox check-log``); a log without the
+    # closing event is the prefix of a run that did not end.
+    rt.log.record(0, "exchange", "opening_state", opening_state(scenario, seed, run_mode))
     await rt.run(timeline, on_quiet)
+    rt.log.record(rt.now_ms, "exchange", "run_finished", {
+        "status": "ok" if not rt.violations else "invariant_violated", "violations": len(rt.violations),
+    })
     if raise_on_violation and rt.violations:
         raise InvariantViolation(rt.violations)
-    return RunResult(scenario, seed, "seeded" if isinstance(delivery, SeededDelivery) else "live", rt,
-                     rt.violations)
+    return RunResult(scenario, seed, run_mode, rt, rt.violations)
+
+
+def opening_state(scenario: Scenario, seed: int, mode: str) -> dict[str, Any]:
+    """The fields of the log's first event: everything on the books at time 0.
+
+    Markets with their parameters, every account's balance and positions
+    (``entry_value`` = size x entry price, the exact cost basis, as in
+    ``summary.json``) and the fund's balance, as exact decimal strings.
+    """
+    return {
+        "scenario": scenario.name,
+        "digest": scenario.digest,
+        "seed": seed,
+        "mode": mode,
+        "insurance_fund": fmt_money(scenario.fund_balance),
+        "markets": {
+            m.symbol: {
+                "mark_price": fmt_price(m.mark_price),
+                "tick_size": fmt_price(m.tick_size),
+                "lot_size": fmt_size(m.lot_size),
+                "initial_margin": fmt_rate(m.initial_margin),
+                "maintenance_margin": fmt_rate(m.maintenance_margin),
+                "maker_fee": fmt_rate(m.maker_fee),
+                "taker_fee": fmt_rate(m.taker_fee),
+            }
+            for m in scenario.markets
+        },
+        "accounts": {
+            a.id: {
+                "balance": fmt_money(a.deposit),
+                "positions": {
+                    p.market: {"size": fmt_size(p.size), "entry_value": fmt_money(p.size * p.entry_price)}
+                    for p in a.positions
+                },
+            }
+            for a in scenario.accounts
+        },
+    }
 
 
 def run_scenario_sync(scenario: Scenario, **kwargs: Any) -> RunResult:

@@ -66,6 +66,18 @@ assert PRICE_DECIMALS + SIZE_DECIMALS == MONEY_DECIMALS
 # A context with enough precision for any amount a scenario can write, so the
 # conversion from text to integer units is exact.
 _CTX: Final = decimal.Context(prec=200, traps=[decimal.InvalidOperation])
+# Any amount is below 10**60 units; checked on the exponent first, so that a
+# value like "1e999999999" is refused at once instead of being expanded.
+_MAX_DIGITS: Final = 60
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """``repr(value)`` for an error message: one line, at most ``limit`` characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        # str() of a huge int is slow (and refused past 4300 digits): say how big it is instead.
+        return f"an integer of {int(abs(value).bit_length() * 0.30103) + 1} digits or so"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class UnitError(ValueError):
@@ -82,6 +94,8 @@ def parse_units(value: object, decimals: int, *, allow_negative: bool = False) -
     if isinstance(value, bool):
         raise UnitError(f"expected a decimal number, got a boolean ({value!r})")
     if isinstance(value, int):
+        if abs(value) >= 10**_MAX_DIGITS:
+            raise UnitError(f"{_show(value)} is too large")
         d = decimal.Decimal(value)
     elif isinstance(value, float):
         if not math.isfinite(value):
@@ -90,24 +104,24 @@ def parse_units(value: object, decimals: int, *, allow_negative: bool = False) -
     elif isinstance(value, str):
         text = value.strip()
         if not text or len(text) > 100:
-            raise UnitError(f"expected a decimal number, got {value!r}")
+            raise UnitError(f"expected a decimal number, got {_show(value)}")
         try:
             d = decimal.Decimal(text)
         except decimal.InvalidOperation:
-            raise UnitError(f"expected a decimal number, got {value!r}") from None
+            raise UnitError(f"expected a decimal number, got {_show(value)}") from None
         if not d.is_finite():
-            raise UnitError(f"expected a finite number, got {value!r}")
+            raise UnitError(f"expected a finite number, got {_show(value)}")
     else:
         raise UnitError(f"expected a decimal number, got {type(value).__name__}")
+    if d and d.adjusted() + decimals >= _MAX_DIGITS:
+        raise UnitError(f"{_show(value)} is too large")
     exponent = d.as_tuple().exponent
     assert isinstance(exponent, int)
     if exponent < -decimals and d != d.quantize(decimal.Decimal(1).scaleb(-decimals), context=_CTX):
-        raise UnitError(f"{value!r} has more than {decimals} decimal places")
+        raise UnitError(f"{_show(value)} has more than {decimals} decimal places")
     units = int(d.scaleb(decimals, context=_CTX))
     if units < 0 and not allow_negative:
-        raise UnitError(f"must not be negative, got {value!r}")
-    if abs(units) >= 10**60:
-        raise UnitError(f"{value!r} is too large")
+        raise UnitError(f"must not be negative, got {_show(value)}")
     return units
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Final
@@ -23,6 +24,7 @@ from .money import (
     RATE_ONE,
     SIZE_DECIMALS,
     UnitError,
+    _show,
     parse_units,
 )
 
@@ -45,6 +47,12 @@ __all__ = [
 FUND_ACCOUNT: Final = "insurance_fund"
 TIME_DECIMALS: Final = 3  # virtual time is kept in integer milliseconds
 MAX_TIME_MS: Final = 10**15
+# Limits that keep a hostile or broken file from taking tomllib more than a
+# moment (measured: tomllib reads 1-2 MB/s, and a dotted key n levels deep
+# costs it O(n**2): 20,000 levels take 9 s, 100,000 exhaust memory). A
+# scenario's keys are at most two levels deep.
+MAX_FILE_BYTES: Final = 256 * 1024
+MAX_KEY_DEPTH: Final = 4
 
 
 class ScenarioError(Exception):
@@ -144,6 +152,8 @@ class _Reader:
         self.used: set[str] = set()
 
     def key(self, name: str) -> str:
+        if not _BARE_KEY.fullmatch(name):
+            name = _show(name)  # a quoted key may hold anything: newlines, a megabyte
         return f"{self.path}.{name}" if self.path else name
 
     def fail(self, name: str, problem: str) -> None:
@@ -168,7 +178,7 @@ class _Reader:
         if not value or len(value) > max_len:
             self.fail(name, f"must be a non-empty string of at most {max_len} characters")
         if choices and value not in choices:
-            self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
+            self.fail(name, f"must be one of {', '.join(choices)}, got {_show(value)}")
         return value
 
     def units(
@@ -200,7 +210,7 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(name, f"expected an integer, got {_typename(value)}")
         if not 0 <= value < 2**63:
-            self.fail(name, f"must be between 0 and 2**63-1, got {value}")
+            self.fail(name, f"must be between 0 and 2**63-1, got {_show(value)}")
         return value
 
     def array(self, name: str) -> list[Any]:
@@ -215,6 +225,9 @@ class _Reader:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             self.fail(unknown[0], "unknown key")
+
+
+_BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def _typename(value: object) -> str:
@@ -238,7 +251,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
     description = top.string("description", required=False, max_len=10_000) or ""
     seed = top.integer("seed", 0)
 
-    fund = _Reader(source, "insurance_fund", top.get("insurance_fund", False) or {})
+    raw_fund = top.get("insurance_fund", False)
+    fund = _Reader(source, "insurance_fund", {} if raw_fund is None else raw_fund)
     fund_balance = fund.units("balance", MONEY_DECIMALS, default=0)
     fund.done()
 
@@ -427,7 +441,8 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file. Raises :class:`ScenarioError` on any problem."""
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # never more: a larger file is refused anyway
     except FileNotFoundError:
         raise ScenarioError(source, "", "no such file") from None
     except IsADirectoryError:
@@ -438,17 +453,50 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def _parse_bytes(raw: bytes, source: str) -> Scenario:
+    if len(raw) > MAX_FILE_BYTES:
+        raise ScenarioError(source, "", f"is larger than {MAX_FILE_BYTES // 1024} KiB, too large for a scenario")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ScenarioError(source, "", f"is not UTF-8 text (byte {e.start})") from None
+    if _has_deep_key(text):
+        raise ScenarioError(source, "", f"has a key nested more than {MAX_KEY_DEPTH} levels deep")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(source, "", f"is not valid TOML ({e})") from None
     except RecursionError:
         raise ScenarioError(source, "", "is not valid TOML (nested too deeply)") from None
+    except ValueError:
+        # tomllib lets int() refuse a literal of more than sys.get_int_max_str_digits() digits.
+        raise ScenarioError(source, "", "is not valid TOML (a number with too many digits)") from None
     return attrs.evolve(parse_scenario(data, source, hashlib.sha256(raw).hexdigest()), text=text)
+
+
+# Strings and comments, so that the dots inside them are not taken for key separators.
+_STRINGS_AND_COMMENTS: Final = re.compile(
+    r'"""(?:[^"\\]|\\[\s\S]|"(?!""))*"{3,5}'  # multi-line basic string
+    r"|'''[\s\S]*?'{3,5}"  # multi-line literal string
+    r'|"(?:[^"\\\n]|\\.)*"'  # basic string
+    r"|'[^'\n]*'"  # literal string
+    r"|#[^\n]*"  # comment
+)
+# A key of more than MAX_KEY_DEPTH dotted parts, once strings are blanked.
+# Starting only at the start of a word and never backtracking into one, so the
+# scan stays linear even over a line of 100,000 digits.
+_DEEP_KEY: Final = re.compile(
+    r"(?<![\w\"'-])[\w\"'-]++(?:[ \t]*+\.[ \t]*+[\w\"'-]++){%d}" % MAX_KEY_DEPTH
+)
+
+
+def _has_deep_key(text: str) -> bool:
+    """Whether a dotted key (or table header) is deeper than MAX_KEY_DEPTH.
+
+    A linear scan before tomllib, whose time is quadratic in a key's depth.
+    Outside strings and comments a run of dots can only be a key (a number
+    has one dot at most), so this refuses no file that is a scenario.
+    """
+    return _DEEP_KEY.search(_STRINGS_AND_COMMENTS.sub('""', text)) is not None
 
 
 def _bundled_dir() -> Any:
@@ -469,9 +517,14 @@ def bundled_scenarios() -> dict[str, Callable[[], Scenario]]:
 def resolve_scenario(name_or_path: str) -> Scenario:
     """A bundled scenario's name, or a path to a scenario file."""
     bundled = bundled_scenarios()
-    if name_or_path in bundled and not Path(name_or_path).exists():
+    try:
+        exists = Path(name_or_path).exists()
+    except (OSError, ValueError) as e:  # e.g. a name too long for the file system
+        reason = getattr(e, "strerror", None) or e
+        raise ScenarioError(_show(name_or_path, 80), "", f"cannot be read ({reason})") from None
+    if name_or_path in bundled and not exists:
         return bundled[name_or_path]()
-    if not name_or_path.endswith(".toml") and not Path(name_or_path).exists():
+    if not name_or_path.endswith(".toml") and not exists:
         raise ScenarioError(
             name_or_path, "", f"no such file, and no bundled scenario of that name (see 'sandbox list')"
         )
