@@ -73,6 +73,7 @@ from ._common import (
     Position,
     apply_trade,
     book_name,
+    trader_name,
 )
 
 __all__ = ["Clearing", "Account", "OpenOrder", "LiquidationHold"]
@@ -164,9 +165,15 @@ class Clearing(Actor):
     def _reject(self, what: str, account: str, reason: str, **fields: object) -> None:
         self.emit(f"{what}_rejected", account=account, reason=reason, **fields)
 
+    def _not_the_owner(self, account: str) -> bool:
+        """Isolation: a trader acts only for its own account (its handle is bound to it)."""
+        return self.sender != trader_name(account)
+
     def on_PlaceOrder(self, msg: PlaceOrder) -> None:
         acct = self.accounts.get(msg.account)
         fields = dict(order_id=msg.order_id, market=msg.market, side=msg.side)
+        if self._not_the_owner(msg.account):
+            return self._reject("order", msg.account, f"not {self.sender}'s account", **fields)
         if acct is None:
             return self._reject("order", msg.account, "unknown account", **fields)
         if acct.frozen:
@@ -211,6 +218,8 @@ class Clearing(Actor):
 
     def on_CancelOrder(self, msg: CancelOrder) -> None:
         acct = self.accounts.get(msg.account)
+        if self._not_the_owner(msg.account):
+            return self._reject("cancel", msg.account, f"not {self.sender}'s account", order_id=msg.order_id)
         if acct is None:
             return self._reject("cancel", msg.account, "unknown account", order_id=msg.order_id)
         if acct.frozen:
@@ -222,6 +231,8 @@ class Clearing(Actor):
 
     def on_Deposit(self, msg: Deposit) -> None:
         acct = self.accounts.get(msg.account)
+        if self._not_the_owner(msg.account):
+            return self._reject("deposit", msg.account, f"not {self.sender}'s account", amount=fmt_money(msg.amount))
         if acct is None or acct.frozen or msg.amount <= 0:
             reason = "unknown account" if acct is None else (
                 "account under liquidation" if acct.frozen else "amount must be positive")
@@ -235,6 +246,8 @@ class Clearing(Actor):
         """A withdrawal may take at most the balance, and must leave initial margin covered."""
         acct = self.accounts.get(msg.account)
         amount = fmt_money(msg.amount)
+        if self._not_the_owner(msg.account):
+            return self._reject("withdraw", msg.account, f"not {self.sender}'s account", amount=amount)
         if acct is None:
             return self._reject("withdraw", msg.account, "unknown account", amount=amount)
         if acct.frozen and self.LOCKS_WITHDRAWALS:

@@ -2,7 +2,9 @@
 
 Exit status: 0 the run finished and every invariant held; 1 an invariant was
 violated; 2 bad input (the message names the file, the key and the problem;
-nothing is run or written). ``check-log``: 0 the log is good, 1 a bad line
+nothing is run or written); 3 an actor raised an unexpected exception (the
+message names the actor, the message and its seq; events.jsonl keeps every
+event up to there and summary.json says "failed"). ``check-log``: 0 the log is good, 1 a bad line
 (reported), 2 the file cannot be read.
 """
 
@@ -29,7 +31,7 @@ from .scenario import Scenario, ScenarioError, bundled_scenarios, resolve_scenar
 __all__ = ["main"]
 
 DEFAULT_SCENARIO = "demo"
-EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_CRASH = 0, 1, 2, 3
 
 
 class BadInput(Exception):
@@ -210,6 +212,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     summary = result.summary()
     if args.out is not None:
         _write_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if result.error is not None:
+        print(f"sandbox: {scenario.source}: {result.error}", file=sys.stderr)
+        return EXIT_CRASH
     if recorder is not None:
         report.write_report(args.report, recorder.finish(result))
     _print_summary(console, scenario, result, summary)

@@ -39,6 +39,8 @@ class EventLog:
     def record(self, time_ms: int, actor: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         event = {"seq": len(self.events), "time": time_seconds(time_ms), "actor": actor, "kind": kind}
         event.update(fields)
+        if len(event) != 4 + len(fields):
+            raise ValueError(f"event {kind!r} has a field named like a header field (seq, time, actor, kind)")
         self.events.append(event)
         self.counts[kind] += 1
         for listener in self._listeners:

@@ -38,7 +38,7 @@ from . import invariants
 from .eventlog import EventLog
 from .messages import MarkPriceObserved, PositionView, ScriptedEvent, Started
 from .money import fmt_money, fmt_price, fmt_rate, fmt_size
-from .runtime import Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
+from .runtime import ActorFailed, Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
 from .scenario import Scenario
 
 __all__ = ["build", "run_scenario", "run_scenario_sync", "opening_state", "RunResult", "ROLES", "InvariantViolation"]
@@ -117,6 +117,7 @@ class RunResult:
     mode: str
     runtime: Runtime
     violations: list[Violation]
+    error: ActorFailed | None = None  # an actor raised: the run stopped there
 
     @property
     def log(self) -> EventLog:
@@ -128,7 +129,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.violations
+        return not self.violations and self.error is None
 
     def summary(self) -> dict[str, Any]:
         from .summary import summarize
@@ -168,9 +169,13 @@ async def run_scenario(
     seed = scenario.seed if seed is None else seed
     if delivery is None:
         delivery = (
-            SeededDelivery(seed, network=Network(*scenario.latency_ms)) if mode == "seeded" else LiveDelivery()
+            SeededDelivery(seed, network=Network(*scenario.latency_ms), faults=scenario.faults)
+            if mode == "seeded"
+            else LiveDelivery(scenario.faults, seed)
         )
     rt, timeline = build(scenario, delivery, actors, log)
+    if scenario.faults.crash:
+        rt.make_durable(scenario.faults.crash_actors, scenario.faults.snapshot_every)
     if trace:
         rt.trace = []
     rt.after_delivery = after_delivery
@@ -193,13 +198,23 @@ async def run_scenario(
     # can be checked on its own (``sandbox check-log``); a log without the
     # closing event is the prefix of a run that did not end.
     rt.log.record(0, "exchange", "opening_state", opening_state(scenario, seed, run_mode))
-    await rt.run(timeline, on_quiet)
-    rt.log.record(rt.now_ms, "exchange", "run_finished", {
-        "status": "ok" if not rt.violations else "invariant_violated", "violations": len(rt.violations),
-    })
+    error: ActorFailed | None = None
+    try:
+        await rt.run(timeline, on_quiet)
+    except ActorFailed as e:
+        # A bug in an actor, not in the exchange's books: stop cleanly, keep
+        # every event so far, and say which actor, message and seq.
+        error = e
+        env = e.envelope
+        rt.log.record(rt.now_ms, env.recipient, "actor_failed", {
+            "message": type(env.message).__name__, "message_seq": env.seq, "sender": env.sender,
+            "error": f"{type(e.error).__name__}: {e.error}",
+        })
+    status = "failed" if error else ("ok" if not rt.violations else "invariant_violated")
+    rt.log.record(rt.now_ms, "exchange", "run_finished", {"status": status, "violations": len(rt.violations)})
     if raise_on_violation and rt.violations:
         raise InvariantViolation(rt.violations)
-    return RunResult(scenario, seed, run_mode, rt, rt.violations)
+    return RunResult(scenario, seed, run_mode, rt, rt.violations, error)
 
 
 def opening_state(scenario: Scenario, seed: int, mode: str) -> dict[str, Any]:

@@ -90,6 +90,10 @@ class TapeChooser:
     def latency(self, low: int, high: int) -> int:
         return low + self._next(high - low + 1)
 
+    def chance(self, ppm: int) -> bool:
+        # High bytes mean "the fault happens", so shrinking (towards 0) removes faults.
+        return self._next(256) * 1_000_000 >= (256 * (1_000_000 - ppm))
+
 
 class _CountingChooser:
     def __init__(self) -> None:
@@ -102,6 +106,10 @@ class _CountingChooser:
     def latency(self, low: int, high: int) -> int:
         self.count += 1
         return low
+
+    def chance(self, ppm: int) -> bool:
+        self.count += 1
+        return False
 
 
 def _tapes(n: int) -> st.SearchStrategy[bytes]:
@@ -193,8 +201,10 @@ def _prepare(
     scenario: Scenario, chooser: Chooser, actors: Mapping[str, type] | None, find: str | None
 ) -> tuple[Runtime, list[tuple[int, str, Any]], Callable[[Runtime], None], Callable[[BaseException | None], Run]]:
     recorder = RecordingChooser(chooser)
-    delivery = SeededDelivery(chooser=recorder, network=Network(*scenario.latency_ms))
+    delivery = SeededDelivery(chooser=recorder, network=Network(*scenario.latency_ms), faults=scenario.faults)
     rt, timeline = build(scenario, delivery, actors, EventLog())
+    if scenario.faults.crash:
+        rt.make_durable(scenario.faults.crash_actors, scenario.faults.snapshot_every)
     rt.trace = []
     initial = scenario.fund_balance
     reported = [0]

@@ -128,6 +128,8 @@ def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) ->
     gap = conservation_gap(rt, initial_fund)
     net = {m: long - short for m, (long, short) in open_interest(rt).items()}
     for envelope in in_flight:
+        if envelope.duplicate:
+            continue  # its receiver will ignore it
         msg = envelope.message
         if isinstance(msg, (Fill, PositionTakenOver)):
             gap += msg.size * (marks[msg.market] - msg.price)

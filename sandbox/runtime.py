@@ -31,6 +31,7 @@ equivalent of trio's ``MockClock`` with ``autojump_threshold=0``.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections import deque
@@ -54,6 +55,8 @@ __all__ = [
     "ScriptedChooser",
     "ReplayDiverged",
     "Network",
+    "Faults",
+    "ActorFailed",
     "UnhandledMessage",
     "Violation",
 ]
@@ -63,10 +66,11 @@ TIMELINE = "timeline"
 
 @attrs.frozen(slots=True)
 class Envelope:
-    seq: int
+    seq: int  # the message id: unique, and increasing along every link
     sender: str
     recipient: str
     message: Any
+    duplicate: bool = False  # a copy injected by the duplicate-delivery fault
 
 
 @attrs.frozen
@@ -93,26 +97,37 @@ class Actor:
         super().__init_subclass__(**kwargs)
         cls._handler_cache = {}
 
+    # True while a restarted actor replays its journal: what it sends, emits or
+    # reports then was already sent, emitted or reported before the crash.
+    _replaying: bool = False
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._runtime: Runtime | None = None
+        # The last message id handled from each sender. Ids increase along a
+        # link and links are FIFO, so anything at or below it is a duplicate.
+        self._last_seq: dict[str, int] = {}
+        self.sender = ""  # who sent the message being handled
 
     # -- what a handler may do ---------------------------------------------------
 
     def send(self, recipient: str, message: Any) -> None:
         """Post a message; it is delivered later, through the delivery seam."""
         assert self._runtime is not None
-        self._runtime.post(self.name, recipient, message)
+        if not self._replaying:
+            self._runtime.post(self.name, recipient, message)
 
     def emit(self, kind: str, **fields: Any) -> None:
         """Record a domain event in the event log."""
         assert self._runtime is not None
-        self._runtime.log.record(self._runtime.now_ms, self.name, kind, fields)
+        if not self._replaying:
+            self._runtime.log.record(self._runtime.now_ms, self.name, kind, fields)
 
     def violation(self, invariant: str, detail: str) -> None:
         """Report an invariant broken in a way only this actor can see."""
         assert self._runtime is not None
-        self._runtime.report(Violation(invariant, detail, time_seconds(self._runtime.now_ms), self.name))
+        if not self._replaying:
+            self._runtime.report(Violation(invariant, detail, time_seconds(self._runtime.now_ms), self.name))
 
     @property
     def now_ms(self) -> int:
@@ -121,7 +136,13 @@ class Actor:
 
     # -- runtime side ----------------------------------------------------------------
 
-    def _dispatch(self, envelope: Envelope) -> None:
+    def _dispatch(self, envelope: Envelope) -> bool:
+        """Handle ``envelope`` once; False if it is a duplicate and was ignored."""
+        sender = envelope.sender
+        if envelope.seq <= self._last_seq.get(sender, -1):
+            return False
+        self._last_seq[sender] = envelope.seq
+        self.sender = sender
         message = envelope.message
         cls = type(self)
         handler = cls._handler_cache.get(type(message))
@@ -131,6 +152,7 @@ class Actor:
                 raise UnhandledMessage(f"{self.name} has no handler for {type(message).__name__}")
             cls._handler_cache[type(message)] = handler
         handler(self, message)
+        return True
 
 
 class Delivery(Protocol):
@@ -165,6 +187,10 @@ class Chooser(Protocol):
         """A message's delay in ms, ``low <= d <= high`` (only asked when ``low < high``)."""
         ...
 
+    def chance(self, ppm: int) -> bool:
+        """Whether a fault of probability ``ppm`` / 1e6 happens (only asked when ``0 < ppm``)."""
+        ...
+
 
 class SeededChooser:
     """Decisions from ``random.Random(seed)``: the same seed, the same run."""
@@ -177,6 +203,9 @@ class SeededChooser:
 
     def latency(self, low: int, high: int) -> int:
         return self._rng.randint(low, high)
+
+    def chance(self, ppm: int) -> bool:
+        return self._rng.randrange(1_000_000) < ppm
 
 
 class RecordingChooser:
@@ -194,6 +223,11 @@ class RecordingChooser:
     def latency(self, low: int, high: int) -> int:
         value = self.inner.latency(low, high)
         self.decisions.append(("latency", low, high, value))
+        return value
+
+    def chance(self, ppm: int) -> bool:
+        value = self.inner.chance(ppm)
+        self.decisions.append(("chance", ppm, 1, int(value)))
         return value
 
 
@@ -224,6 +258,9 @@ class ScriptedChooser:
     def latency(self, low: int, high: int) -> int:
         return self._take("latency", low, high)
 
+    def chance(self, ppm: int) -> bool:
+        return bool(self._take("chance", ppm, 1))
+
     @property
     def exhausted(self) -> bool:
         return self._next == len(self._decisions)
@@ -235,6 +272,27 @@ class Network:
 
     low: int = 0
     high: int = 0
+
+
+@attrs.frozen
+class Faults:
+    """Faults to inject, each decided by the chooser (so seeded, and searchable by explore).
+
+    Probabilities are in ppm. ``delay``: a message is held ``delay_max_ms`` at
+    most on top of its latency (its link stays FIFO, so the messages behind it
+    wait too). ``duplicate``: a message is delivered twice. ``crash``: before a
+    delivery to one of ``crash_actors``, the actor crashes, stays down
+    ``crash_downtime_ms`` (messages to it wait), and restarts from its last
+    snapshot plus the journal of what it handled since.
+    """
+
+    delay: int = 0
+    delay_max_ms: int = 0
+    duplicate: int = 0
+    crash: int = 0
+    crash_actors: tuple[str, ...] = ()
+    crash_downtime_ms: int = 0
+    snapshot_every: int = 20
 
 
 class SeededDelivery:
@@ -251,35 +309,60 @@ class SeededDelivery:
     With a :class:`Network`, each message is due ``latency`` ms after it was
     sent (drawn by the chooser), never before the previous message of its
     link; when nothing is due, virtual time jumps to the next due message.
+    :class:`Faults` are injected here too, each a decision of the chooser.
     """
 
     # Let trio breathe (cancellation, KeyboardInterrupt) every so many messages.
     CHECKPOINT_EVERY = 2048
     NEEDS_TASKS = False
 
-    def __init__(self, seed: int = 0, chooser: Chooser | None = None, network: Network | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        chooser: Chooser | None = None,
+        network: Network | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         self.chooser: Chooser = chooser if chooser is not None else SeededChooser(seed)
         self.network = network if network is not None else Network()
+        self.faults = faults if faults is not None else Faults()
         self._links: dict[tuple[str, str], deque[tuple[int, Envelope]]] = {}
         self._runtime: Runtime | None = None
         self.delivered = 0
         self.on_quiet: Callable[[], None] | None = None
+        self._down: dict[str, int] = {}  # crashed actor -> when it restarts
 
     def bind(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
     def post(self, envelope: Envelope) -> None:
-        assert self._runtime is not None
-        due = self._runtime.now_ms
+        rt = self._runtime
+        assert rt is not None
+        due = rt.now_ms
         net = self.network
         if net.high:
             due += net.low if net.low == net.high else self.chooser.latency(net.low, net.high)
+        faults = self.faults
+        if faults.delay and envelope.sender != TIMELINE and self.chooser.chance(faults.delay):
+            extra = self.chooser.latency(1, faults.delay_max_ms) if faults.delay_max_ms > 1 else 1
+            due += extra
+            rt.log.record(rt.now_ms, "network", "fault_delay", {
+                "message_seq": envelope.seq, "sender": envelope.sender, "recipient": envelope.recipient,
+                "message": type(envelope.message).__name__, "delay_ms": extra,
+            })
         key = (envelope.sender, envelope.recipient)
         queue = self._links.get(key)
         if queue is None:
-            self._links[key] = deque(((due, envelope),))
-        else:
-            queue.append((max(due, queue[-1][0]), envelope))
+            queue = self._links[key] = deque()
+        elif queue[-1][0] > due:
+            due = queue[-1][0]
+        queue.append((due, envelope))
+        if faults.duplicate and envelope.sender != TIMELINE and self.chooser.chance(faults.duplicate):
+            queue.append((due, attrs.evolve(envelope, duplicate=True)))
+            rt.log.record(rt.now_ms, "network", "fault_duplicate", {
+                "message_seq": envelope.seq, "sender": envelope.sender, "recipient": envelope.recipient,
+                "message": type(envelope.message).__name__,
+            })
 
     async def start(self, nursery: trio.Nursery) -> None:
         return None
@@ -288,8 +371,13 @@ class SeededDelivery:
         """Every posted, undelivered message, oldest first."""
         return sorted((e for q in self._links.values() for _, e in q), key=lambda e: e.seq)
 
-    def next_due(self) -> int | None:
-        return min((q[0][0] for q in self._links.values()), default=None)
+    def _due(self, key: tuple[str, str]) -> int:
+        due = self._links[key][0][0]
+        if self._down:
+            restart = self._down.get(key[1])
+            if restart is not None and restart > due:
+                return restart
+        return due
 
     def step(self, until: int | None = None) -> bool:
         """Deliver one message due by ``until`` (None: any). False when there is none."""
@@ -301,19 +389,19 @@ class SeededDelivery:
         now = rt.now_ms
         if len(links) == 1:
             key = next(iter(links))
-            due = links[key][0][0]
+            due = self._due(key)
             if due > now:
                 if until is not None and due > until:
                     return False
                 rt.now_ms = due
         else:
-            heads = [k for k in links if links[k][0][0] <= now]
+            heads = [k for k in links if self._due(k) <= now]
             if not heads:
-                due = min(q[0][0] for q in links.values())
+                due = min(self._due(k) for k in links)
                 if until is not None and due > until:
                     return False
                 rt.now_ms = due
-                heads = [k for k in links if links[k][0][0] <= due]
+                heads = [k for k in links if self._due(k) <= due]
             if len(heads) == 1:
                 key = heads[0]
             else:
@@ -323,6 +411,16 @@ class SeededDelivery:
                     raise ValueError(f"chooser returned {choice} for {len(heads)} candidates")
                 key = heads[choice]
         queue = links[key]
+        recipient = key[1]
+        if self._down and recipient in self._down:
+            del self._down[recipient]
+            rt.restart(recipient)
+        faults = self.faults
+        if faults.crash and recipient in faults.crash_actors and self.chooser.chance(faults.crash):
+            # The actor dies before handling this message, which stays queued.
+            rt.crash(recipient, queue[0][1])
+            self._down[recipient] = rt.now_ms + faults.crash_downtime_ms
+            return True
         envelope = queue.popleft()[1]
         if not queue:
             del links[key]
@@ -339,6 +437,12 @@ class SeededDelivery:
             n += 1
             if n % self.CHECKPOINT_EVERY == 0:
                 await trio.lowlevel.checkpoint()
+        if until is None and self._down:
+            # Nothing left to deliver: bring every crashed actor back, so the
+            # run ends with every actor's state rebuilt.
+            for name in list(self._down):
+                del self._down[name]
+                self._runtime.restart(name)  # type: ignore[union-attr]
 
     async def until_quiet(self) -> None:
         await self.run_until(None)
@@ -349,7 +453,11 @@ class LiveDelivery:
 
     NEEDS_TASKS = True
 
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults | None = None, seed: int = 0) -> None:
+        # Live mode injects only crashes (no per-message control): an actor
+        # restarts at once, from its snapshot and journal, between two batches.
+        self.faults = faults if faults is not None else Faults()
+        self._rng = random.Random(seed)
         self._senders: dict[str, trio.MemorySendChannel[Envelope]] = {}
         self._in_flight = 0
         self._quiet = trio.Event()
@@ -381,7 +489,14 @@ class LiveDelivery:
                     batch.append(receive.receive_nowait())
             except trio.WouldBlock:
                 pass
+            faults = self.faults
             for envelope in batch:
+                if (faults.crash and envelope.recipient in faults.crash_actors
+                        and self._rng.randrange(1_000_000) < faults.crash):
+                    rt = self._runtime
+                    assert rt is not None
+                    rt.crash(envelope.recipient, envelope)
+                    rt.restart(envelope.recipient)
                 deliver(envelope)
             self.delivered += len(batch)
             self._in_flight -= len(batch)
@@ -416,6 +531,10 @@ class Runtime:
         self._seq = 0
         # Called after each delivery (e.g. to check invariants at every step).
         self.after_delivery: Callable[[Runtime, Envelope], None] | None = None
+        # Actors that may crash: their last snapshot and what they handled since.
+        self._durable: dict[str, _Durable] = {}
+        self._snapshot_every = 20
+        self._crashed_state: dict[str, Any] = {}
 
     def add(self, actor: Actor) -> Actor:
         if actor.name in self.actors:
@@ -439,9 +558,63 @@ class Runtime:
             self.trace.append(
                 (envelope.seq, self.now_ms, envelope.sender, envelope.recipient, type(envelope.message).__name__)
             )
-        self.actors[envelope.recipient]._dispatch(envelope)
+        actor = self.actors[envelope.recipient]
+        try:
+            handled = actor._dispatch(envelope)
+        except Exception as e:
+            raise ActorFailed(envelope, e) from e
+        if not handled:
+            self.log.record(self.now_ms, envelope.recipient, "duplicate_ignored", {
+                "message_seq": envelope.seq, "sender": envelope.sender, "message": type(envelope.message).__name__,
+            })
+        elif self._durable:
+            durable = self._durable.get(envelope.recipient)
+            if durable is not None:
+                durable.journal.append(envelope)
+                if len(durable.journal) >= self._snapshot_every:
+                    durable.snapshot = copy.deepcopy(_state(actor))
+                    durable.journal.clear()
         if self.after_delivery is not None:
             self.after_delivery(self, envelope)
+
+    # -- crashes and restarts ----------------------------------------------------------
+
+    def make_durable(self, names: Iterable[str], snapshot_every: int = 20) -> None:
+        """Keep a snapshot and a journal for each of ``names``, so they can crash and restart."""
+        self._snapshot_every = snapshot_every
+        for name in names:
+            self._durable[name] = _Durable(copy.deepcopy(_state(self.actors[name])), [])
+
+    def crash(self, name: str, at: Envelope) -> None:
+        """``name`` dies: its memory is gone; only its snapshot and journal survive."""
+        durable = self._durable[name]
+        # Kept only to check the rebuilt state against it; the restart never reads it.
+        self._crashed_state[name] = _canonical(_state(self.actors[name]))
+        self.log.record(self.now_ms, name, "actor_crashed", {
+            "before": type(at.message).__name__, "message_seq": at.seq, "journal": len(durable.journal),
+        })
+
+    def restart(self, name: str) -> None:
+        """Rebuild ``name`` from its last snapshot, replaying its journal with its sends suppressed."""
+        old = self.actors[name]
+        durable = self._durable[name]
+        fresh = object.__new__(type(old))
+        fresh.__dict__.update(copy.deepcopy(durable.snapshot))
+        fresh._runtime = self
+        fresh._replaying = True
+        try:
+            for envelope in durable.journal:
+                fresh._dispatch(envelope)
+        finally:
+            del fresh._replaying
+        self.actors[name] = fresh
+        before = self._crashed_state.pop(name, None)
+        self.log.record(self.now_ms, name, "actor_restarted", {"replayed": len(durable.journal)})
+        if before is not None and _canonical(_state(fresh)) != before:
+            self.report(Violation(
+                "a restarted actor rebuilds its state", f"{name}: snapshot + journal differ from the state it lost",
+                time_seconds(self.now_ms), name,
+            ))
 
     def report(self, violation: Violation) -> None:
         self.violations.append(violation)
@@ -485,6 +658,41 @@ class Runtime:
             self.now_ms = max(self.now_ms, at_ms)
             self.post(TIMELINE, recipient, message)
         await self.delivery.run_until(None)
+
+
+class ActorFailed(Exception):
+    """An actor raised while handling a message: the run cannot go on."""
+
+    def __init__(self, envelope: Envelope, error: Exception) -> None:
+        self.envelope = envelope
+        self.error = error
+        super().__init__(
+            f"actor {envelope.recipient} failed on {type(envelope.message).__name__} "
+            f"(seq {envelope.seq}, from {envelope.sender}): {type(error).__name__}: {error}"
+        )
+
+
+@attrs.define
+class _Durable:
+    snapshot: dict[str, Any]
+    journal: list[Envelope]
+
+
+def _state(actor: Actor) -> dict[str, Any]:
+    return {k: v for k, v in actor.__dict__.items() if k != "_runtime"}
+
+
+def _canonical(value: Any) -> Any:
+    """A comparable form of an actor's state: sets sorted, attrs objects by their fields."""
+    if isinstance(value, dict):
+        return [("dict", type(value).__name__)] + [(_canonical(k), _canonical(v)) for k, v in value.items()]
+    if isinstance(value, (set, frozenset)):
+        return ["set"] + sorted((_canonical(v) for v in value), key=repr)
+    if isinstance(value, (list, tuple, deque)):
+        return [type(value).__name__] + [_canonical(v) for v in value]
+    if attrs.has(type(value)):
+        return [type(value).__name__] + [_canonical(getattr(value, f.name)) for f in attrs.fields(type(value))]
+    return value
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

@@ -27,6 +27,7 @@ from .money import (
     _show,
     parse_units,
 )
+from .runtime import Faults
 
 __all__ = [
     "ScenarioError",
@@ -53,6 +54,7 @@ MAX_TIME_MS: Final = 10**15
 # scenario's keys are at most two levels deep.
 MAX_FILE_BYTES: Final = 256 * 1024
 MAX_KEY_DEPTH: Final = 4
+
 
 
 class ScenarioError(Exception):
@@ -129,6 +131,8 @@ class Scenario:
     digest: str = ""
     # [network]: per-message delay in virtual ms, uniform in [low, high].
     latency_ms: tuple[int, int] = (0, 0)
+    # [faults]: what to inject, decided by the run's chooser.
+    faults: Faults = Faults()
     text: str = attrs.field(default="", repr=False, eq=False)
 
     def market(self, symbol: str) -> MarketSpec:
@@ -307,6 +311,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         r.done()
         markets.append(spec)
     by_symbol = {m.symbol: m for m in markets}
+    faults = _faults(top, source, by_symbol)
 
     def market_of(r: _Reader, key: str = "market") -> MarketSpec:
         symbol = r.string(key)
@@ -434,7 +439,56 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         source=source,
         digest=digest,
         latency_ms=latency,
+        faults=faults,
     )
+
+
+# Actors that [faults] crash may name (traders are scripts, not servers).
+CRASHABLE: Final = ("oracle", "clearing", "margin_monitor", "liquidation_engine", "insurance_fund", "adl")
+
+
+def _probability(r: _Reader, name: str) -> int:
+    ppm = r.units(name, RATE_DECIMALS, default=0)
+    if ppm > RATE_ONE:
+        r.fail(name, "is a probability: at most 1")
+    return ppm
+
+
+def _faults(top: _Reader, source: str, markets: dict[str, MarketSpec]) -> Faults:
+    raw = top.get("faults", False)
+    if raw is None:
+        return Faults()
+    f = _Reader(source, "faults", raw)
+    delay, delay_max = 0, 0
+    if f.get("delay", False) is not None:
+        d = _Reader(source, "faults.delay", f.get("delay"))
+        delay = _probability(d, "probability")
+        delay_max = d.units("max", TIME_DECIMALS)
+        if not 1 <= delay_max <= 60_000:
+            d.fail("max", "must be from 0.001 to 60 seconds")
+        d.done()
+    duplicate = _probability(f, "duplicate")
+    crash, actors, downtime = 0, (), 0
+    if f.get("crash", False) is not None:
+        c = _Reader(source, "faults.crash", f.get("crash"))
+        crash = _probability(c, "probability")
+        downtime = c.units("downtime", TIME_DECIMALS, default=0)
+        if downtime > 60_000:
+            c.fail("downtime", "must be at most 60 seconds")
+        names = c.get("actors")
+        allowed = CRASHABLE + tuple(f"book:{m}" for m in markets)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            c.fail("actors", "expected a non-empty array of actor names")
+        for n in names:
+            if n not in allowed:
+                c.fail("actors", f"{_show(n)} is not an actor that can crash (one of {', '.join(allowed)})")
+        actors = tuple(dict.fromkeys(names))
+        c.done()
+    snapshot_every = f.integer("snapshot_every", 20)
+    if not 1 <= snapshot_every <= 100_000:
+        f.fail("snapshot_every", "must be from 1 to 100000")
+    f.done()
+    return Faults(delay, delay_max, duplicate, crash, actors, downtime, snapshot_every)
 
 
 def load_scenario(path: str | Path) -> Scenario:

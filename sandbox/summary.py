@@ -35,7 +35,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "scenario": result.scenario.name,
         "seed": result.seed,
         "mode": result.mode,
-        "status": "ok" if result.ok else "invariant_violated",
+        "status": "failed" if result.error else ("ok" if result.ok else "invariant_violated"),
         "time": result.events[-1]["time"] if result.events else 0,
         "insurance_fund": {
             "initial": fmt_money(result.scenario.fund_balance),
@@ -61,6 +61,12 @@ def summarize(result: RunResult) -> dict[str, Any]:
         },
         "fees": fmt_money(clearing.fees),
         "counts": {key: counts[kind] for key, kind in COUNTED.items()},
+        "error": None if result.error is None else {
+            "actor": result.error.envelope.recipient,
+            "message": type(result.error.envelope.message).__name__,
+            "seq": result.error.envelope.seq,
+            "error": f"{type(result.error.error).__name__}: {result.error.error}",
+        },
         "violations": [
             {"invariant": v.invariant, "detail": v.detail, "time": v.time, "actor": v.actor}
             for v in result.violations
