@@ -119,6 +119,15 @@ class Scenario:
     events: tuple[EventSpec, ...]
     source: str = "<scenario>"
     digest: str = ""
+    # A stochastic scenario's document (see sandbox.stochastic): kept so that
+    # for_seed can expand its generators again from another seed.
+    template: dict[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+
+    def for_seed(self, seed: int) -> Scenario:
+        """The scenario as run with ``seed``: a stochastic one is generated again from that seed."""
+        if self.template is None or seed == self.seed:
+            return self
+        return parse_scenario({**self.template, "seed": seed}, self.source, self.digest)
 
     def market(self, symbol: str) -> MarketSpec:
         for m in self.markets:
@@ -230,6 +239,10 @@ def _typename(value: object) -> str:
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str = "") -> Scenario:
     """Validate a parsed TOML document and build a :class:`Scenario`."""
+    if isinstance(data, dict) and any(key in data for key in ("price_paths", "traders", "market_makers")):
+        from .stochastic import expand  # generators become ordinary entries, then come back here
+
+        return expand(data, source, digest)
     top = _Reader(source, "", data)
     name = top.string("name")
     description = top.string("description", required=False, max_len=10_000) or ""
