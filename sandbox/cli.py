@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -200,10 +201,14 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     except sw.SweepError as e:
         raise BadInput(str(e)) from None
     if args.scheduler is not None:
-        backend, where = sw.dask_backend(args.scheduler), f"the Dask cluster at {args.scheduler}"
+        try:
+            cluster = sw.DaskBackend(args.scheduler)
+        except sw.SweepError as e:
+            raise BadInput(str(e)) from None
+        backend, where, close = cluster, f"the Dask cluster at {args.scheduler}", cluster.close
     else:
         workers = args.workers or os.cpu_count() or 1
-        backend, where = sw.local_backend(workers), f"{workers} local worker{'s' * (workers > 1)}"
+        backend, where, close = sw.local_backend(workers), f"{workers} local worker{'s' * (workers > 1)}", None
     combos = len(plan.combinations())
     console.print(f"sweep {plan.name}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
                   f"{combos * plan.seeds} runs on {where}", markup=False, soft_wrap=True)
@@ -226,19 +231,22 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         print(f"sandbox: interrupted; the finished runs are in {out / sw.RUNS_FILE}: "
               "run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        if close is not None:
+            close()
     if outcome.ran:
         console.print(f"{outcome.ran} runs in {outcome.seconds:.2f} s: {outcome.runs_per_second:.2f} runs/s "
                       f"on {where}", markup=False, soft_wrap=True)
     table = Table(title=f"{plan.name}: {plan.seeds} seeds per combination")
     for key, _ in plan.sets:
         table.add_column(key)
-    for column in ("P(ADL)", "95% interval", "drawdown p50", "p90", "p99", "not ok"):
+    for column in ("P(ADL)", "95% interval", "fund drawdown p50", "p90", "p99", "not ok"):
         table.add_column(column, justify="right")
     for entry in outcome.summary:
         d = entry["fund_drawdown"]
         low, high = entry["p_adl_95"]
-        table.add_row(*entry["params"].values(), f"{entry['p_adl']:.2%}", f"{low:.2%}-{high:.2%}", d["p50"],
-                      d["p90"], d["p99"], str(entry["runs"] - entry["ok"]))
+        table.add_row(*entry["params"].values(), f"{entry['p_adl']:.2%}", f"{low:.1%}-{high:.1%}",
+                      *(f"{Decimal(d[q]):.2f}" for q in ("p50", "p90", "p99")), str(entry["runs"] - entry["ok"]))
     console.print(table)
     console.print(f"wrote {out / sw.RUNS_FILE} ({len(outcome.rows)} rows), {out / sw.SUMMARY_FILE}, "
                   f"{out / sw.PLOT_FILE}", markup=False, soft_wrap=True)

@@ -37,6 +37,7 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
@@ -61,6 +62,8 @@ __all__ = [
     "measure",
     "summarize",
     "run_sweep",
+    "local_backend",
+    "DaskBackend",
     "ROW_FIELDS",
 ]
 
@@ -458,7 +461,8 @@ def local_backend(workers: int) -> Backend:
         # one (whose progress-bar thread could hold a lock at fork time).
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["sandbox.sweep", "sandbox.exchange"])
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(os.getpid(),))
         try:
             # A bounded window of submitted tasks: an interrupt has little to cancel.
             pending: set[Future[dict[str, Any]]] = set()
@@ -477,38 +481,66 @@ def local_backend(workers: int) -> Backend:
     return run
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     # Ctrl-C is the parent's to handle: it stops submitting, keeps the rows it
     # has and shuts the pool down; a worker killed mid-run would only add noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
+    # A parent killed outright (SIGKILL, OOM) cannot shut the pool down, and a
+    # worker blocked on its task queue would wait forever (it holds that
+    # queue's write end itself), keeping the forkserver alive too. So each
+    # worker leaves on its own once the sweep's process is gone.
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
 
-def dask_backend(address: str) -> Backend:
-    """The workers of a running Dask distributed cluster (``dask scheduler`` / ``dask worker``)."""
+    threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
 
-    def run(job: Job, tasks: list[RunTask]) -> Iterator[dict[str, Any]]:
-        from distributed import Client, as_completed
 
+class DaskBackend:
+    """The workers of a running Dask distributed cluster (``dask scheduler`` / ``dask worker``).
+
+    Connects when made, so an unreachable scheduler is reported before
+    anything is written. The workers need this package installed (the same
+    version: a run is only reproduced by the same code).
+    """
+
+    def __init__(self, address: str) -> None:
+        from distributed import Client
+
+        self.address = address
         try:
-            client = Client(address, timeout="15s", set_as_default=False)
+            # How long to try is Dask's own setting, distributed.comm.timeouts.connect
+            # (30 s by default; e.g. DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s).
+            self.client = Client(address, set_as_default=False)
         except (OSError, TimeoutError) as e:
             raise SweepError(f"--scheduler {address}: cannot connect ({e})") from None
-        try:
-            job_future = client.scatter(job, broadcast=True, hash=False)
-            tag = hashlib.sha256(json.dumps([job.digest, job.source], sort_keys=True).encode()).hexdigest()[:12]
-            futures = [
-                client.submit(execute, job_future, task, key=f"sandbox-run-{tag}-{_task_hash(task)}", pure=False)
-                for task in tasks
-            ]
-            try:
-                for future in as_completed(futures):
-                    yield future.result()
-            finally:
-                client.cancel(futures)
-        finally:
-            client.close()
 
-    return run
+    def __call__(self, job: Job, tasks: list[RunTask]) -> Iterator[dict[str, Any]]:
+        from distributed import as_completed
+
+        client = self.client
+        # The job goes to every worker once; each task carries only its overrides and seed.
+        job_future = client.scatter(job, broadcast=True, hash=False)
+        tag = hashlib.sha256(json.dumps([job.digest, job.source]).encode()).hexdigest()[:12]
+        futures = [
+            client.submit(execute, job_future, task, key=f"sandbox-run-{tag}-{_task_hash(task)}", pure=False)
+            for task in tasks
+        ]
+        try:
+            for future in as_completed(futures, loop=client.loop):
+                yield future.result()
+        finally:
+            client.cancel(futures)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def _task_hash(task: RunTask) -> str:
