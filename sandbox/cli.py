@@ -186,7 +186,13 @@ def _print_summary(console: Console, scenario: Scenario, result: RunResult, summ
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class RunsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:.1f} runs/s" if task.speed else "")
 
     from . import sweep as sw
 
@@ -213,8 +219,8 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     console.print(f"sweep {plan.name}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
                   f"{combos * plan.seeds} runs on {where}", markup=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False)
-    progress = Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} runs/s"),
-                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True)
+    progress = Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), RunsPerSecond(), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True)
     bar = progress.add_task("runs", total=None)
 
     def on_start(todo: int, skipped: int) -> None:

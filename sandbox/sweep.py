@@ -27,10 +27,8 @@ distributed cluster (``--scheduler tcp://HOST:PORT``).
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import importlib.resources
-import io
 import itertools
 import json
 import math
@@ -433,17 +431,22 @@ def prepare_out(out: Path, sweep: Sweep) -> None:
             previous = json.loads(spec_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise SweepError(f"--out {out}: {SPEC_FILE} cannot be read ({e})") from None
-        if previous != sweep.spec():
+        if not _same_sweep(previous, sweep.spec()):
             raise SweepError(f"--out {out}: holds a different sweep ({_difference(previous, sweep.spec())}); "
                              "use another --out")
     elif (out / RUNS_FILE).exists():
         raise SweepError(f"--out {out}: has {RUNS_FILE} but no {SPEC_FILE}; use another --out")
 
 
+def _same_sweep(old: Any, new: dict[str, Any]) -> bool:
+    # The same file named another way (a relative path from elsewhere) is the same sweep: its digest says so.
+    return isinstance(old, dict) and all(old.get(k) == new[k] for k in new if k != "source")
+
+
 def _difference(old: Any, new: dict[str, Any]) -> str:
     if not isinstance(old, dict):
         return "unreadable"
-    changed = [k for k in new if old.get(k) != new[k]]
+    changed = [k for k in new if k != "source" and old.get(k) != new[k]]
     return ", ".join(f"{k} was {json.dumps(old.get(k))}" for k in changed) or "format"
 
 
@@ -666,17 +669,3 @@ def write_plot(sweep: Sweep, summary: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
-
-
-def summary_csv(summary: list[dict[str, Any]]) -> str:
-    """The summary as CSV text (one line per combination)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    keys = list(summary[0]["params"]) if summary else []
-    writer.writerow(keys + ["runs", "p_adl", "p_adl_low", "p_adl_high", "drawdown_p50", "drawdown_p90",
-                            "drawdown_p99", "drawdown_max"])
-    for e in summary:
-        d = e["fund_drawdown"]
-        writer.writerow([e["params"][k] for k in keys] + [e["runs"], e["p_adl"], *e["p_adl_95"], d["p50"], d["p90"],
-                                                          d["p99"], d["max"]])
-    return buffer.getvalue()
