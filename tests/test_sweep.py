@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -217,6 +218,29 @@ def test_an_interrupted_sweep_keeps_its_finished_rows(tmp_path: Path):
     assert f"{len(complete)} runs already done" in done.stdout
     final = rows(out)
     assert len(final) == 20 and all(r in final for r in complete)
+
+
+def test_ctrl_c_stops_the_sweep_with_status_130_and_keeps_its_rows(tmp_path: Path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "sweep", "stochastic_crash", "--set",
+                             "insurance_fund.balance=0,50", "--seeds", "200", "--workers", "2", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        journal = out / "runs.jsonl"
+        while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 2):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == (f"sandbox: interrupted; the finished runs are in {journal}: "
+                                            "run the same command again to resume")
+    kept = journal.read_text().splitlines()
+    assert 2 <= len(kept) < 400 and all(json.loads(line)["status"] == "ok" for line in kept)
+    assert not (out / "summary.json").exists()
 
 
 def _processes_marked(marker: str) -> list[int]:
