@@ -44,6 +44,8 @@ __all__ = [
 # The reserved account name of the insurance fund in fills and events.
 FUND_ACCOUNT: Final = "insurance_fund"
 TIME_DECIMALS: Final = 3  # virtual time is kept in integer milliseconds
+# Tables that generate work instead of scripting it (sandbox.stochastic).
+GENERATOR_KEYS: Final = ("price_paths", "traders", "market_makers")
 MAX_TIME_MS: Final = 10**15
 
 
@@ -239,7 +241,7 @@ def _typename(value: object) -> str:
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str = "") -> Scenario:
     """Validate a parsed TOML document and build a :class:`Scenario`."""
-    if isinstance(data, dict) and any(key in data for key in ("price_paths", "traders", "market_makers")):
+    if isinstance(data, dict) and any(key in data for key in GENERATOR_KEYS):
         from .stochastic import expand  # generators become ordinary entries, then come back here
 
         return expand(data, source, digest)

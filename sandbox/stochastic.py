@@ -47,7 +47,15 @@ from typing import Any, Final
 import attrs
 
 from .money import MONEY_DECIMALS, PRICE_DECIMALS, RATE_DECIMALS, SIZE_DECIMALS, UnitError, format_units, parse_units
-from .scenario import TIME_DECIMALS, MarketSpec, Scenario, ScenarioError, _Reader, _typename, parse_scenario
+from .scenario import (
+    GENERATOR_KEYS,
+    TIME_DECIMALS,
+    MarketSpec,
+    Scenario,
+    _Reader,
+    _typename,
+    parse_scenario,
+)
 
 __all__ = [
     "GENERATORS",
@@ -62,7 +70,7 @@ __all__ = [
 ]
 
 # The top-level keys that generate work; a scenario with any of them is stochastic.
-GENERATORS: Final = ("price_paths", "traders", "market_makers")
+GENERATORS: Final = GENERATOR_KEYS
 
 # Every Decimal operation of the generators runs in this context: ln, exp and
 # sqrt are correctly rounded in it, so results do not depend on the platform's
