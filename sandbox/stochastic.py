@@ -33,6 +33,7 @@ conversion (:func:`to_tick`, :func:`to_lot_down`, :func:`to_gwei_down`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import decimal
 import hashlib
@@ -40,15 +41,17 @@ import importlib.resources
 import io
 import json
 import random
+import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Iterator
 
 import attrs
 
 from .money import MONEY_DECIMALS, PRICE_DECIMALS, RATE_DECIMALS, SIZE_DECIMALS, UnitError, format_units, parse_units
 from .scenario import (
     GENERATOR_KEYS,
+    MAX_TIME_MS,
     TIME_DECIMALS,
     MarketSpec,
     Scenario,
@@ -81,9 +84,18 @@ DRAW_CONTEXT: Final = decimal.Context(
 )
 FRACTION_DECIMALS: Final = 9  # volatility, probabilities, spacings, leverage: up to 1e-9
 MAX_COUNT: Final = 100_000
+# What one scenario may generate (accounts + orders + events), so that a file
+# of a few lines cannot ask for a run of hours, or a load of minutes.
+MAX_GENERATED: Final = 200_000
+MAX_STEPS: Final = 10_000
+MAX_PRICE_UNITS: Final = 10**30  # 1e21 ETH a contract: a walk beyond it has left any sense
+MAX_CSV_BYTES: Final = 1024 * 1024
 _PRICE_UNIT: Final = Decimal(1).scaleb(-PRICE_DECIMALS)
 _SIZE_UNIT: Final = Decimal(1).scaleb(-SIZE_DECIMALS)
 _GWEI: Final = Decimal(1).scaleb(-9)
+
+
+_INDEXED: Final = re.compile(r"[A-Za-z_]{1,40}\[\d{1,9}\]")
 
 
 def is_stochastic(data: object) -> bool:
@@ -188,6 +200,11 @@ def _time(ms: int) -> str:
 class _GenReader(_Reader):
     """A :class:`_Reader` with the value kinds the generators need."""
 
+    def key(self, name: str) -> str:
+        if _INDEXED.fullmatch(name):  # an entry of an array ("prices[3]"): a path, not a key to quote
+            return f"{self.path}.{name}" if self.path else name
+        return super().key(name)
+
     def fraction(self, name: str, default: str | None = None, *, low: str | None = "0", high: str | None = None,
                  negative: bool = False) -> Decimal:
         units = self.units(name, FRACTION_DECIMALS, default=None if default is None else
@@ -237,7 +254,7 @@ class _GenReader(_Reader):
             return Distribution("choice", values=values)
         if "median" in value:
             median = t._decimal("median", t.get("median"), decimals, True)
-            sigma = t.fraction("sigma")
+            sigma = t.fraction("sigma", high="10")
             low = t._decimal("min", t.get("min"), decimals, positive) if "min" in value else Decimal(0)
             high = t._decimal("max", t.get("max"), decimals, positive) if "max" in value else Decimal("1e30")
             t.done()
@@ -285,6 +302,12 @@ class _Generated:
     def event(self, at_ms: int, phase: int, event: dict[str, Any]) -> None:
         self.events.append((at_ms, phase, len(self.events), event))
 
+    def reserve(self, r: _Reader, n: int) -> None:
+        """Refuse, at this generator's key, what would take the scenario past MAX_GENERATED entries."""
+        total = len(self.accounts) + len(self.orders) + len(self.events) + n
+        if total > MAX_GENERATED:
+            r.fail("", f"would generate {total:,} accounts, orders and events; at most {MAX_GENERATED:,}")
+
 
 def expand(data: dict[str, Any], source: str, digest: str = "") -> Scenario:
     """Validate a stochastic scenario, expand its generators from its ``seed``, validate the result.
@@ -308,7 +331,9 @@ def expand(data: dict[str, Any], source: str, digest: str = "") -> Scenario:
         market = _market(r, markets)
         if market.symbol in paths:
             r.fail("market", f"a second price path for {market.symbol!r}")
-        points, table = _price_path(r, market, base.seed, source)
+        with _arithmetic(r):
+            points, table = _price_path(r, market, base.seed, source)
+        gen.reserve(r, len(points))
         paths[market.symbol] = points
         inlined.append(table)
         for p in points:
@@ -319,11 +344,13 @@ def expand(data: dict[str, Any], source: str, digest: str = "") -> Scenario:
 
     for i, raw in enumerate(_Reader(source, "", data).array("market_makers")):
         r = _GenReader(source, f"market_makers[{i}]", raw)
-        _market_maker(r, markets, paths, base.seed, taken, gen)
+        with _arithmetic(r):
+            _market_maker(r, markets, paths, base.seed, taken, gen)
 
     for i, raw in enumerate(_Reader(source, "", data).array("traders")):
         r = _GenReader(source, f"traders[{i}]", raw)
-        _population(r, markets, paths, base.seed, taken, gen)
+        with _arithmetic(r):
+            _population(r, markets, paths, base.seed, taken, gen)
 
     doc = dict(base_doc)
     doc["accounts"] = list(base_doc.get("accounts", [])) + gen.accounts
@@ -333,6 +360,15 @@ def expand(data: dict[str, Any], source: str, digest: str = "") -> Scenario:
     doc["events"] = list(base_doc.get("events", [])) + [e for *_, e in sorted(gen.events, key=lambda t: t[:3])]
     scenario = parse_scenario(doc, source, digest)
     return attrs.evolve(scenario, template=template)
+
+
+@contextlib.contextmanager
+def _arithmetic(r: _Reader) -> Iterator[None]:
+    """A draw whose numbers leave Decimal's range is bad input at the generator's key, not a crash."""
+    try:
+        yield
+    except decimal.DecimalException:
+        r.fail("", "its numbers go out of range (too large a deposit, leverage, size or price)")
 
 
 def _market(r: _Reader, markets: dict[str, MarketSpec]) -> MarketSpec:
@@ -385,13 +421,13 @@ def _price_path(r: _GenReader, market: MarketSpec, seed: int, source: str) -> tu
         r.done()
         return points, table
 
-    steps = r.count("steps", low=1)
+    steps = r.count("steps", low=1, high=MAX_STEPS)
     interval = r.units("interval", TIME_DECIMALS, default=1000, positive=True)
     start = r.units("start", TIME_DECIMALS, default=interval)
-    volatility = r.fraction("volatility", "0")
-    drift = r.fraction("drift", "0", low=None, negative=True)
+    volatility = r.fraction("volatility", "0", high="10")
+    drift = r.fraction("drift", "0", low="-10", high="10", negative=True)
     jump_p = r.fraction("jump_probability", "0", high="1")
-    jump_mean = r.fraction("jump_mean", "0")
+    jump_mean = r.fraction("jump_mean", "0", high="10")
     direction = r.string("jump_direction", required=False, choices=("down", "up", "both")) or "both"
     r.done()
     c = DRAW_CONTEXT
@@ -409,7 +445,14 @@ def _price_path(r: _GenReader, market: MarketSpec, seed: int, source: str) -> tu
         if jumps:
             log_return = c.add(log_return, size if up else c.minus(size))
         price = c.multiply(price, c.exp(log_return))
-        points.append(_Point(start + k * interval, to_tick(price, market.tick_size)))
+        units = to_tick(price, market.tick_size)
+        if units > MAX_PRICE_UNITS:
+            r.fail("", f"the walk passes {format_units(MAX_PRICE_UNITS, PRICE_DECIMALS)} at step {k + 1}: "
+                       "lower volatility, drift or jump_mean")
+        at = start + k * interval
+        if at > MAX_TIME_MS:
+            r.fail("steps", "the path runs past the largest time")
+        points.append(_Point(at, units))
     return points, table
 
 
@@ -418,9 +461,13 @@ def _read_csv(r: _GenReader, source: str) -> list[dict[str, str]]:
     assert name is not None
     path = _csv_path(name, source)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CSV_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         r.fail("csv", f"cannot read {str(path)!r} ({getattr(e, 'strerror', None) or e})")
+    if len(raw) > MAX_CSV_BYTES:
+        r.fail("csv", f"{name}: larger than {MAX_CSV_BYTES // 1024} KiB")
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or not {"at", "price"} <= {f.strip() for f in reader.fieldnames}:
         r.fail("csv", f"{name}: the first line must name the columns, with at least 'at' and 'price'")
@@ -451,13 +498,14 @@ def _market_maker(r: _GenReader, markets: dict[str, MarketSpec], paths: dict[str
     _new_account(r, "account", account, taken)
     market = _market(r, markets)
     deposit = r.units("deposit", MONEY_DECIMALS)
-    levels = r.count("levels", 5, low=1, high=100)
+    levels = r.count("levels", 5, low=1, high=50)
     spacing = r.fraction("spacing", "0.01", high="0.5")
     if spacing <= 0:
         r.fail("spacing", "must be greater than 0")
     size = r.distribution("size", SIZE_DECIMALS)
     requote = r.boolean("requote", True)
     r.done()
+    gen.reserve(r, 1 + 2 * levels + (4 * levels * len(paths.get(market.symbol, [])) if requote else 0))
     draws = Draws(seed, "market_maker", account)
     gen.accounts.append({"id": account, "deposit": format_units(deposit, MONEY_DECIMALS)})
     c = DRAW_CONTEXT
@@ -499,7 +547,7 @@ def _population(r: _GenReader, markets: dict[str, MarketSpec], paths: dict[str, 
     name = r.string("name", max_len=40)
     assert name is not None
     market = _market(r, markets)
-    count = r.count("count", low=1)
+    count = r.count("count", low=1, high=10_000)
     long_fraction = r.fraction("long_fraction", "0.5", high="1")
     deposit = r.distribution("deposit", MONEY_DECIMALS)
     leverage = r.distribution("leverage", FRACTION_DECIMALS)
@@ -514,6 +562,7 @@ def _population(r: _GenReader, markets: dict[str, MarketSpec], paths: dict[str, 
     tif = r.string("order_tif", required=False, choices=("gtc", "ioc")) or "ioc"
     house_units = r.units("house_deposit", MONEY_DECIMALS) if house_deposit is not None else None
     r.done()
+    gen.reserve(r, count + 1 + orders)
     width = len(str(count - 1))
     ids = [f"{name}-{i:0{width}d}" for i in range(count)]
     for account_id in ids:
@@ -534,6 +583,9 @@ def _population(r: _GenReader, markets: dict[str, MarketSpec], paths: dict[str, 
         # size = deposit x leverage / entry price, down to the lot: the realized
         # leverage is at most the drawn one (and at least one lot is held).
         size = to_lot_down(c.divide(c.multiply(_dec(money, MONEY_DECIMALS), lev), entry_dec), market.lot_size)
+        if size > MAX_PRICE_UNITS:
+            r.fail("leverage", f"deposit x leverage gives {account_id} a position of more than "
+                               f"{format_units(MAX_PRICE_UNITS, SIZE_DECIMALS)} contracts")
         signed = size if long else -size
         net += signed
         gen.accounts.append({

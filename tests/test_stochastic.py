@@ -267,6 +267,15 @@ BAD = [
      "market_makers[1].account", "already exists"),
     ('[[market_makers]]\naccount = "mm"\nmarket = "PUNK"\ndeposit = "1"\nsize = "1"\nrequote = "yes"\n',
      "market_makers[0].requote", "expected true or false"),
+    # A few lines must not ask for hours: what a scenario may generate is bounded.
+    ('[[price_paths]]\nmarket = "PUNK"\nsteps = 10000\n[[market_makers]]\naccount = "mm"\nmarket = "PUNK"\n'
+     'deposit = "1"\nsize = "1"\nlevels = 50\n', "market_makers[0]", "would generate 2,010,101 accounts"),
+    ('[[price_paths]]\nmarket = "PUNK"\nsteps = 10001\n', "price_paths[0].steps", "must be between 1 and 10000"),
+    ('[[price_paths]]\nmarket = "PUNK"\nsteps = 10000\ndrift = "10"\n', "price_paths[0]", "the walk passes"),
+    ('[[traders]]\nname = "t"\nmarket = "PUNK"\ncount = 2\ndeposit = "1e50"\nleverage = "2"\n',
+     "traders[0].deposit", "too large"),
+    ('[[traders]]\nname = "t"\nmarket = "PUNK"\ncount = 2\ndeposit = "1e30"\nleverage = "1e30"\n',
+     "traders[0].leverage", "a position of more than"),
 ]
 
 
