@@ -147,7 +147,7 @@ class LiquidationEngine(Actor):
                 equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
             )
             self.send(CLEARING, UnfreezeAccount(liq.liq_id, msg.account))
-            self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, "cancelled"))
+            self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, "cancelled", self._marks_of(positions)))
             return
         liq.prices = bankruptcy_prices(balance, positions, self.marks, self.markets)
         self.emit(
@@ -184,3 +184,6 @@ class LiquidationEngine(Actor):
     def on_LiquidationSettled(self, msg: LiquidationSettled) -> None:
         liq = self.active.pop(msg.account)
         self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, "settled"))
+
+    def _marks_of(self, positions: tuple[PositionView, ...]) -> tuple[tuple[str, int, int], ...]:
+        return tuple((p.market, self.marks[p.market], self.versions[p.market]) for p in positions)

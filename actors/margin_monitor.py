@@ -84,18 +84,24 @@ class MarginMonitor(Actor):
         self._store(msg.account, msg.balance, msg.positions, msg.frozen)
         self.check(msg.account)
 
+    def _adopt(self, market: str, price: int, version: int) -> bool:
+        if version <= self.versions[market]:
+            return False
+        self.marks[market] = price
+        self.versions[market] = version
+        return True
+
     def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
-        if msg.version <= self.versions[msg.market]:
-            return
-        self.marks[msg.market] = msg.price
-        self.versions[msg.market] = msg.version
-        for account in list(self.by_market[msg.market]):
-            self.check(account)
+        if self._adopt(msg.market, msg.price, msg.version):
+            for account in list(self.by_market[msg.market]):
+                self.check(account)
 
     def on_LiquidationEnded(self, msg: LiquidationEnded) -> None:
+        # The engine judged by marks at least as new as ours (it adopts ours
+        # from the request). Adopting its newer ones means we will not ask
+        # again for an account it has just found healthy on a newer price: an
+        # immediate re-check here could ping-pong with the engine for as long
+        # as our copy of a mark update is still on its way.
+        for market, price, version in msg.marks:
+            self._adopt(market, price, version)
         self.requested.pop(msg.account, None)
-        if msg.outcome == "cancelled":
-            # The engine judged the account healthy by *its* view. If ours still
-            # says otherwise, one of us is behind on a mark price; ask again, so
-            # an underwater account is never left alone once the views agree.
-            self.check(msg.account)

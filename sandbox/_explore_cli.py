@@ -6,7 +6,6 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import queue
-import random
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,12 +46,15 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
         raise BadInput(f"--find {args.find}: unknown event kind (one of {', '.join(sorted(EVENT_KINDS))})")
     _prepare_out(args.out)
     db = args.db if args.db is not None else DEFAULT_DB
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    # As in hypothesis, a seeded search is reproducible but saves nothing to
+    # the example database; an unseeded one saves what it finds.
+    seed = args.seed
     what = f"an interleaving with a {args.find!r} event" if args.find else "a broken invariant"
+    how = f"search seed {seed}, not saved to the database" if seed is not None else f"example database {db}"
     console.print(
         f"exploring [bold]{scenario.name}[/bold]"
         + (f" with variant [bold]{args.variant}[/bold]" if args.variant else "")
-        + f": up to {args.examples} interleavings for {what} (search seed {seed}, {args.workers} worker(s))",
+        + f": up to {args.examples} interleavings for {what} ({how}; {args.workers} worker(s))",
         highlight=False,
     )
     progress = Progress(
@@ -87,7 +89,7 @@ def _replay_name(scenario: Scenario, variant: str | None, find: str | None) -> s
 
 def _print_finding(console: Console, finding: Finding, result: Exploration) -> None:
     failure = finding.failure
-    headline = {"violation": "INVARIANT VIOLATED", "crash": "ACTOR CRASHED", "event": "FOUND"}[failure.kind]
+    headline = {"violation": "INVARIANT VIOLATED", "crash": "ACTOR CRASHED", "livelock": "LIVELOCK", "event": "FOUND"}[failure.kind]
     console.print(
         f"\n[bold red]{headline}[/bold red] (first failing run: #{result.first_failure}; "
         f"shrunk in {result.runs} runs in all)",
@@ -115,7 +117,7 @@ def _print_finding(console: Console, finding: Finding, result: Exploration) -> N
 
 
 def _explore_worker(
-    scenario: Scenario, variant: str | None, find: str | None, examples: int, db: Path, seed: int,
+    scenario: Scenario, variant: str | None, find: str | None, examples: int, db: Path, seed: int | None,
     counter: Any,
 ) -> Exploration:
     def tick(n: int) -> None:
@@ -126,7 +128,7 @@ def _explore_worker(
 
 
 def _explore_parallel(
-    scenario: Scenario, args: argparse.Namespace, db: Path, seed: int, progress: Progress, task: Any
+    scenario: Scenario, args: argparse.Namespace, db: Path, seed: int | None, progress: Progress, task: Any
 ) -> Exploration:
     """K processes share one example database: what one has found, the next search tries first."""
     per_worker = -(-args.examples // args.workers)
@@ -135,7 +137,8 @@ def _explore_parallel(
     done = 0
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [
-            pool.submit(_explore_worker, scenario, args.variant, args.find, per_worker, db, seed + i, counter)
+            pool.submit(_explore_worker, scenario, args.variant, args.find, per_worker, db,
+                        None if seed is None else seed + i, counter)
             for i in range(args.workers)
         ]
         pending = set(futures)

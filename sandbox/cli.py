@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("explore", help="search message interleavings for a broken invariant (hypothesis)")
     ex.add_argument("scenario", help="a bundled scenario's name or a path to a .toml file")
-    ex.add_argument("--examples", type=_positive, default=500, help="interleavings to try (default 500)")
+    ex.add_argument("--examples", type=_positive("--examples"), default=500, help="interleavings to try (default 500)")
     ex.add_argument("--variant", default=None, help="swap in a deliberately wrong variant (see 'sandbox variants')")
     ex.add_argument("--find", default=None, metavar="KIND",
                     help="search for an interleaving in which an event of this kind happens (e.g. adl)")
@@ -71,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=_seed, default=None, help="seed hypothesis's search (default: random)")
     ex.add_argument("--db", type=Path, default=None,
                     help="hypothesis example database directory (default .hypothesis/sandbox-explore)")
-    ex.add_argument("--workers", type=_positive, default=1,
+    ex.add_argument("--workers", type=_positive("--workers"), default=1,
                     help="processes sharing one example database (default 1)")
 
     rp = sub.add_parser("replay", help="rerun a replay file written by 'sandbox explore'")
@@ -86,17 +88,35 @@ def _parser() -> argparse.ArgumentParser:
         "bad line, 2 if the file cannot be read.",
     )
     check.add_argument("file", type=Path, help="the events.jsonl to check")
+
+
+    sweep = sub.add_parser("sweep", help="run a scenario over a grid of parameters and seeds (P(ADL), fund drawdown)")
+    sweep.add_argument("scenario", help="a bundled scenario's name or a path to a .toml file")
+    sweep.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="a dotted scenario key and the values to sweep, e.g. insurance_fund.balance=0,10,50 "
+                            "(repeat for a grid of every combination)")
+    sweep.add_argument("--seeds", type=_positive("--seeds"), required=True, help="runs per combination: seeds 0..N-1")
+    sweep.add_argument("--workers", type=_positive("--workers"), default=None,
+                       help="local worker processes (default: one per CPU)")
+    sweep.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="run on this Dask distributed scheduler's workers instead of a local pool")
+    sweep.add_argument("--out", type=Path, default=None,
+                       help="directory of the rows, summary and plot (default: out/sweep-SCENARIO); "
+                            "a rerun with the same --out skips the runs already done")
     return p
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 10**7:
-        raise argparse.ArgumentTypeError(f"expected a number from 1 to 10000000, got {value}")
-    return value
+def _positive(flag: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
+        if not 1 <= value <= 10**7:
+            raise argparse.ArgumentTypeError(f"{flag} must be between 1 and 10000000, got {value}")
+        return value
+
+    return parse
 
 
 def _seed(text: str) -> int:
@@ -127,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return replay_command(args, console)
         if args.command == "check-log":
             return _check_log(args.file)
+        if args.command == "sweep":
+            return _sweep(args, console)
         return _run(args, console)
     except (ScenarioError, BadInput) as e:
         print(f"sandbox: {e}", file=sys.stderr)
@@ -246,3 +268,77 @@ def _print_summary(console: Console, scenario: Scenario, result: RunResult, summ
     else:
         table.add_row("invariants", f"[bold red]{len(result.violations)} violated[/bold red]")
     console.print(table)
+
+
+def _sweep(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class RunsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:.1f} runs/s" if task.speed else "")
+
+    from . import sweep as sw
+
+    if args.scheduler is not None and args.workers is not None:
+        raise BadInput("--workers is for the local pool; with --scheduler the cluster's workers run the sweep")
+    if args.scheduler is not None and not re.fullmatch(r"tcp://[^\s:/]+:\d{1,5}", args.scheduler):
+        raise BadInput(f"--scheduler {args.scheduler!r}: expected tcp://HOST:PORT")
+    try:  # every check (scenario, each --set key and value, --out) before anything is written
+        plan = sw.load_sweep(args.scenario, args.sets, args.seeds)
+        out = args.out if args.out is not None else Path("out") / f"sweep-{plan.name}"
+        sw.prepare_out(out, plan)
+    except sw.SweepError as e:
+        raise BadInput(str(e)) from None
+    if args.scheduler is not None:
+        try:
+            cluster = sw.DaskBackend(args.scheduler)
+        except sw.SweepError as e:
+            raise BadInput(str(e)) from None
+        backend, where, close = cluster, f"the Dask cluster at {args.scheduler}", cluster.close
+    else:
+        workers = args.workers or os.cpu_count() or 1
+        backend, where, close = sw.local_backend(workers), f"{workers} local worker{'s' * (workers > 1)}", None
+    combos = len(plan.combinations())
+    console.print(f"sweep {plan.name}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
+                  f"{combos * plan.seeds} runs on {where}", markup=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False)
+    progress = Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), RunsPerSecond(), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True)
+    bar = progress.add_task("runs", total=None)
+
+    def on_start(todo: int, skipped: int) -> None:
+        if skipped:
+            console.print(f"{out}: {skipped} runs already done, skipped", markup=False, soft_wrap=True)
+        progress.update(bar, total=todo)
+
+    try:
+        with progress:
+            outcome = sw.run_sweep(plan, out, backend, on_start=on_start, on_row=lambda _: progress.advance(bar))
+    except sw.SweepError as e:
+        raise BadInput(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"sandbox: interrupted; the finished runs are in {out / sw.RUNS_FILE}: "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        if close is not None:
+            close()
+    if outcome.ran:
+        console.print(f"{outcome.ran} runs in {outcome.seconds:.2f} s: {outcome.runs_per_second:.2f} runs/s "
+                      f"on {where}", markup=False, soft_wrap=True)
+    table = Table(title=f"{plan.name}: {plan.seeds} seeds per combination")
+    for key, _ in plan.sets:
+        table.add_column(key)
+    for column in ("P(ADL)", "95% interval", "fund drawdown p50", "p90", "p99", "not ok"):
+        table.add_column(column, justify="right")
+    for entry in outcome.summary:
+        d = entry["fund_drawdown"]
+        low, high = entry["p_adl_95"]
+        table.add_row(*entry["params"].values(), f"{entry['p_adl']:.2%}", f"{low:.1%}-{high:.1%}",
+                      *(f"{Decimal(d[q]):.2f}" for q in ("p50", "p90", "p99")), str(entry["runs"] - entry["ok"]))
+    console.print(table)
+    console.print(f"wrote {out / sw.RUNS_FILE} ({len(outcome.rows)} rows), {out / sw.SUMMARY_FILE}, "
+                  f"{out / sw.PLOT_FILE}", markup=False, soft_wrap=True)
+    return EXIT_OK if all(r["status"] == "ok" for r in outcome.rows) else EXIT_VIOLATION

@@ -165,8 +165,12 @@ async def run_scenario(
     sender, recipient, message type); ``after_delivery(runtime, envelope)``
     runs after each delivery and ``observe(runtime)`` at each quiet point
     (after the invariant checks), e.g. to sample state for a report.
+
+    A stochastic scenario (``sandbox.stochastic``) is generated from ``seed``:
+    the result's ``scenario`` is the one that ran.
     """
     seed = scenario.seed if seed is None else seed
+    scenario = scenario.for_seed(seed)  # a stochastic scenario draws everything from the run's seed
     if delivery is None:
         delivery = (
             SeededDelivery(seed, network=Network(*scenario.latency_ms), faults=scenario.faults)

@@ -63,6 +63,8 @@ __all__ = [
 REPLAY_FORMAT: Final = "sandbox-replay"
 REPLAY_VERSION: Final = 1
 DEFAULT_DB: Final = Path(".hypothesis") / "sandbox-explore"
+# A run that delivers more than this without ending is reported as a livelock.
+MAX_DELIVERIES: Final = 200_000
 
 
 class TapeChooser:
@@ -130,7 +132,7 @@ def tape_length(scenario: Scenario, actors: Mapping[str, type] | None) -> int:
 class Failure:
     """Why a run stopped: an invariant broke, an actor crashed, or the wanted event happened."""
 
-    kind: str  # "violation" | "crash" | "event"
+    kind: str  # "violation" | "crash" | "livelock" | "event"
     summary: str
     violations: tuple[Violation, ...] = ()
 
@@ -212,6 +214,8 @@ def _prepare(
     quiet_points = [0]  # len(deliveries) at each quiet point
 
     def after_delivery(runtime: Runtime, envelope: Envelope) -> None:
+        if len(deliveries) >= MAX_DELIVERIES:
+            raise _Stop(Failure("livelock", f"still busy after {MAX_DELIVERIES} deliveries: the actors never go quiet"))
         in_flight = _all_in_flight(delivery)
         overtook = any(e.seq < envelope.seq for e in in_flight)
         deliveries.append(Delivered(runtime.now_ms, envelope, overtook))
@@ -300,7 +304,11 @@ def explore(
     seed: int | None = None,
     on_example: Callable[[int], None] | None = None,
 ) -> Exploration:
-    """Search up to ``examples`` interleavings; shrink the first failure found."""
+    """Search up to ``examples`` interleavings; shrink the first failure found.
+
+    With ``seed`` the search is reproducible; as with hypothesis's ``@seed``,
+    it then saves nothing to ``database`` (it still tries what is there).
+    """
     count = [0]
     first = [0]
     last: list[Run] = []

@@ -368,11 +368,17 @@ class LiquidationSettled:
 
 @_frozen
 class LiquidationEnded:
-    """engine -> monitor: the liquidation of ``account`` is over (settled or cancelled)."""
+    """engine -> monitor: the liquidation of ``account`` is over (settled or cancelled).
+
+    ``marks`` are the (market, price, version) the engine judged by; the
+    monitor adopts any newer than its own, so a liquidation the engine
+    cancelled on a newer price is not asked for again on an older one.
+    """
 
     liq_id: int
     account: str
     outcome: str
+    marks: tuple[tuple[str, int, int], ...] = ()
 
 
 # --- ADL ------------------------------------------------------------------------

@@ -47,6 +47,8 @@ __all__ = [
 # The reserved account name of the insurance fund in fills and events.
 FUND_ACCOUNT: Final = "insurance_fund"
 TIME_DECIMALS: Final = 3  # virtual time is kept in integer milliseconds
+# Tables that generate work instead of scripting it (sandbox.stochastic).
+GENERATOR_KEYS: Final = ("price_paths", "traders", "market_makers")
 MAX_TIME_MS: Final = 10**15
 # Limits that keep a hostile or broken file from taking tomllib more than a
 # moment (measured: tomllib reads 1-2 MB/s, and a dotted key n levels deep
@@ -134,6 +136,15 @@ class Scenario:
     # [faults]: what to inject, decided by the run's chooser.
     faults: Faults = Faults()
     text: str = attrs.field(default="", repr=False, eq=False)
+    # A stochastic scenario's document (see sandbox.stochastic): kept so that
+    # for_seed can expand its generators again from another seed.
+    template: dict[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+
+    def for_seed(self, seed: int) -> Scenario:
+        """The scenario as run with ``seed``: a stochastic one is generated again from that seed."""
+        if self.template is None or seed == self.seed:
+            return self
+        return attrs.evolve(parse_scenario({**self.template, "seed": seed}, self.source, self.digest), text=self.text)
 
     def market(self, symbol: str) -> MarketSpec:
         for m in self.markets:
@@ -250,6 +261,10 @@ def _typename(value: object) -> str:
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str = "") -> Scenario:
     """Validate a parsed TOML document and build a :class:`Scenario`."""
+    if isinstance(data, dict) and any(key in data for key in GENERATOR_KEYS):
+        from .stochastic import expand  # generators become ordinary entries, then come back here
+
+        return expand(data, source, digest)
     top = _Reader(source, "", data)
     name = top.string("name")
     description = top.string("description", required=False, max_len=10_000) or ""

@@ -84,7 +84,8 @@ def test_recorder_open_interest_and_marks(demo):
 def test_recorder_places_events_at_the_delivery_that_caused_them(demo):
     positions = [p for p, _ in demo.events]
     assert positions == sorted(positions)
-    assert len(demo.events) == 23 and len(demo.deliveries) == 64
+    # 23 narrated events, the two market-maker fills, opening_state and run_finished.
+    assert len(demo.events) == 27 and len(demo.deliveries) == 64
     by_kind = {e["kind"]: p for p, e in demo.events}
     # The surplus is recorded by the fund while it handles SurplusTransferred.
     assert demo.deliveries[by_kind["fund_surplus"] - 1].type == "SurplusTransferred"
