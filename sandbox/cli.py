@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path, help="the events.jsonl to check")
 
 
+    soak = sub.add_parser("soak", help="a long live run: random traders, restarts, memory and invariants watched")
+    soak.add_argument("--orders", type=_positive("--orders"), default=1_000_000, help="orders to send (default 1000000)")
+    soak.add_argument("--traders", type=_positive("--traders"), default=50, help="random traders (default 50)")
+    soak.add_argument("--restart-ppm", type=_positive("--restart-ppm"), default=20,
+                      help="chance per message, in ppm, that its recipient crashes and restarts first (default 20)")
+    soak.add_argument("--seed", type=_seed, default=0)
+
     sweep = sub.add_parser("sweep", help="run a scenario over a grid of parameters and seeds (P(ADL), fund drawdown)")
     sweep.add_argument("scenario", help="a bundled scenario's name or a path to a .toml file")
     sweep.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -147,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return replay_command(args, console)
         if args.command == "check-log":
             return _check_log(args.file)
+        if args.command == "soak":
+            return _soak(args, console)
         if args.command == "sweep":
             return _sweep(args, console)
         return _run(args, console)
@@ -180,6 +189,28 @@ def _check_log(path: Path) -> int:
         raise BadInput(f"check-log: {path}: cannot be read ({e.strerror or e})") from None
     print(f"{path}: {report.summary()}")
     return EXIT_OK if report.ok else EXIT_VIOLATION
+
+
+def _soak(args: argparse.Namespace, console: Console) -> int:
+    from .soak import soak
+
+    console.print(f"soak: {args.orders} orders from {args.traders} random traders, live mode, "
+                  f"restarts at {args.restart_ppm} ppm per message", highlight=False)
+    r = soak(orders=args.orders, traders=args.traders, restart_ppm=args.restart_ppm, seed=args.seed,
+             progress=lambda n: console.print(f"  {n:>9} orders sent", highlight=False))
+    console.print(
+        f"{r.orders} orders in {r.seconds:.1f} s ({r.orders_per_s:.0f} orders/s, {r.deliveries} messages, "
+        f"{r.events} events); {r.restarts} actor restarts, {r.liquidations} liquidations, "
+        f"{r.rejected_orders} orders rejected", highlight=False)
+    console.print("resident memory (MiB) by orders sent: "
+                  + ", ".join(f"{n}: {mb:.1f}" for n, mb in r.rss_mb)
+                  + f"; growth after warm-up {r.rss_growth_mb:+.1f} MiB", highlight=False)
+    if r.violations:
+        for v in r.violations:
+            console.print(f"[bold red]invariant violated[/bold red]: {v.invariant}: {v.detail}", highlight=False)
+        return EXIT_VIOLATION
+    console.print("[green]every invariant held at every quiet point[/green]", highlight=False)
+    return EXIT_OK
 
 
 def _prepare_out(out: Path) -> None:

@@ -27,21 +27,28 @@ def time_seconds(ms: int) -> int | float:
 
 
 class EventLog:
-    def __init__(self) -> None:
+    """The events of one run, kept in memory (``keep=False``: only counted and
+    passed to the listeners, for runs too long to keep, such as a soak)."""
+
+    def __init__(self, keep: bool = True) -> None:
         self.events: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._keep = keep
+        self._recorded = 0
 
     def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call ``listener(event)`` for every event as it is recorded."""
         self._listeners.append(listener)
 
     def record(self, time_ms: int, actor: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        event = {"seq": len(self.events), "time": time_seconds(time_ms), "actor": actor, "kind": kind}
+        event = {"seq": self._recorded, "time": time_seconds(time_ms), "actor": actor, "kind": kind}
         event.update(fields)
         if len(event) != 4 + len(fields):
             raise ValueError(f"event {kind!r} has a field named like a header field (seq, time, actor, kind)")
-        self.events.append(event)
+        self._recorded += 1
+        if self._keep:
+            self.events.append(event)
         self.counts[kind] += 1
         for listener in self._listeners:
             listener(event)
@@ -51,7 +58,7 @@ class EventLog:
         return iter(self.events)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return self._recorded
 
     def of_kind(self, *kinds: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["kind"] in kinds]

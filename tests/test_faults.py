@@ -259,3 +259,18 @@ def test_an_account_under_liquidation_refuses_its_owner():
         ("withdraw_rejected", "account under liquidation"),
     ]
     assert result.summary()["accounts"]["a"]["balance"] == "10"
+
+
+# --- soak ----------------------------------------------------------------------------
+
+
+def test_a_short_soak_keeps_every_invariant_and_restarts_actors():
+    from sandbox.soak import soak
+
+    r = soak(orders=6_000, traders=10, restart_ppm=300, seed=1)
+    assert r.violations == []
+    assert r.restarts > 0
+    assert r.events > r.orders  # every order is at least placed or rejected
+    # Events are counted, not kept: memory does not grow with the run. (Loose
+    # on purpose: this is a regression guard, the README has the real figures.)
+    assert r.rss_growth_mb < 20
