@@ -213,6 +213,21 @@ def _soak(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _json_logger() -> Any:
+    """Every event through structlog, rendered as one JSON object per line on stderr.
+
+    structlog's ``event`` key is the event's ``kind``; every field of the
+    event follows unchanged.
+    """
+    import structlog
+
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        processors=[structlog.processors.JSONRenderer(separators=(",", ":"), ensure_ascii=False)],
+    )
+    return lambda event: logger.info(event["kind"], **event)
+
+
 def _prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
@@ -245,7 +260,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print()
         log.subscribe(Narrator(console))
     if args.log_json:
-        log.subscribe(lambda e: print(EventLog.dumps(e), file=sys.stderr))
+        log.subscribe(_json_logger())
     hooks = {}
     if recorder is not None:
         recorder.attach(log)

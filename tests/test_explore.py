@@ -174,3 +174,16 @@ def test_variants_cli_lists_the_zoo():
     assert proc.returncode == 0
     for name, v in VARIANTS.items():
         assert name in proc.stdout and v.scenario in proc.stdout
+
+
+def test_explore_workers_share_one_example_database(tmp_path):
+    db = tmp_path / "db"
+    args = ("explore", "race_partial_fill", "--variant", "takeover_whatever_left", "--workers", "2",
+            "--examples", "200", "--out", str(tmp_path), "--db", str(db))
+    first = cli(*args)
+    assert first.returncode == 1, first.stderr
+    assert "2 worker(s)" in first.stdout
+    assert any(db.rglob("*"))  # what was found is in the shared database
+    again = cli(*args)
+    assert again.returncode == 1
+    assert "first failing run: #1;" in again.stdout  # replayed from the database at once
