@@ -18,6 +18,7 @@ them again and gets the very same events.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -175,12 +176,7 @@ def run_once(
     find: str | None = None,
 ) -> Run:
     """Run ``scenario`` once with every decision from ``chooser``, stopping at the first failure."""
-    rt, timeline, on_quiet, finish = _prepare(scenario, chooser, actors, find)
-    try:
-        trio.run(rt.run, timeline, on_quiet)
-    except BaseException as e:
-        return finish(e)
-    return finish(None)
+    return trio.run(functools.partial(run_once_async, scenario, chooser, actors=actors, find=find))
 
 
 async def run_once_async(
