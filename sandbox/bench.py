@@ -38,8 +38,8 @@ __all__ = ["run_bench", "SIZES", "TARGETS"]
 SIZES: dict[str, dict[str, int]] = {
     "full": {"channel": 1_000_000, "book": 200_000, "flow": 60_000, "flow_det": 20_000,
              "tick_small": 1_000, "tick_large": 100_000, "ticks": 20, "cascade": 100_000, "explore": 300},
-    "quick": {"channel": 200_000, "book": 50_000, "flow": 8_000, "flow_det": 4_000,
-              "tick_small": 1_000, "tick_large": 100_000, "ticks": 10, "cascade": 10_000, "explore": 60},
+    "quick": {"channel": 100_000, "book": 50_000, "flow": 8_000, "flow_det": 4_000,
+              "tick_small": 1_000, "tick_large": 100_000, "ticks": 10, "cascade": 5_000, "explore": 60},
 }
 
 # (name, numerator key, denominator key or None, factor, "ge"/"le")
