@@ -7,13 +7,24 @@ for it until the engine says that liquidation has ended.
 
 The monitor's view of each account is what clearing last told it
 (``AccountUpdated``) and its own copy of the marks; both may be stale.
-Accounts are indexed by market so a mark-price tick only looks at accounts
-holding that market.
+
+A mark-price tick must not scan every account. An account with a position in
+one market only is indexed by its *trigger*: a price bound that the mark must
+cross for the account to be liquidatable there (below it for a long, above it
+for a short; see :func:`trigger`). The bound is derived from the exact
+integer test, with the rounding of the margin on the safe side, so an index
+lookup may return an account that turns out healthy but never misses one.
+Cross-margin accounts (positions in several markets) are few; they are
+re-checked on every tick of any of their markets. Candidates are checked in
+the order a scan of every account would have checked them (by when the
+monitor last stored each account), so what is sent is exactly the same.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
+
+from sortedcontainers import SortedList
 
 from sandbox.messages import (
     AccountUpdated,
@@ -23,13 +34,31 @@ from sandbox.messages import (
     PositionView,
     Started,
 )
-from sandbox.money import fmt_money
+from sandbox.money import RATE_ONE, fmt_money
 from sandbox.runtime import Actor
 from sandbox.scenario import MarketSpec
 
 from ._common import ENGINE, MONITOR, equity, maintenance_margin
 
-__all__ = ["MarginMonitor"]
+__all__ = ["MarginMonitor", "trigger"]
+
+
+def trigger(balance: int, size: int, entry_value: int, rate_ppm: int) -> int | None:
+    """The price index key of a one-market account, or None if it cannot be indexed.
+
+    The account is liquidatable at mark ``p`` when
+    ``balance + size*p - entry_value <= ceil(|size|*p*rate)``. Since the
+    ceiling is below ``|size|*p*rate + 1``, that implies, for a long,
+    ``p < ONE*(entry_value - balance + 1) / (size*(ONE - rate))`` and, for a
+    short (``a = -size``), ``p > ONE*(balance - entry_value - 1) / (a*(ONE + rate))``.
+    A long is looked at when ``p <= key`` (key rounded up, plus one), a short
+    when ``p > key`` (key rounded down, minus one).
+    """
+    if size > 0 and rate_ppm < RATE_ONE:
+        return -((-RATE_ONE * (entry_value - balance + 1)) // (size * (RATE_ONE - rate_ppm))) + 1
+    if size < 0:
+        return (RATE_ONE * (balance - entry_value - 1)) // (-size * (RATE_ONE + rate_ppm)) - 1
+    return None
 
 
 class MarginMonitor(Actor):
@@ -43,19 +72,56 @@ class MarginMonitor(Actor):
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
         self.versions = {m: 0 for m in self.markets}
         self.accounts: dict[str, tuple[int, tuple[PositionView, ...], bool]] = {}
-        self.by_market: dict[str, dict[str, None]] = {m: {} for m in self.markets}
+        # The index. Entries are (key, stamp, account); the stamp orders
+        # accounts by when they were last stored (the order of a full scan).
+        self.longs: dict[str, SortedList] = {m: SortedList() for m in self.markets}
+        self.shorts: dict[str, SortedList] = {m: SortedList() for m in self.markets}
+        self.cross: dict[str, dict[str, int]] = {m: {} for m in self.markets}  # market -> {account: stamp}
+        self._entry: dict[str, tuple[str, int, tuple[int, int, str] | None]] = {}  # account -> (market, sign, entry)
+        self._stamp = 0
         self.requested: dict[str, None] = {}
         for account, (balance, positions) in accounts.items():
             self._store(account, balance, positions, False)
 
     def _store(self, account: str, balance: int, positions: tuple[PositionView, ...], frozen: bool) -> None:
-        old = self.accounts.get(account)
-        if old is not None:
-            for p in old[1]:
-                self.by_market[p.market].pop(account, None)
+        self._unindex(account)
         self.accounts[account] = (balance, positions, frozen)
+        if not positions:
+            return
+        self._stamp += 1
+        stamp = self._stamp
+        if len(positions) == 1:
+            p = positions[0]
+            key = trigger(balance, p.size, p.entry_value, self.markets[p.market].maintenance_margin)
+            if key is not None:
+                entry = (key, stamp, account)
+                (self.longs if p.size > 0 else self.shorts)[p.market].add(entry)
+                self._entry[account] = (p.market, 1 if p.size > 0 else -1, entry)
+                return
         for p in positions:
-            self.by_market[p.market][account] = None
+            self.cross[p.market][account] = stamp
+        self._entry[account] = ("", 0, None)
+
+    def _unindex(self, account: str) -> None:
+        old = self._entry.pop(account, None)
+        if old is None:
+            return
+        market, side, entry = old
+        if side:
+            (self.longs if side > 0 else self.shorts)[market].remove(entry)
+        else:
+            for p in self.accounts[account][1]:
+                self.cross[p.market].pop(account, None)
+
+    def candidates(self, market: str, price: int) -> list[str]:
+        """Every account holding ``market`` that may be liquidatable at ``price``, in scan order."""
+        probe = (price,)
+        longs, shorts = self.longs[market], self.shorts[market]
+        found = [(stamp, account) for _, stamp, account in longs.islice(longs.bisect_left(probe))]
+        found += [(stamp, account) for _, stamp, account in shorts.islice(0, shorts.bisect_left(probe))]
+        found += [(stamp, account) for account, stamp in self.cross[market].items()]
+        found.sort()
+        return [account for _, account in found]
 
     def margin(self, account: str) -> tuple[int, int]:
         """(equity, maintenance margin) of ``account`` by this monitor's view."""
@@ -93,7 +159,7 @@ class MarginMonitor(Actor):
 
     def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
         if self._adopt(msg.market, msg.price, msg.version):
-            for account in list(self.by_market[msg.market]):
+            for account in self.candidates(msg.market, msg.price):
                 self.check(account)
 
     def on_LiquidationEnded(self, msg: LiquidationEnded) -> None:

@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="chance per message, in ppm, that its recipient crashes and restarts first (default 20)")
     soak.add_argument("--seed", type=_seed, default=0)
 
+    bench = sub.add_parser("bench", help="measure throughput and scale against this machine's own limits")
+    bench.add_argument("--quick", action="store_true",
+                       help="smaller sizes (under 45 s on 2 cores): same figures, sizes stated in the output")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     sweep = sub.add_parser("sweep", help="run a scenario over a grid of parameters and seeds (P(ADL), fund drawdown)")
     sweep.add_argument("scenario", help="a bundled scenario's name or a path to a .toml file")
     sweep.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -158,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _soak(args, console)
         if args.command == "sweep":
             return _sweep(args, console)
+        if args.command == "bench":
+            return _bench(args, console)
         return _run(args, console)
     except (ScenarioError, BadInput) as e:
         print(f"sandbox: {e}", file=sys.stderr)
@@ -226,6 +233,32 @@ def _json_logger() -> Any:
         processors=[structlog.processors.JSONRenderer(separators=(",", ":"), ensure_ascii=False)],
     )
     return lambda event: logger.info(event["kind"], **event)
+
+
+def _bench(args: argparse.Namespace, console: Console) -> int:
+    from .bench import SIZES, TARGETS, run_bench
+
+    mode = "quick" if args.quick else "full"
+    err = Console(stderr=True, highlight=False)
+    if not args.json:
+        console.print(f"bench ({mode}): " + ", ".join(f"{k} {v:,}" for k, v in SIZES[mode].items()), markup=False,
+                      soft_wrap=True)
+    r = run_bench(args.quick, progress=None if args.json else (lambda what: err.print(f"  {what} ...")))
+    if args.json:
+        print(json.dumps(r))
+        return EXIT_OK
+    table = Table(title=f"sandbox bench ({mode})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in r.items():
+        if isinstance(value, (int, float)):
+            table.add_row(key, f"{value:,.6g}" if isinstance(value, float) else f"{value:,}")
+    console.print(table)
+    for name, *_ in TARGETS:
+        t = r["targets"][name]
+        verdict = "[green]PASS[/green]" if t["met"] else "[bold red]MISS[/bold red]"
+        console.print(f"{verdict} {name}: {t['value']:,.4g} vs limit {t['limit']:,.4g}", highlight=False)
+    return EXIT_OK
 
 
 def _prepare_out(out: Path) -> None:

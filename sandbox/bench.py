@@ -1,0 +1,377 @@
+"""``sandbox bench``: how fast the exchange is, against this machine's own limits.
+
+Every ratio has a base measured in the same run: the raw one-way throughput
+of a trio memory channel (one sender task, one receiver task) and a bare
+pure-Python price-time book (sortedcontainers price levels of deques, add and
+match). Workloads:
+
+1. order flow: random traders' limit and IOC orders through clearing's margin
+   checks, the books, clearing and the margin monitor, in live mode and in
+   deterministic (seeded) mode; and the real ``OrderBook`` alone vs the bare
+   book on the same orders;
+2. the margin monitor: one mark-price tick that liquidates nobody, with 1,000
+   and with 100,000 accounts holding positions (``on_MarkPriceUpdated`` called
+   directly on a ``MarginMonitor``, averaged over several ticks);
+3. a cascade: many accounts over several markets, a crash that liquidates
+   more than 10% of them with fund takeovers and ADL, until quiet, run in a
+   fresh subprocess so its peak RSS is its own;
+4. ``explore`` on the bundled scenario ``race_two_bankruptcies``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import Any, Callable
+
+import trio
+from sortedcontainers import SortedDict
+
+__all__ = ["run_bench", "SIZES", "TARGETS"]
+
+SIZES: dict[str, dict[str, int]] = {
+    "full": {"channel": 1_000_000, "book": 200_000, "flow": 60_000, "flow_det": 20_000,
+             "tick_small": 1_000, "tick_large": 100_000, "ticks": 20, "cascade": 100_000, "explore": 300},
+    "quick": {"channel": 100_000, "book": 50_000, "flow": 8_000, "flow_det": 4_000,
+              "tick_small": 1_000, "tick_large": 100_000, "ticks": 10, "cascade": 5_000, "explore": 60},
+}
+
+# (name, numerator key, denominator key or None, factor, "ge"/"le")
+TARGETS: list[tuple[str, str, str | None, float, str]] = [
+    ("orders_per_s_live >= 0.5 x channel_msgs_per_s", "orders_per_s_live", "channel_msgs_per_s", 0.5, "ge"),
+    ("book alone >= 0.3 x bare book", "book_orders_per_s", "bare_book_orders_per_s", 0.3, "ge"),
+    ("tick_s_100k <= 3 x tick_s_1k", "tick_s_100k", "tick_s_1k", 3.0, "le"),
+    ("cascade_msgs_per_s >= 0.3 x channel_msgs_per_s", "cascade_msgs_per_s", "channel_msgs_per_s", 0.3, "ge"),
+    ("cascade_peak_rss_mb <= 500", "cascade_peak_rss_mb", None, 500.0, "le"),
+    ("cascade invariants hold", "cascade_invariants_ok", None, 1.0, "ge"),
+    ("cascade liquidates >= 10% of accounts", "cascade_liquidations", "cascade_accounts", 0.1, "ge"),
+    ("msgs_per_s_deterministic >= 0.25 x msgs_per_s_live", "msgs_per_s_deterministic", "msgs_per_s_live", 0.25, "ge"),
+    ("explore_examples_per_s >= 100", "explore_examples_per_s", None, 100.0, "ge"),
+]
+
+
+# --- the machine's limits ---------------------------------------------------------------
+
+
+def channel_msgs_per_s(n: int) -> float:
+    """One sender task, one receiver task, one trio memory channel: messages/s."""
+
+    async def main() -> float:
+        send, receive = trio.open_memory_channel[int](math.inf)
+        start = time.perf_counter()
+
+        async def sender() -> None:
+            for i in range(n):
+                await send.send(i)
+            await send.aclose()
+
+        async def receiver() -> None:
+            async for _ in receive:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receiver)
+            nursery.start_soon(sender)
+        return n / (time.perf_counter() - start)
+
+    return trio.run(main)
+
+
+def _random_orders(n: int, seed: int = 1) -> list[tuple[str, int, int, bool]]:
+    """(side, price in ticks, size in lots, ioc): around a mid of 10,000 ticks."""
+    rng = random.Random(seed)
+    return [("buy" if rng.random() < 0.5 else "sell", 10_000 + rng.randrange(-300, 301), rng.randrange(1, 50),
+             rng.random() < 0.5) for _ in range(n)]
+
+
+class BareBook:
+    """The least a price-time book does: sorted price levels of FIFO queues."""
+
+    def __init__(self) -> None:
+        self.bids: SortedDict = SortedDict()  # key -price
+        self.asks: SortedDict = SortedDict()
+        self.fills = 0
+
+    def add(self, oid: int, side: str, price: int, size: int, ioc: bool) -> None:
+        buying = side == "buy"
+        levels = self.asks if buying else self.bids
+        remaining = size
+        while remaining and levels:
+            key, queue = levels.peekitem(0)
+            level_price = key if buying else -key
+            if (buying and level_price > price) or (not buying and level_price < price):
+                break
+            while queue and remaining:
+                maker = queue[0]
+                qty = min(maker[1], remaining)
+                maker[1] -= qty
+                remaining -= qty
+                self.fills += 1
+                if maker[1] == 0:
+                    queue.popleft()
+            if not queue:
+                del levels[key]
+        if remaining and not ioc:
+            own, key = (self.bids, -price) if buying else (self.asks, price)
+            queue = own.get(key)
+            if queue is None:
+                queue = own[key] = deque()
+            queue.append([oid, remaining])
+
+
+def bare_book_orders_per_s(orders: list[tuple[str, int, int, bool]]) -> float:
+    book = BareBook()
+    start = time.perf_counter()
+    for i, (side, price, size, ioc) in enumerate(orders):
+        book.add(i, side, price, size, ioc)
+    return len(orders) / (time.perf_counter() - start)
+
+
+def book_orders_per_s(orders: list[tuple[str, int, int, bool]]) -> float:
+    """The exchange's ``OrderBook`` on the same orders, its sends and events discarded."""
+    from actors import OrderBook
+    from sandbox.messages import Order, SubmitOrder
+
+    book = OrderBook("PUNK")
+    book.send = lambda recipient, message: None  # type: ignore[method-assign]
+    book.emit = lambda kind, **fields: None  # type: ignore[method-assign]
+    msgs = [SubmitOrder(Order(f"o{i}", f"a{i % 50}", "PUNK", side, price, size, "ioc" if ioc else "gtc",
+                              "trader", "clearing", "clearing"))
+            for i, (side, price, size, ioc) in enumerate(orders)]
+    handle = book.on_SubmitOrder
+    start = time.perf_counter()
+    for m in msgs:
+        handle(m)
+    return len(msgs) / (time.perf_counter() - start)
+
+
+# --- 1. order flow --------------------------------------------------------------------
+
+
+def order_flow(orders: int, mode: str, traders: int = 50, seed: int = 0) -> dict[str, float]:
+    """Random traders' orders through the whole exchange: orders/s and messages/s."""
+    from actors import ORACLE, trader_name
+
+    from .eventlog import EventLog
+    from .exchange import build
+    from .messages import MarkPriceObserved, ScriptedEvent
+    from .runtime import LiveDelivery, SeededDelivery
+    from .soak import MARKETS, ORDERS_PER_BURST, TICK, Burst, RandomTrader, soak_scenario
+
+    sc = soak_scenario(traders, seed)
+    delivery = LiveDelivery(None, seed) if mode == "live" else SeededDelivery(seed)
+    rt, timeline = build(sc, delivery, {"trader": RandomTrader}, EventLog(keep=False))
+    for i in range(traders):
+        if trader_name(f"t{i}") not in rt.actors:
+            rt.add(RandomTrader(f"t{i}"))
+    rng = random.Random(seed)
+    marks = {m: 100 * 100 * TICK for m in MARKETS}
+    bursts = -(-orders // ORDERS_PER_BURST)
+    for b in range(bursts):
+        at = 10 * (b + 1)
+        if b % 20 == 0:
+            m = MARKETS[rng.randrange(len(MARKETS))]
+            marks[m] = min(max(marks[m] + rng.randrange(-200, 201) * TICK, 8000 * TICK), 12000 * TICK)
+            timeline.append((at, ORACLE, MarkPriceObserved(m, marks[m])))
+        timeline.append((at, trader_name(f"t{b % traders}"),
+                         ScriptedEvent(Burst(min(ORDERS_PER_BURST, orders - b * ORDERS_PER_BURST)))))
+    start = time.perf_counter()
+    trio.run(rt.run, timeline, lambda runtime: None)
+    seconds = time.perf_counter() - start
+    return {"orders_per_s": orders / seconds, "msgs_per_s": delivery.delivered / seconds,
+            "messages": delivery.delivered, "seconds": seconds}
+
+
+# --- 2. margin monitor tick -----------------------------------------------------------
+
+
+def monitor_tick_s(accounts: int, ticks: int, seed: int = 0) -> float:
+    """Mean seconds of one ``MarkPriceUpdated`` that liquidates nobody, ``accounts`` with positions."""
+    from actors import MarginMonitor
+    from sandbox.messages import MarkPriceUpdated, PositionView
+    from sandbox.money import PRICE_DECIMALS, SIZE_DECIMALS
+
+    from .scenario import parse_scenario
+
+    sc = parse_scenario({
+        "name": "tick", "seed": seed,
+        "markets": [{"symbol": m, "mark_price": "100", "initial_margin": "0.1", "maintenance_margin": "0.05",
+                     "tick_size": "0.01"} for m in ("PUNK", "BAYC")],
+        "accounts": [],
+    }, "<bench>")
+    markets = {m.symbol: m for m in sc.markets}
+    rng = random.Random(seed)
+    price = 100 * 10**PRICE_DECIMALS
+    views: dict[str, tuple[int, tuple[PositionView, ...]]] = {}
+    for i in range(accounts):
+        size = rng.choice((-1, 1)) * rng.randrange(1, 100) * 10 ** (SIZE_DECIMALS - 1)
+        entry = size * price  # entered at 100, as exchange.build does: size x entry price
+        views[f"a{i}"] = (abs(entry) // 4, (PositionView("PUNK", size, entry),))  # 4x leverage
+    mon = MarginMonitor(markets, views)
+    sent: list[Any] = []
+    mon.send = lambda recipient, message: sent.append(message)  # type: ignore[method-assign]
+    mon.emit = lambda kind, **fields: None  # type: ignore[method-assign]
+    total = 0.0
+    for k in range(ticks):
+        # +-1% around 100: nobody at 4x is anywhere near liquidation.
+        p = price + (1 if k % 2 else -1) * (k % 5 + 1) * price // 500
+        msg = MarkPriceUpdated("PUNK", p, k + 1)
+        start = time.perf_counter()
+        mon.on_MarkPriceUpdated(msg)
+        total += time.perf_counter() - start
+    assert not sent, "a bench tick liquidated someone"
+    return total / ticks
+
+
+# --- 3. cascade -------------------------------------------------------------------------
+
+CASCADE_MARKETS = ("PUNK", "BAYC", "MAYC", "AZUKI")
+
+
+def cascade_scenario(accounts: int, seed: int = 0) -> Any:
+    """Groups of five in one market: four longs of 1 at 100 with 10..60 deposited, one short of 4.
+
+    The mark crashes 100 -> 85: longs with deposit <= ~19 are liquidated
+    (about 18% of all accounts), those below 15 are past bankruptcy; bids at
+    84 absorb some, the small fund takes the rest over and runs out into ADL
+    against the shorts.
+    """
+    from .scenario import parse_scenario
+
+    rng = random.Random(seed)
+    accts: list[dict[str, Any]] = []
+    groups = accounts // 5
+    for g in range(groups):
+        m = CASCADE_MARKETS[g % len(CASCADE_MARKETS)]
+        for k in range(4):
+            accts.append({"id": f"l{g}_{k}", "deposit": str(rng.randrange(10, 61)),
+                          "positions": [{"market": m, "size": "1", "entry_price": "100"}]})
+        accts.append({"id": f"s{g}", "deposit": "400",
+                      "positions": [{"market": m, "size": "-4", "entry_price": "100"}]})
+    accts.append({"id": "mm", "deposit": str(10 * accounts + 1000)})
+    bid = max(1, groups // len(CASCADE_MARKETS) // 2)
+    return parse_scenario({
+        "name": "cascade", "seed": seed,
+        "description": "a crash 100 -> 85 in every market",
+        "insurance_fund": {"balance": str(max(10, accounts // 100))},
+        "markets": [{"symbol": m, "mark_price": "100", "initial_margin": "0.1", "maintenance_margin": "0.05",
+                     "tick_size": "0.01"} for m in CASCADE_MARKETS],
+        "accounts": accts,
+        "orders": [{"account": "mm", "market": m, "side": "buy", "price": "84", "size": str(bid)}
+                   for m in CASCADE_MARKETS],
+        "events": [{"at": 1, "type": "mark_price", "market": m, "price": "85"} for m in CASCADE_MARKETS],
+    }, "<bench cascade>")
+
+
+def cascade(accounts: int) -> dict[str, Any]:
+    """Run the cascade here (call it in a fresh process: peak RSS is the process's)."""
+    from . import invariants
+    from .eventlog import EventLog
+    from .exchange import run_scenario
+
+    sc = cascade_scenario(accounts)
+    log = EventLog(keep=False)
+    start = time.perf_counter()
+    result = trio.run(lambda: run_scenario(sc, mode="live", log=log, check=False))
+    seconds = time.perf_counter() - start
+    ok = result.ok and not invariants.check_all(result.runtime, sc.fund_balance)
+    return {
+        "cascade_accounts": accounts,
+        "cascade_liquidations": log.counts["liquidation_started"],
+        "cascade_takeovers": log.counts.get("fund_takeover", 0),
+        "cascade_adl": log.counts.get("adl", 0),
+        "cascade_s": seconds,
+        "cascade_messages": result.runtime.delivery.delivered,  # type: ignore[attr-defined]
+        "cascade_msgs_per_s": result.runtime.delivery.delivered / seconds,  # type: ignore[attr-defined]
+        "cascade_peak_rss_mb": _peak_rss_mb(),
+        "cascade_ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cascade_invariants_ok": 1 if ok else 0,
+        "cascade_event_counts": {k: v for k, v in sorted(log.counts.items())},
+    }
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory.
+
+    ``ru_maxrss`` survives ``exec``: in a child forked from a large parent (the
+    bench, after building 100,000 accounts) it can report the parent's pages.
+    Linux's ``VmHWM`` belongs to the process image, so it is used when present.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cascade_in_subprocess(accounts: int) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "sandbox.bench", "cascade", str(accounts)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+# --- 4. explore -------------------------------------------------------------------------
+
+
+def explore_examples_per_s(examples: int) -> float:
+    from .explore import explore
+    from .scenario import resolve_scenario
+
+    sc = resolve_scenario("race_two_bankruptcies")
+    start = time.perf_counter()
+    result = explore(sc, examples=examples, database=None, seed=0)
+    assert result.finding is None, "the correct exchange failed on race_two_bankruptcies"
+    return result.runs / (time.perf_counter() - start)
+
+
+# --- all of it --------------------------------------------------------------------------
+
+
+def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    size = SIZES["quick" if quick else "full"]
+    say = progress or (lambda _: None)
+    r: dict[str, Any] = {"mode": "quick" if quick else "full", "sizes": dict(size)}
+    say("trio memory channel")
+    r["channel_msgs_per_s"] = channel_msgs_per_s(size["channel"])
+    orders = _random_orders(size["book"])
+    say("bare book")
+    r["bare_book_orders_per_s"] = bare_book_orders_per_s(orders)
+    say("order book alone")
+    r["book_orders_per_s"] = book_orders_per_s(orders)
+    say("order flow, live")
+    live = order_flow(size["flow"], "live")
+    r["orders_per_s_live"], r["msgs_per_s_live"] = live["orders_per_s"], live["msgs_per_s"]
+    say("order flow, deterministic")
+    det = order_flow(size["flow_det"], "seeded")
+    r["orders_per_s_deterministic"], r["msgs_per_s_deterministic"] = det["orders_per_s"], det["msgs_per_s"]
+    say("margin monitor ticks")
+    r["tick_s_1k"] = monitor_tick_s(size["tick_small"], size["ticks"])
+    r["tick_s_100k"] = monitor_tick_s(size["tick_large"], size["ticks"])
+    say(f"cascade of {size['cascade']} accounts (subprocess)")
+    r.update(cascade_in_subprocess(size["cascade"]))
+    say("explore race_two_bankruptcies")
+    r["explore_examples_per_s"] = explore_examples_per_s(size["explore"])
+    r["targets"] = {name: _judge(r, num, den, factor, op) for name, num, den, factor, op in TARGETS}
+    return r
+
+
+def _judge(r: dict[str, Any], num: str, den: str | None, factor: float, op: str) -> dict[str, Any]:
+    limit = factor * (r[den] if den else 1.0)
+    value = r[num]
+    met = value >= limit if op == "ge" else value <= limit
+    ratio = value / r[den] if den else value
+    return {"value": value, "limit": limit, "ratio": ratio, "met": met}
+
+
+if __name__ == "__main__":  # the cascade's fresh process: python -m sandbox.bench cascade N
+    if sys.argv[1:2] == ["cascade"]:
+        print(json.dumps(cascade(int(sys.argv[2]))))
