@@ -94,8 +94,9 @@ class MarginMonitor(Actor):
 
     def on_LiquidationEnded(self, msg: LiquidationEnded) -> None:
         self.requested.pop(msg.account, None)
-        if msg.outcome == "cancelled":
-            # The engine judged the account healthy by *its* view. If ours still
-            # says otherwise, one of us is behind on a mark price; ask again, so
-            # an underwater account is never left alone once the views agree.
+        if msg.outcome != "settled":
+            # "cancelled" or "restored": the engine judged the account healthy by
+            # *its* view. If ours still says otherwise, one of us is behind on a
+            # mark price; ask again, so an underwater account is never left
+            # alone once the views agree.
             self.check(msg.account)
