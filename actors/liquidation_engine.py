@@ -128,23 +128,24 @@ class LiquidationEngine(Actor):
         return self.policy.is_stale(self.valid_at[market], self.now_ms)
 
     def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
-        if msg.version > self.versions[msg.market]:
-            self.valid_at[msg.market] = msg.observed_ms
-        self._adopt(msg.market, msg.price, msg.version)
+        self._adopt(msg.market, msg.price, msg.version, msg.observed_ms)
         for account, request in list(self.paused.items()):
             if not any(self.is_stale(m) for m, _, _ in request.marks):
                 del self.paused[account]
                 self.emit("liquidation_resumed", account=account)
                 self.on_LiquidationRequested(request)
 
-    def _adopt(self, market: str, price: int, version: int) -> None:
+    def _adopt(self, market: str, price: int, version: int, observed_ms: int | None = None) -> None:
         if version > self.versions[market]:
             self.marks[market] = price
             self.versions[market] = version
+        if observed_ms is not None and version >= self.versions[market]:
+            self.valid_at[market] = max(self.valid_at[market], observed_ms)
 
     def on_LiquidationRequested(self, msg: LiquidationRequested) -> None:
+        valid_at = dict(msg.valid_at)
         for market, price, version in msg.marks:
-            self._adopt(market, price, version)
+            self._adopt(market, price, version, valid_at.get(market))
         if msg.account in self.active:
             self.emit("liquidation_request_ignored", account=msg.account, reason="already being liquidated")
             return

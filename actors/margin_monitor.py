@@ -42,6 +42,7 @@ class MarginMonitor(Actor):
         self.markets = dict(markets)
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
         self.versions = {m: 0 for m in self.markets}
+        self.valid_at = {m: 0 for m in self.markets}  # when the oracle accepted each mark
         self.accounts: dict[str, tuple[int, tuple[PositionView, ...], bool]] = {}
         self.by_market: dict[str, dict[str, None]] = {m: {} for m in self.markets}
         self.requested: dict[str, None] = {}
@@ -74,7 +75,8 @@ class MarginMonitor(Actor):
             self.requested[account] = None
             self.emit("margin_call", account=account, equity=fmt_money(eq), maintenance_margin=fmt_money(mm))
             marks = tuple((p.market, self.marks[p.market], self.versions[p.market]) for p in positions)
-            self.send(ENGINE, LiquidationRequested(account, eq, mm, marks, balance, positions))
+            valid_at = tuple((p.market, self.valid_at[p.market]) for p in positions)
+            self.send(ENGINE, LiquidationRequested(account, eq, mm, marks, balance, positions, valid_at))
 
     def on_Started(self, msg: Started) -> None:
         for account in list(self.accounts):
@@ -89,6 +91,7 @@ class MarginMonitor(Actor):
             return
         self.marks[msg.market] = msg.price
         self.versions[msg.market] = msg.version
+        self.valid_at[msg.market] = msg.observed_ms
         for account in list(self.by_market[msg.market]):
             self.check(account)
 

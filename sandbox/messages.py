@@ -409,6 +409,9 @@ class LiquidationRequested:
     # variants that trust it instead of clearing's snapshot).
     balance: int = 0
     positions: tuple[PositionView, ...] = ()
+    # (market, observed_ms): when the oracle accepted each of those marks, so an
+    # engine that adopts a mark from here also knows how fresh it is.
+    valid_at: tuple[tuple[str, int], ...] = ()
 
 
 @_frozen
