@@ -29,7 +29,7 @@ def describe_message(message: object) -> str:
     parts = []
     for field in attrs.fields(type(message)):
         value = getattr(message, field.name)
-        if field.name in ("marks", "positions", "candidates") and isinstance(value, tuple):
+        if field.name in ("marks", "positions", "candidates", "valid_at") and isinstance(value, tuple):
             if field.name == "positions" and value:
                 value = "[" + ", ".join(f"{p.market} {fmt_size(p.size)}" for p in value) + "]"
             elif field.name == "candidates":
@@ -163,14 +163,16 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
     "fund_netted": ("magenta", lambda e: f"insurance fund nets {e['size']} {e['market']} of its own long and short inventory at {e['price']}"),
     "fund_liquidation_fee": ("bold green", lambda e: f"insurance fund receives a clearance fee of {e['amount']} from {e['account']} (fund {e['balance']})"),
     "fund_fee_income": ("green", lambda e: f"insurance fund receives {e['amount']} of {e['account']}'s trading fee (fund {e['balance']})"),
-    "fund_funding_paid": ("bold magenta", lambda e: f"insurance fund pays {e['amount']} of funding in {e['market']} for its inventory"
-                          + (f" (owed {e['owed']}: all it has available)" if e["owed"] != e["amount"] else "") + f" (fund {e['balance']})"),
+    "fund_funding_paid": ("bold magenta", lambda e: (
+        f"insurance fund pays {e['amount']} of funding in {e['market']} for its inventory (fund {e['balance']})"
+        if e["owed"] == e["amount"] else
+        f"insurance fund owes {e['owed']} of funding in {e['market']} and pays all it has available, {e['amount']} (fund {e['balance']})")),
     "fund_funding_received": ("green", lambda e: f"insurance fund receives {e['amount']} of funding in {e['market']} (fund {e['balance']})"),
     "fund_inventory_taken": ("bold magenta", lambda e: f"insurance fund keeps {e['account']}'s {_held(e['size'])} {e['market']} at bankruptcy price {e['price']} as inventory"),
     "fund_inventory_marked": ("magenta", lambda e: f"insurance fund's {_held(e['size'])} {e['market']} at mark {e['mark_price']}: unrealized {e['unrealized_pnl']}, fund equity {e['equity']} (balance {e['balance']})"),
     "oracle_price_rejected": ("bold yellow", _rejected),
     "oracle_stale": ("bold yellow", lambda e: f"{e['market']} is stale: no valid price since t={e['since']} (limit {e['limit']} s); new liquidations {'pause' if e['liquidations'] == 'paused' else 'continue at ' + e['last_valid']}"),
-    "oracle_fresh": ("cyan", lambda e: f"{e['market']} has a valid price again after {e['stale_for']} s"),
+    "oracle_fresh": ("cyan", lambda e: f"{e['market']} has a valid price again after {e['stale_for']} s without one"),
     "index_price": ("dim", lambda e: f"index price of {e['market']}: {e['price']}"),
     "mark_computed": ("dim", lambda e: f"{e['market']}: median(impact mid {e['impact_mid']}, price1 {e['price1']}, price2 {e['price2']}) = {e['mark']}"),
     "funding_rate": ("cyan", _funding_rate),
