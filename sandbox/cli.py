@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _list(console: Console) -> int:
     for name, load in bundled_scenarios().items():
         scenario = load()
-        first = scenario.description.split(". ")[0].rstrip(".")
+        first = re.split(r"(?<=[.?!]) ", scenario.description, maxsplit=1)[0].rstrip(".")
         console.print(f"{name:<28} {first}", markup=False, soft_wrap=True)
     return EXIT_OK
 
