@@ -79,6 +79,10 @@ class Lot:
     liq_id: int
     account: str
     kept: bool = False  # ADL found nobody: the fund holds it as inventory
+    # The part of a kept lot that is certainly the fund's (signed): ADL fills of
+    # the lot may still be on their way when ADL gives up (clearing -> fund and
+    # adl -> fund are different links), and only this much may be netted.
+    held: int = 0
 
 
 def fund_limit_price(size: int, bankruptcy_price: int, available: int, tick: int) -> int:
@@ -192,11 +196,13 @@ class InsuranceFund(Actor):
         """Hold the position as inventory at the bankruptcy price (policy fund_inventory = "keep")."""
         self._next_lot += 1
         lot = Lot(self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price, 0, msg.liq_id,
-                  msg.account, kept=True)
+                  msg.account, kept=True, held=msg.size)
         self.lots[lot.lot_id] = lot
         self.emit("fund_inventory_taken", lot_id=lot.lot_id, market=msg.market, account=msg.account,
                   size=fmt_size(msg.size), price=fmt_price(msg.price))
-        self._net_against_inventory(lot)
+        # Kept lots are not netted against each other: crossing a long and a short
+        # realizes their PnL, and a fund that reserves nothing for its inventory
+        # could realize more than its balance. Held side by side they offset at mark.
 
     def on_Fill(self, msg: Fill) -> None:
         lot = self.lots[self._lot_id(msg.order_id)]
@@ -217,10 +223,11 @@ class InsuranceFund(Actor):
     def on_DeleverageAbandoned(self, msg: DeleverageAbandoned) -> None:
         lot = self.lots[msg.lot_id]
         lot.kept = True
-        if not self._net_against_inventory(lot):
-            self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.size))
+        lot.held = msg.remaining  # lot.size may still count ADL fills in flight
+        if not self._net_against_inventory(lot, msg.remaining):
+            self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
 
-    def _net_against_inventory(self, lot: Lot) -> bool:
+    def _net_against_inventory(self, lot: Lot, nettable: int | None = None) -> bool:
         """Cross ``lot`` with kept lots of the other side in its market; True if it is flat.
 
         When both sides of a market go bankrupt together, ADL may find no
@@ -228,13 +235,19 @@ class InsuranceFund(Actor):
         is left holding a long and a short of the same market. Those offset:
         they are crossed with each other at ``lot``'s bankruptcy price. The
         price only moves PnL between two lots of the fund, so it costs nothing.
+        Only the part of a kept lot that is certainly held is crossed
+        (``nettable`` for ``lot``, ``held`` for the others); a lot closes when
+        its size, in-flight fills included, reaches zero.
         """
+        own = lot.size if nettable is None else nettable
         for other in list(self.lots.values()):
-            if lot.size == 0:
+            if own == 0:
                 break
-            if other is lot or not other.kept or other.market != lot.market or (other.size > 0) == (lot.size > 0):
+            if other is lot or not other.kept or other.market != lot.market or (other.held > 0) == (own > 0):
                 continue
-            qty = min(abs(lot.size), abs(other.size))
+            qty = min(abs(own), abs(other.held))
+            if qty == 0:
+                continue
             price = lot.bankruptcy_price
             self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
                       lots=[other.lot_id, lot.lot_id])
@@ -242,6 +255,10 @@ class InsuranceFund(Actor):
                 trade = -qty if each.size > 0 else qty
                 each.size += trade
                 each.basis += trade * price
+            other.held += -qty if other.held > 0 else qty
+            own += -qty if own > 0 else qty
+            if lot.kept:
+                lot.held = own
             for each in (other, lot):
                 if each.size == 0:
                     self._close(each)
