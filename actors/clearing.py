@@ -29,7 +29,9 @@ Policies (``sandbox.scenario.Policy``; the defaults are NFEX's and change nothin
 * ``liquidation_fee``: instead of sweeping what is left, clearing charges a
   clearance fee of ``ceil(liquidated notional x rate)``, at most what is left,
   pays it to the fund and returns the rest to the trader (Binance). The
-  liquidated notional is |size| x price of every liquidation fill and takeover.
+  liquidated notional is |size| x price of every liquidation fill and takeover;
+  in a partial liquidation each slice pays for its own notional as soon as it is
+  done, so the engine judges the account after the fee.
 * partial liquidation: the engine names, with each ``TakeOverPosition``, the
   size the account keeps (``keep``). A slice is done when every market of the
   snapshot has closed its order and holds exactly that size; clearing then
@@ -407,19 +409,22 @@ class Clearing(Actor):
             return
         acct.hold = None
         self.emit("account_unfrozen", account=msg.account, liq_id=msg.liq_id)
-        if hold.liquidated_notional and self.policy.liquidation_fee:
-            # Handed back after a partial liquidation: its slices pay the clearance fee.
-            fee = self._clearance_fee(acct.balance, hold)
-            if fee:
-                acct.balance -= fee
-                self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, fee, "clearance_fee"))
-                self.emit("clearance_fee", account=acct.id, liq_id=hold.liq_id, amount=fmt_money(fee),
-                          balance=fmt_money(acct.balance))
         self._publish(acct)
 
     def _clearance_fee(self, balance: int, hold: LiquidationHold) -> int:
         """ceil(liquidated notional x rate), but never more than what is left."""
         return min(max(balance, 0), apply_rate_up(hold.liquidated_notional, self.policy.liquidation_fee))
+
+    def _charge_slice_fee(self, acct: Account, hold: LiquidationHold) -> None:
+        """A slice of a partial liquidation pays its clearance fee before the engine judges again."""
+        fee = self._clearance_fee(acct.balance, hold)
+        hold.liquidated_notional = 0
+        if fee:
+            acct.balance -= fee
+            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, fee, "clearance_fee"))
+            self.emit("clearance_fee", account=acct.id, liq_id=hold.liq_id, amount=fmt_money(fee),
+                      balance=fmt_money(acct.balance))
+            self._publish(acct)
 
     def on_TakeOverPosition(self, msg: TakeOverPosition) -> None:
         acct = self.accounts[msg.account]
@@ -474,6 +479,8 @@ class Clearing(Actor):
         if acct.positions:
             # A slice of a partial liquidation is done; the engine asks for the
             # next snapshot once its cooldown is over.
+            if self.policy.liquidation_fee and hold.liquidated_notional:
+                self._charge_slice_fee(acct, hold)
             if hold.snapshot_wanted:
                 self._send_snapshot(acct)
             return

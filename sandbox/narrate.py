@@ -149,7 +149,7 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
     "liquidation_restored": ("green", lambda e: f"{e['account']} is above maintenance margin again (equity {e['equity']} > {e['maintenance_margin']}): handed back with {_positions(e)}"),
     "liquidation_paused": ("bold yellow", lambda e: f"{e['account']}'s liquidation paused: no valid price in {', '.join(e['markets'])} for too long"),
     "liquidation_resumed": ("yellow", lambda e: f"{e['account']}'s liquidation resumes: prices are back"),
-    "clearance_fee": ("red", lambda e: f"{e['account']} pays a clearance fee of {e['amount']} on its liquidated slices (balance {e['balance']})"),
+    "clearance_fee": ("red", lambda e: f"{e['account']} pays a clearance fee of {e['amount']} on its liquidated slice (balance {e['balance']})"),
     "liquidation_fill": ("red", lambda e: f"{e['account']}'s liquidation order {_trade(e['size'])} {e['market']} at {e['price']} (realized {e['realized_pnl']})"),
     "bankruptcy": ("bold red", lambda e: f"{e['account']}'s liquidation order could not fill in {e['market']}: bankrupt"),
     "fund_takeover": ("magenta", lambda e: f"insurance fund takes over {e['account']}'s {_held(e['size'])} {e['market']} at bankruptcy price {e['price']}"),
