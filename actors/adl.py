@@ -19,6 +19,12 @@ at mark, so ``|mark value - bankrupt value|`` is the account's equity. An
 account with equity <= 0 ranks last. Ranks are exact fractions (no floats);
 ties go to the account id, so the order is deterministic.
 
+Other rankings (``policy.adl_ranking``)::
+
+    pnl_x_margin_ratio  PnL% x margin ratio, margin ratio = maintenance margin / equity
+                        (PnL% / margin ratio when PnL% < 0), as Binance describes it
+    pnl_pct             PnL% alone: the most profitable first, whatever its leverage
+
 Positions may change between the snapshot and the ``Deleverage`` reaching
 clearing (the snapshot is stale by then); clearing applies at most what is
 still there and says how much, and the coordinator asks again for the rest.
@@ -44,9 +50,9 @@ from sandbox.messages import (
 )
 from sandbox.money import fmt_price, fmt_size, sign
 from sandbox.runtime import Actor
-from sandbox.scenario import MarketSpec
+from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
 
-from ._common import ADL, CLEARING, FUND, equity
+from ._common import ADL, CLEARING, FUND, equity, maintenance_margin
 
 __all__ = ["AdlCoordinator", "adl_rank"]
 
@@ -55,8 +61,17 @@ MAX_ROUNDS: Final = 5
 _LAST: Final = Fraction(-(10**30))
 
 
-def adl_rank(candidate: AdlCandidate, market: str, marks: Mapping[str, int]) -> Fraction:
-    """The ADL ranking of ``candidate``'s position in ``market`` (see module doc)."""
+def adl_rank(
+    candidate: AdlCandidate,
+    market: str,
+    marks: Mapping[str, int],
+    formula: str = "pnl_x_leverage",
+    markets: Mapping[str, MarketSpec] | None = None,
+) -> Fraction:
+    """The ADL ranking of ``candidate``'s position in ``market`` (see module doc).
+
+    ``markets`` (for maintenance margins) is needed by "pnl_x_margin_ratio" only.
+    """
     triples = [(p.market, p.size, p.entry_value) for p in candidate.positions]
     eq = equity(candidate.balance, triples, marks)
     position = next(p for p in candidate.positions if p.market == market)
@@ -64,8 +79,16 @@ def adl_rank(candidate: AdlCandidate, market: str, marks: Mapping[str, int]) -> 
         return _LAST
     mark_value = abs(position.size * marks[market])
     pnl_pct = Fraction(position.size * marks[market] - position.entry_value, abs(position.entry_value))
-    leverage = Fraction(mark_value, eq)
-    return pnl_pct * leverage if pnl_pct >= 0 else pnl_pct / leverage
+    if formula == "pnl_pct":
+        return pnl_pct
+    if formula == "pnl_x_margin_ratio":
+        assert markets is not None
+        factor = Fraction(maintenance_margin(triples, marks, markets), eq)
+        if factor == 0:
+            return pnl_pct
+    else:
+        factor = Fraction(mark_value, eq)  # effective leverage
+    return pnl_pct * factor if pnl_pct >= 0 else pnl_pct / factor
 
 
 @attrs.define
@@ -78,8 +101,11 @@ class _Request:
 
 
 class AdlCoordinator(Actor):
+    policy: Policy = DEFAULT_POLICY
+
     def __init__(self, markets: Mapping[str, MarketSpec]) -> None:
         super().__init__(ADL)
+        self.markets = dict(markets)
         self.marks = {m: spec.mark_price for m, spec in markets.items()}
         self.queue: deque[DeleverageRequested] = deque()
         self.current: _Request | None = None
@@ -115,7 +141,8 @@ class AdlCoordinator(Actor):
             return
         req = cur.request
         ranked = sorted(
-            msg.candidates, key=lambda c: (-adl_rank(c, msg.market, self.marks), c.account)
+            msg.candidates,
+            key=lambda c: (-adl_rank(c, msg.market, self.marks, self.policy.adl_ranking, self.markets), c.account),
         )
         self.emit(
             "adl_ranking", market=msg.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),

@@ -23,6 +23,32 @@ Rules it enforces, from shared/reference/mechanics.md (NFEX):
 
 Fees: ``ceil(notional x rate)`` on trader orders only, maker or taker rate by
 liquidity; liquidation, fund and ADL trades pay none.
+
+Policies (``sandbox.scenario.Policy``; the defaults are NFEX's and change nothing above):
+
+* ``liquidation_fee``: instead of sweeping what is left, clearing charges a
+  clearance fee of ``ceil(liquidated notional x rate)``, at most what is left,
+  pays it to the fund and returns the rest to the trader (Binance). The
+  liquidated notional is |size| x price of every liquidation fill and takeover;
+  in a partial liquidation each slice pays for its own notional as soon as it is
+  done, so the engine judges the account after the fee.
+* partial liquidation: the engine names, with each ``TakeOverPosition``, the
+  size the account keeps (``keep``). A slice is done when every market of the
+  snapshot has closed its order and holds exactly that size; clearing then
+  waits for ``AccountSnapshotRequested`` (after the engine's cooldown) and
+  answers with a fresh ``AccountFrozen``.
+* ``fee_to_fund``: that share of every fee, rounded up (in favour of the fund),
+  goes to the fund (``FeeShareTransferred``) instead of the exchange's fees.
+* funding (``FundingRateSet``): every account with a position in the market
+  pays ``ceil(mark x size x rate)`` or receives ``floor(...)``, both rounded
+  against the trader. Payers are debited at once. If receivers are owed more
+  than payers paid (the fund's inventory is on the paying side), clearing holds
+  what was paid (``funding_held``) and asks the fund for the difference; the
+  fund pays what it has available, and if that falls short the receivers are
+  paid pro rata (floor), a socialized loss. What is left over (the fund's own
+  receipt, and the rounding) goes to the fund. Accounts under liquidation
+  neither pay nor receive: their bankruptcy prices are fixed, and the fund
+  stands in for them as it does for the positions it takes over.
 """
 
 from __future__ import annotations
@@ -33,6 +59,7 @@ import attrs
 
 from sandbox.messages import (
     AccountFrozen,
+    AccountSnapshotRequested,
     AccountOrdersCancelled,
     AccountUpdated,
     AdlCandidate,
@@ -44,8 +71,13 @@ from sandbox.messages import (
     Deleverage,
     Deleveraged,
     Deposit,
+    FeeShareTransferred,
     Fill,
     FreezeAccount,
+    FundingContributed,
+    FundingContributionRequested,
+    FundingRateSet,
+    FundingRemainderTransferred,
     LiquidationSettled,
     MarkPriceUpdated,
     Order,
@@ -59,9 +91,9 @@ from sandbox.messages import (
     UnfreezeAccount,
     Withdraw,
 )
-from sandbox.money import apply_rate_up, fmt_money, fmt_price, fmt_size, sign
+from sandbox.money import RATE_ONE, apply_rate_up, ceil_div, fmt_money, fmt_price, fmt_rate, fmt_size, sign
 from sandbox.runtime import Actor
-from sandbox.scenario import MarketSpec
+from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import (
     ADL,
@@ -76,7 +108,7 @@ from ._common import (
     trader_name,
 )
 
-__all__ = ["Clearing", "Account", "OpenOrder", "LiquidationHold"]
+__all__ = ["Clearing", "Account", "OpenOrder", "LiquidationHold", "PendingFunding"]
 
 
 @attrs.define(slots=True)
@@ -96,6 +128,21 @@ class LiquidationHold:
     # Markets whose liquidation order has closed (TakeOverPosition received).
     closed_markets: set[str] = attrs.Factory(set)
     markets: tuple[str, ...] = ()
+    # Partial liquidation: the size each market keeps after the current slice.
+    targets: dict[str, int] = attrs.Factory(dict)
+    snapshot_wanted: bool = False
+    # |size| x price of every liquidation fill and takeover (for a clearance fee).
+    liquidated_notional: int = 0
+
+
+@attrs.define(slots=True)
+class PendingFunding:
+    """A funding round waiting for the fund's contribution."""
+
+    market: str
+    paid: int  # what the payers paid, held by clearing
+    due: int  # what the fund was asked for
+    receivers: list[tuple[str, int]]  # (account, amount owed), in account order
 
 
 @attrs.define(slots=True)
@@ -123,6 +170,7 @@ class Account:
 class Clearing(Actor):
     # NFEX: an account taken over can neither deposit nor withdraw.
     LOCKS_WITHDRAWALS: ClassVar[bool] = True
+    policy: Policy = DEFAULT_POLICY
 
     def __init__(self, markets: Mapping[str, MarketSpec], accounts: Mapping[str, Account]) -> None:
         super().__init__(CLEARING)
@@ -132,6 +180,9 @@ class Clearing(Actor):
         self.fees = 0
         # Every settled liquidation's final balance before the sweep; kept for the invariant.
         self.settled: list[tuple[str, int]] = []
+        # Funding paid by payers and not yet passed on to receivers (money on clearing's books).
+        self.funding_held = 0
+        self.pending_funding: dict[int, PendingFunding] = {}
 
     # -- margin arithmetic on clearing's own view -------------------------------------
 
@@ -279,7 +330,8 @@ class Clearing(Actor):
         if position.size == 0:
             del acct.positions[msg.market]
         acct.balance += realized - fee
-        self.fees += fee
+        share = apply_rate_up(fee, self.policy.fee_to_fund) if fee and self.policy.fee_to_fund else 0
+        self.fees += fee - share
         # Every fill clearing applies is logged with what it did to the account,
         # in the order clearing applied it, so the books can be rebuilt from the
         # log exactly (``sandbox check-log``).
@@ -291,6 +343,10 @@ class Clearing(Actor):
             )
         if fee:
             self.emit("fee", account=msg.account, market=msg.market, amount=fmt_money(fee), liquidity=msg.liquidity)
+        if share:
+            self.send(FUND, FeeShareTransferred(msg.account, msg.market, share))
+        if msg.kind == "liquidation" and acct.hold is not None:
+            acct.hold.liquidated_notional += abs(msg.size) * msg.price
         if msg.kind == "liquidation":
             if acct.hold is None or msg.order_id != f"liq{acct.hold.liq_id}:{msg.market}":
                 self.violation(
@@ -351,18 +407,47 @@ class Clearing(Actor):
             self._send_snapshot(acct)
 
     def _send_snapshot(self, acct: Account) -> None:
-        assert acct.hold is not None
-        acct.hold.snapshot_sent = True
-        acct.hold.markets = tuple(sorted(acct.positions))
-        self.send(ENGINE, AccountFrozen(acct.hold.liq_id, acct.id, acct.balance, acct.views()))
+        hold = acct.hold
+        assert hold is not None
+        hold.snapshot_sent = True
+        hold.markets = tuple(sorted(acct.positions))
+        # A new round (the next slice of a partial liquidation) starts from here.
+        hold.closed_markets = set()
+        hold.targets = {}
+        hold.snapshot_wanted = False
+        self.send(ENGINE, AccountFrozen(hold.liq_id, acct.id, acct.balance, acct.views()))
+
+    def on_AccountSnapshotRequested(self, msg: AccountSnapshotRequested) -> None:
+        acct = self.accounts[msg.account]
+        if acct.hold is None or acct.hold.liq_id != msg.liq_id:
+            return
+        acct.hold.snapshot_wanted = True
+        if self._slice_done(acct):
+            self._send_snapshot(acct)
 
     def on_UnfreezeAccount(self, msg: UnfreezeAccount) -> None:
         acct = self.accounts[msg.account]
-        if acct.hold is None or acct.hold.liq_id != msg.liq_id:
+        hold = acct.hold
+        if hold is None or hold.liq_id != msg.liq_id:
             return
         acct.hold = None
         self.emit("account_unfrozen", account=msg.account, liq_id=msg.liq_id)
         self._publish(acct)
+
+    def _clearance_fee(self, balance: int, hold: LiquidationHold) -> int:
+        """ceil(liquidated notional x rate), but never more than what is left."""
+        return min(max(balance, 0), apply_rate_up(hold.liquidated_notional, self.policy.liquidation_fee))
+
+    def _charge_slice_fee(self, acct: Account, hold: LiquidationHold) -> None:
+        """A slice of a partial liquidation pays its clearance fee before the engine judges again."""
+        fee = self._clearance_fee(acct.balance, hold)
+        hold.liquidated_notional = 0
+        if fee:
+            acct.balance -= fee
+            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, fee, "clearance_fee"))
+            self.emit("clearance_fee", account=acct.id, liq_id=hold.liq_id, amount=fmt_money(fee),
+                      balance=fmt_money(acct.balance))
+            self._publish(acct)
 
     def on_TakeOverPosition(self, msg: TakeOverPosition) -> None:
         acct = self.accounts[msg.account]
@@ -371,7 +456,10 @@ class Clearing(Actor):
             self.violation("takeover only of a frozen account", f"{msg.account} liquidation {msg.liq_id}")
             return
         hold.closed_markets.add(msg.market)
+        if msg.keep:
+            hold.targets[msg.market] = msg.keep
         size = self.takeover_size(acct, msg)
+        hold.liquidated_notional += abs(size) * msg.price
         if size:
             position = acct.positions.setdefault(msg.market, Position())
             realized = apply_trade(position, -size, msg.price)
@@ -396,10 +484,29 @@ class Clearing(Actor):
         """
         return msg.size
 
+    def _slice_done(self, acct: Account) -> bool:
+        """Every order of the current round has closed and every fill of it is applied.
+
+        In a full liquidation every target is 0, so this is "no position left".
+        """
+        hold = acct.hold
+        assert hold is not None
+        if not hold.snapshot_sent or not hold.closed_markets.issuperset(hold.markets):
+            return False
+        return all(p.size == hold.targets.get(m, 0) for m, p in acct.positions.items())
+
     def _maybe_settle(self, acct: Account) -> None:
         hold = acct.hold
         assert hold is not None
-        if not hold.snapshot_sent or acct.positions or not hold.closed_markets.issuperset(hold.markets):
+        if not self._slice_done(acct):
+            return
+        if acct.positions:
+            # A slice of a partial liquidation is done; the engine asks for the
+            # next snapshot once its cooldown is over.
+            if self.policy.liquidation_fee and hold.liquidated_notional:
+                self._charge_slice_fee(acct, hold)
+            if hold.snapshot_wanted:
+                self._send_snapshot(acct)
             return
         residual = acct.balance
         self.settled.append((acct.id, residual))
@@ -408,13 +515,20 @@ class Clearing(Actor):
                 "no negative balance once a liquidation is settled",
                 f"{acct.id} ends liquidation {hold.liq_id} at {fmt_money(residual)}",
             )
-        surplus = max(residual, 0)
+        extra: dict[str, str] = {}
+        if self.policy.liquidation_fee:
+            surplus = self._clearance_fee(residual, hold)
+            reason = "clearance_fee"
+            extra = {"clearance_fee": fmt_money(surplus), "returned": fmt_money(residual - surplus)}
+        else:
+            surplus = max(residual, 0)  # NFEX: the trader loses the rest of its margin
+            reason = "surplus"
         acct.balance -= surplus
         acct.hold = None
         if surplus:
-            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, surplus))
+            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, surplus, reason))
         self.emit("liquidation_settled", account=acct.id, liq_id=hold.liq_id, surplus=fmt_money(surplus),
-                  balance=fmt_money(acct.balance))
+                  balance=fmt_money(acct.balance), **extra)
         self.send(ENGINE, LiquidationSettled(hold.liq_id, acct.id, surplus))
         self._publish(acct)
 
@@ -448,6 +562,57 @@ class Clearing(Actor):
             )
             self._publish(acct)
         self.send(ADL, Deleveraged(msg.adl_id, msg.account, done))
+
+    # -- funding -----------------------------------------------------------------------
+
+    def on_FundingRateSet(self, msg: FundingRateSet) -> None:
+        paid = 0
+        receivers: list[tuple[str, int]] = []
+        for acct in self.accounts.values():
+            position = acct.positions.get(msg.market)
+            if position is None or acct.hold is not None:
+                continue
+            owed = position.size * msg.mark_price * msg.rate  # wei x ppm; > 0: this account pays
+            if owed > 0:
+                amount = ceil_div(owed, RATE_ONE)
+                acct.balance -= amount
+                paid += amount
+                self.emit("funding", account=acct.id, market=msg.market, amount=fmt_money(-amount),
+                          rate=fmt_rate(msg.rate), balance=fmt_money(acct.balance))
+                self._publish(acct)
+            elif owed < 0 and (-owed) // RATE_ONE:
+                receivers.append((acct.id, (-owed) // RATE_ONE))
+        due = sum(amount for _, amount in receivers) - paid
+        if due > 0:
+            self.funding_held += paid
+            self.pending_funding[msg.funding_id] = PendingFunding(msg.market, paid, due, receivers)
+            self.send(FUND, FundingContributionRequested(msg.market, msg.funding_id, due))
+        else:
+            self._pay_receivers(msg.market, msg.funding_id, receivers, paid)
+
+    def on_FundingContributed(self, msg: FundingContributed) -> None:
+        pending = self.pending_funding.pop(msg.funding_id)
+        self.funding_held -= pending.paid
+        if msg.amount < pending.due:
+            self.emit("funding_shortfall", market=msg.market, funding_id=msg.funding_id,
+                      owed=fmt_money(pending.due), contributed=fmt_money(msg.amount))
+        self._pay_receivers(msg.market, msg.funding_id, pending.receivers, pending.paid + msg.amount)
+
+    def _pay_receivers(self, market: str, funding_id: int, receivers: list[tuple[str, int]], pool: int) -> None:
+        """Pay what each receiver is owed out of ``pool``; pro rata (floor) if it falls short."""
+        owed = sum(amount for _, amount in receivers)
+        available = pool
+        for account, amount in receivers:
+            share = amount if available >= owed else amount * available // owed
+            acct = self.accounts[account]
+            acct.balance += share
+            pool -= share
+            if share:
+                self.emit("funding", account=account, market=market, amount=fmt_money(share),
+                          balance=fmt_money(acct.balance))
+                self._publish(acct)
+        if pool:
+            self.send(FUND, FundingRemainderTransferred(market, funding_id, pool))
 
     # -- to the monitor -------------------------------------------------------------------
 

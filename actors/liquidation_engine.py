@@ -35,7 +35,9 @@ import attrs
 
 from sandbox.messages import (
     AccountFrozen,
+    AccountSnapshotRequested,
     FreezeAccount,
+    LiquidationCooldownEnded,
     LiquidationEnded,
     LiquidationRequested,
     LiquidationSettled,
@@ -47,9 +49,9 @@ from sandbox.messages import (
     TakeOverPosition,
     UnfreezeAccount,
 )
-from sandbox.money import ceil_div, fmt_money, fmt_price, fmt_size
+from sandbox.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size, sign
 from sandbox.runtime import Actor
-from sandbox.scenario import MarketSpec
+from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import (
     CLEARING,
@@ -101,9 +103,16 @@ class _Liquidation:
     sides: dict[str, int] = attrs.Factory(dict)  # +1 long, -1 short, per market
     open_orders: set[str] = attrs.Factory(set)
     bankrupt: bool = False
+    # Partial liquidation: slices done so far, each sliced position's size at
+    # the start (what a slice is a fraction of), and what each market keeps.
+    slices: int = 0
+    initial: dict[str, int] = attrs.Factory(dict)
+    keep: dict[str, int] = attrs.Factory(dict)
 
 
 class LiquidationEngine(Actor):
+    policy: Policy = DEFAULT_POLICY
+
     def __init__(self, markets: Mapping[str, MarketSpec]) -> None:
         super().__init__(ENGINE)
         self.markets = dict(markets)
@@ -111,21 +120,43 @@ class LiquidationEngine(Actor):
         self.versions = {m: 0 for m in self.markets}
         self.active: dict[str, _Liquidation] = {}  # account -> its liquidation
         self._next_id = 0
+        # When each mark was accepted by the oracle (virtual ms), for staleness.
+        self.valid_at = {m: 0 for m in self.markets}
+        self.paused: dict[str, LiquidationRequested] = {}  # account -> its held request
+
+    def is_stale(self, market: str) -> bool:
+        return self.policy.is_stale(self.valid_at[market], self.now_ms)
 
     def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
-        self._adopt(msg.market, msg.price, msg.version)
+        self._adopt(msg.market, msg.price, msg.version, msg.observed_ms)
+        for account, request in list(self.paused.items()):
+            if not any(self.is_stale(m) for m, _, _ in request.marks):
+                del self.paused[account]
+                self.emit("liquidation_resumed", account=account)
+                self.on_LiquidationRequested(request)
 
-    def _adopt(self, market: str, price: int, version: int) -> None:
+    def _adopt(self, market: str, price: int, version: int, observed_ms: int | None = None) -> None:
         if version > self.versions[market]:
             self.marks[market] = price
             self.versions[market] = version
+        if observed_ms is not None and version >= self.versions[market]:
+            self.valid_at[market] = max(self.valid_at[market], observed_ms)
 
     def on_LiquidationRequested(self, msg: LiquidationRequested) -> None:
+        valid_at = dict(msg.valid_at)
         for market, price, version in msg.marks:
-            self._adopt(market, price, version)
+            self._adopt(market, price, version, valid_at.get(market))
         if msg.account in self.active:
             self.emit("liquidation_request_ignored", account=msg.account, reason="already being liquidated")
             return
+        if self.policy.pauses_when_stale:
+            stale = [m for m, _, _ in msg.marks if self.is_stale(m)]
+            if stale:
+                if msg.account not in self.paused:
+                    self.emit("liquidation_paused", account=msg.account, markets=stale,
+                              equity=fmt_money(msg.equity), maintenance_margin=fmt_money(msg.maintenance_margin))
+                self.paused[msg.account] = msg
+                return
         self._next_id += 1
         self.active[msg.account] = _Liquidation(self._next_id, msg.account, msg)
         self.send(CLEARING, FreezeAccount(self._next_id, msg.account))
@@ -142,29 +173,52 @@ class LiquidationEngine(Actor):
         mm = maintenance_margin(triples, self.marks, self.markets)
         if not positions or eq > mm:
             del self.active[msg.account]
+            outcome = "restored" if liq.slices else "cancelled"
             self.emit(
-                "liquidation_cancelled", account=msg.account, liq_id=liq.liq_id,
-                equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
+                "liquidation_restored" if liq.slices else "liquidation_cancelled", account=msg.account,
+                liq_id=liq.liq_id, equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
+                **({"positions": {p.market: fmt_size(p.size) for p in positions}} if liq.slices else {}),
             )
             self.send(CLEARING, UnfreezeAccount(liq.liq_id, msg.account))
-            self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, "cancelled", self._marks_of(positions)))
+            self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, outcome, self._marks_of(positions)))
             return
         liq.prices = bankruptcy_prices(balance, positions, self.marks, self.markets)
-        self.emit(
-            "liquidation_started", account=msg.account, liq_id=liq.liq_id, equity=fmt_money(eq),
-            maintenance_margin=fmt_money(mm),
+        sizes = self.slice_sizes(liq, positions)
+        sliced = {p.market: fmt_size(sizes[p.market]) for p in positions if sizes[p.market] != abs(p.size)}
+        fields = dict(
+            account=msg.account, liq_id=liq.liq_id, equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
             bankruptcy_prices={m: fmt_price(p) for m, p in liq.prices.items()},
             positions={p.market: fmt_size(p.size) for p in positions},
         )
+        if liq.slices or sliced:
+            fields.update(slice=liq.slices + 1, closing={p.market: fmt_size(sizes[p.market]) for p in positions})
+        # The first slice is the liquidation's start (counted once in the summary).
+        self.emit("liquidation_slice" if liq.slices else "liquidation_started", **fields)
+        liq.slices += 1
         for p in positions:
             order_id = f"liq{liq.liq_id}:{p.market}"
             liq.open_orders.add(p.market)
             liq.sides[p.market] = 1 if p.size > 0 else -1
+            liq.keep[p.market] = p.size - sign(p.size) * sizes[p.market]
             order = Order(
                 order_id, msg.account, p.market, "sell" if p.size > 0 else "buy", liq.prices[p.market],
-                abs(p.size), "ioc", "liquidation", CLEARING, ENGINE,
+                sizes[p.market], "ioc", "liquidation", CLEARING, ENGINE,
             )
             self.send(book_name(p.market), SubmitOrder(order))
+
+    def slice_sizes(self, liq: _Liquidation, positions: tuple[PositionView, ...]) -> dict[str, int]:
+        """How much of each position this round closes: all of it, or a slice (module doc)."""
+        policy = self.policy
+        sizes: dict[str, int] = {}
+        for p in positions:
+            size = abs(p.size)
+            if policy.liquidation == "partial" and size * self.marks[p.market] > policy.partial_threshold:
+                lot = self.markets[p.market].lot_size
+                start = liq.initial.setdefault(p.market, size)
+                one_slice = ceil_div(ceil_div(start * policy.partial_fraction, RATE_ONE), lot) * lot
+                size = min(size, one_slice)
+            sizes[p.market] = size
+        return sizes
 
     def on_OrderClosed(self, msg: OrderClosed) -> None:
         liq = self.active[msg.account]
@@ -176,10 +230,20 @@ class LiquidationEngine(Actor):
             liq.bankrupt = True
             self.emit("bankruptcy", account=msg.account, liq_id=liq.liq_id, market=msg.market)
         self.take_over(liq, msg.market, remaining, price)
+        if not liq.open_orders and any(liq.keep.values()):
+            # A slice is done and the account keeps part of a position: wait
+            # out the cooldown, then judge it again on a fresh snapshot.
+            self.send_later(self.policy.partial_cooldown_ms, LiquidationCooldownEnded(liq.liq_id, liq.account))
 
     def take_over(self, liq: _Liquidation, market: str, size: int, price: int) -> None:
         """Hand what the liquidation order did not fill to the fund, at the bankruptcy price."""
-        self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price))
+        self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price,
+                                             keep=liq.keep.get(market, 0)))
+
+    def on_LiquidationCooldownEnded(self, msg: LiquidationCooldownEnded) -> None:
+        liq = self.active.get(msg.account)
+        if liq is not None and liq.liq_id == msg.liq_id:
+            self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, msg.account))
 
     def on_LiquidationSettled(self, msg: LiquidationSettled) -> None:
         liq = self.active.pop(msg.account)

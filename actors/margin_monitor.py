@@ -71,6 +71,7 @@ class MarginMonitor(Actor):
         self.markets = dict(markets)
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
         self.versions = {m: 0 for m in self.markets}
+        self.valid_at = {m: 0 for m in self.markets}  # when the oracle accepted each mark
         self.accounts: dict[str, tuple[int, tuple[PositionView, ...], bool]] = {}
         # The index. Entries are (key, stamp, account); the stamp orders
         # accounts by when they were last stored (the order of a full scan).
@@ -140,7 +141,8 @@ class MarginMonitor(Actor):
             self.requested[account] = None
             self.emit("margin_call", account=account, equity=fmt_money(eq), maintenance_margin=fmt_money(mm))
             marks = tuple((p.market, self.marks[p.market], self.versions[p.market]) for p in positions)
-            self.send(ENGINE, LiquidationRequested(account, eq, mm, marks, balance, positions))
+            valid_at = tuple((p.market, self.valid_at[p.market]) for p in positions)
+            self.send(ENGINE, LiquidationRequested(account, eq, mm, marks, balance, positions, valid_at))
 
     def on_Started(self, msg: Started) -> None:
         for account in list(self.accounts):
@@ -159,15 +161,21 @@ class MarginMonitor(Actor):
 
     def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
         if self._adopt(msg.market, msg.price, msg.version):
+            self.valid_at[msg.market] = msg.observed_ms
             for account in self.candidates(msg.market, msg.price):
                 self.check(account)
 
     def on_LiquidationEnded(self, msg: LiquidationEnded) -> None:
         # The engine judged by marks at least as new as ours (it adopts ours
-        # from the request). Adopting its newer ones means we will not ask
-        # again for an account it has just found healthy on a newer price: an
-        # immediate re-check here could ping-pong with the engine for as long
+        # from the request). Adopting its newer ones first means we never ask
+        # again for an account it has just found healthy on a newer price:
+        # without it, a re-check could ping-pong with the engine for as long
         # as our copy of a mark update is still on its way.
         for market, price, version in msg.marks:
             self._adopt(market, price, version)
         self.requested.pop(msg.account, None)
+        if msg.outcome != "settled":
+            # "cancelled" or "restored": the engine judged the account healthy
+            # on marks we now share. Check once more on our (possibly newer)
+            # view of the account, so an underwater account is never left alone.
+            self.check(msg.account)

@@ -12,6 +12,10 @@ order's fills when it hears the order is closed.
 
 Self-trade prevention (cancel the resting order) stops a liquidation order
 from trading against its own account, as on BitMEX and Binance.
+
+For the median mark price the book also answers the oracle's question "what
+would an order of this notional fill at, on average, on each side?"
+(impact bid and ask): the bid rounded down and the ask up, to the price unit.
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ from sandbox.messages import (
     CancelAccountOrders,
     CancelResting,
     Fill,
+    ImpactPricesReported,
+    ImpactPricesRequested,
     Order,
     OrderClosed,
     SubmitOrder,
 )
-from sandbox.money import fmt_price, fmt_size
+from sandbox.money import ceil_div, fmt_price, fmt_size
 from sandbox.runtime import Actor
 
-from ._common import CLEARING, book_name
+from ._common import CLEARING, ORACLE, book_name
 
 __all__ = ["OrderBook"]
 
@@ -65,6 +71,23 @@ class OrderBook(Actor):
     def depth(self, side: str) -> list[tuple[int, int]]:
         levels = self.bids if side == "buy" else self.asks
         return [(abs(k), sum(r.remaining for r in q)) for k, q in levels.items()]
+
+    def impact_price(self, side: str, notional: int) -> int | None:
+        """Average price of filling ``notional`` (wei) against ``side``'s resting orders.
+
+        None when the side holds less than ``notional``. The average is
+        ``notional / size``, with the last level filled in part (exactly:
+        ``notional x p / (size x p + rest)``), rounded down for bids, up for asks.
+        """
+        cost = size = 0
+        for price, qty in self.depth(side):
+            if cost + price * qty >= notional:
+                rest = notional - cost
+                num, den = notional * price, size * price + rest
+                return num // den if side == "buy" else ceil_div(num, den)
+            cost += price * qty
+            size += qty
+        return None
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -131,6 +154,11 @@ class OrderBook(Actor):
             self._remove(resting)
             self._close(resting, "cancelled")
         self.send(CLEARING, AccountOrdersCancelled(msg.liq_id, msg.account, self.market))
+
+    def on_ImpactPricesRequested(self, msg: ImpactPricesRequested) -> None:
+        self.send(ORACLE, ImpactPricesReported(
+            msg.market, msg.request_id, self.impact_price("buy", msg.notional), self.impact_price("sell", msg.notional),
+        ))
 
     # -- internals ---------------------------------------------------------------------
 

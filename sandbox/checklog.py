@@ -95,15 +95,20 @@ class LogReport:
     liquidations: int = 0
     fund_initial: int = 0
     fund_final: int = 0
+    # Set when the log uses an optional policy whose money movements the
+    # checker does not model: it then stops there and claims nothing.
+    unsupported: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.bad is None
+        return self.bad is None and self.unsupported is None
 
     def summary(self) -> str:
         """One line: what was checked, whether the run ended, and the fund."""
         if self.bad is not None:
             return str(self.bad)
+        if self.unsupported is not None:
+            return self.unsupported
         if not self.events:
             return "OK, empty (a run cut off before its first event)"
         what = f"OK, {self.events} events (seq 0-{self.events - 1})"
@@ -117,6 +122,19 @@ class LogReport:
             f" fund {fmt_money(self.fund_initial)} -> {fmt_money(self.fund_final)}"
         )
         return what + "; every invariant held at every line"
+
+
+# Events of the optional policies (funding, fee share, clearance fee, partial
+# liquidation, fund inventory) that move money in ways the checker does not
+# rebuild yet: it stops at the first one rather than claim a result.
+UNMODELLED: Final = frozenset({
+    "funding", "fund_funding_received", "fund_funding_paid", "funding_shortfall", "fund_fee_income",
+    "clearance_fee", "liquidation_slice", "fund_inventory_taken",
+})
+
+
+class _Unsupported(Exception):
+    pass
 
 
 class _Bad(Exception):
@@ -672,6 +690,12 @@ def check_lines(lines: Iterable[bytes]) -> LogReport:
                 _bad(f"a {kind} event after {CLOSING}")
             if (kind == OPENING) != (seq == 0):
                 _bad(f"the log must open with {OPENING}" if seq == 0 else f"a second {OPENING}")
+            if kind in UNMODELLED or (kind == "liquidation_settled" and "clearance_fee" in event):
+                raise _Unsupported(
+                    f"cannot verify: line {lineno}, seq {seq} is a {kind!r} event of an optional policy "
+                    "whose money movements check-log does not rebuild (it checks NFEX's defaults); "
+                    f"lines 1-{lineno - 1} were good"
+                )
             _apply(books, kind, event, lineno)
             if kind == OPENING:
                 scenario = event.get("scenario") if isinstance(event.get("scenario"), str) else None
@@ -682,6 +706,8 @@ def check_lines(lines: Iterable[bytes]) -> LogReport:
             books.check_invariants()
         except _Bad as exc:
             return report(BadLine(lineno, seq, str(exc)))
+        except _Unsupported as exc:
+            return attrs.evolve(report(None), unsupported=str(exc))
         expected_seq += 1
     return report(None)
 

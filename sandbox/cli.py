@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _list(console: Console) -> int:
     for name, load in bundled_scenarios().items():
         scenario = load()
-        first = scenario.description.split(". ")[0].rstrip(".")
+        first = re.split(r"(?<=[.?!]) ", scenario.description, maxsplit=1)[0].rstrip(".")
         console.print(f"{name:<28} {first}", markup=False, soft_wrap=True)
     return EXIT_OK
 
@@ -194,6 +194,8 @@ def _check_log(path: Path) -> int:
         raise BadInput(f"check-log: {path}: is a directory, not an events file") from None
     except OSError as e:
         raise BadInput(f"check-log: {path}: cannot be read ({e.strerror or e})") from None
+    if report.unsupported is not None:
+        raise BadInput(f"check-log: {path}: {report.unsupported}")
     print(f"{path}: {report.summary()}")
     return EXIT_OK if report.ok else EXIT_VIOLATION
 

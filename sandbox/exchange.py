@@ -36,7 +36,7 @@ from actors._common import Position
 
 from . import invariants
 from .eventlog import EventLog
-from .messages import MarkPriceObserved, PositionView, ScriptedEvent, Started
+from .messages import FundingDue, IndexPriceObserved, MarkPriceObserved, PositionView, ScriptedEvent, Started
 from .money import fmt_money, fmt_price, fmt_rate, fmt_size
 from .runtime import ActorFailed, Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
 from .scenario import Scenario
@@ -90,6 +90,10 @@ def build(
     rt.add(cls[ENGINE](markets))
     rt.add(cls[FUND](markets, scenario.fund_balance))
     rt.add(cls[ADL](markets))
+    # The scenario's [policy] is configuration, not a constructor argument, so a
+    # user's subclass keeps the constructor of the role it replaces.
+    for role in (ORACLE, CLEARING, MONITOR, ENGINE, FUND, ADL):
+        rt[role].policy = scenario.policy
     for symbol in markets:
         rt.add(cls["order_book"](symbol))
 
@@ -101,13 +105,33 @@ def build(
     timeline: list[tuple[int, str, Any]] = [(0, MONITOR, Started())]
     timeline += [(0, trader_name(o.account), ScriptedEvent(o)) for o in scenario.orders]
     for e in scenario.events:
-        if e.type == "mark_price":
-            assert e.market is not None and e.price is not None
+        if e.type in ("mark_price", "oracle_price"):
+            assert e.market is not None
             timeline.append((e.at_ms, ORACLE, MarkPriceObserved(e.market, e.price)))
+        elif e.type == "index_price":
+            assert e.market is not None and e.price is not None
+            timeline.append((e.at_ms, ORACLE, IndexPriceObserved(e.market, e.price)))
         else:
             assert e.account is not None
             timeline.append((e.at_ms, trader_name(e.account), ScriptedEvent(e)))
-    return rt, timeline
+    return rt, _with_funding(scenario, timeline)
+
+
+def _with_funding(scenario: Scenario, timeline: list[tuple[int, str, Any]]) -> list[tuple[int, str, Any]]:
+    """Add a funding tick every interval, up to the last scripted event, if any market has an index.
+
+    A tick runs after the scripted events of its time (a stable sort), so an
+    index or mark observed at the hour counts in that hour's rate.
+    """
+    indexed = any(m.index_price is not None for m in scenario.markets) or any(
+        e.type == "index_price" for e in scenario.events
+    )
+    if not indexed or not scenario.events:
+        return timeline
+    interval = scenario.policy.funding_interval_ms
+    end = scenario.events[-1].at_ms
+    ticks = [(t, ORACLE, FundingDue()) for t in range(interval, end + 1, interval)]
+    return sorted(timeline + ticks, key=lambda entry: entry[0])
 
 
 @attrs.define

@@ -15,7 +15,13 @@ all; the runner calls it at every quiet point (no message in flight).
 * long open interest == short open interest in every market;
 * no account is liquidated twice at once (checked by clearing at freeze);
 * liveness at a quiet point: no account is still frozen, and no account with
-  positions has equity <= maintenance margin at the oracle's prices.
+  positions has equity <= maintenance margin at the oracle's prices, unless
+  one of its markets is stale and the policy pauses liquidations there
+  (``stale_liquidations = "pause"``): by the oracle's own clock and record, not
+  by the engine's say-so, so an engine that pauses a fresh market still fails.
+
+Money on clearing's books includes ``funding_held``, funding paid by payers
+and not yet passed on to receivers.
 """
 
 from __future__ import annotations
@@ -24,11 +30,18 @@ from typing import Any
 
 from typing import Iterable
 
-from actors._common import ADL, CLEARING, FUND, ORACLE, equity, maintenance_margin
+from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE, equity, maintenance_margin
 from sandbox.money import fmt_money, fmt_size
 
 from .eventlog import time_seconds
-from .messages import Fill, PositionTakenOver, SurplusTransferred
+from .messages import (
+    FeeShareTransferred,
+    Fill,
+    FundingContributed,
+    FundingRemainderTransferred,
+    PositionTakenOver,
+    SurplusTransferred,
+)
 from .runtime import Envelope, Runtime, Violation
 
 __all__ = [
@@ -62,7 +75,7 @@ def conservation_gap(rt: Runtime, initial_fund: int) -> int:
     """Total value on the books minus what came in; 0 when money is conserved."""
     clearing, fund = rt[CLEARING], rt[FUND]
     marks = rt[ORACLE].marks
-    total = clearing.fees + fund.balance
+    total = clearing.fees + fund.balance + getattr(clearing, "funding_held", 0)
     external = initial_fund
     for acct in clearing.accounts.values():
         total += acct.balance + sum(p.size * marks[m] - p.entry_value for m, p in acct.positions.items())
@@ -94,14 +107,14 @@ def check_open_interest(rt: Runtime) -> list[Violation]:
 
 def check_quiet(rt: Runtime) -> list[Violation]:
     """What must hold once nothing is in flight: every liquidation finished, none missed."""
-    clearing = rt[CLEARING]
-    marks = rt[ORACLE].marks
+    clearing, oracle = rt[CLEARING], rt[ORACLE]
+    marks = oracle.marks
     out = []
     for acct in clearing.accounts.values():
         if acct.hold is not None:
             out.append(_v(rt, "every liquidation completes", f"{acct.id} is still frozen (liquidation {acct.hold.liq_id})"))
             continue
-        if acct.positions:
+        if acct.positions and not _paused_by_stale_oracle(oracle, acct.positions):
             triples = [(m, p.size, p.entry_value) for m, p in acct.positions.items()]
             eq = equity(acct.balance, triples, marks)
             mm = maintenance_margin(triples, marks, clearing.markets)
@@ -112,15 +125,32 @@ def check_quiet(rt: Runtime) -> list[Violation]:
                 ))
     if rt[ADL].current is not None:
         out.append(_v(rt, "every liquidation completes", "an ADL request is still open"))
+    for account, request in getattr(rt[ENGINE], "paused", {}).items():
+        if not _paused_by_stale_oracle(oracle, [m for m, _, _ in request.marks]):
+            out.append(_v(rt, "a paused liquidation resumes when prices return",
+                          f"{account}'s liquidation is still paused, but none of its markets is stale"))
+    if getattr(clearing, "pending_funding", None):
+        out.append(_v(rt, "every funding round completes",
+                      f"funding {sorted(clearing.pending_funding)} still waits for the fund"))
     return out
+
+
+def _paused_by_stale_oracle(oracle: Any, markets: Iterable[str]) -> bool:
+    """The policy pauses liquidations in stale markets, and one of ``markets`` is stale now."""
+    policy = getattr(oracle, "policy", None)
+    if policy is None or not policy.pauses_when_stale:
+        return False
+    return any(policy.is_stale(oracle.valid_at[m], oracle.now_ms) for m in markets)
 
 
 def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) -> list[Violation]:
     """The invariants that hold after *every* delivery, counting what is in flight.
 
-    Money and positions travel in three messages: a :class:`Fill` not yet
+    Money and positions travel in these messages: a :class:`Fill` not yet
     applied by its ledger, a :class:`PositionTakenOver` not yet booked by the
-    fund, and a :class:`SurplusTransferred` not yet received. Counting those,
+    fund, and money for the fund or from it not yet received
+    (:class:`SurplusTransferred`, :class:`FundingContributed`,
+    :class:`FundingRemainderTransferred`, :class:`FeeShareTransferred`). Counting those,
     money is conserved and positions net to zero at every step, not only at
     quiet points; and the fund's balance is never negative at any step.
     """
@@ -134,7 +164,8 @@ def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) ->
         if isinstance(msg, (Fill, PositionTakenOver)):
             gap += msg.size * (marks[msg.market] - msg.price)
             net[msg.market] += msg.size
-        elif isinstance(msg, SurplusTransferred):
+        elif isinstance(msg, (SurplusTransferred, FundingContributed, FundingRemainderTransferred,
+                              FeeShareTransferred)):
             gap += msg.amount
     out = check_fund_non_negative(rt)
     if gap:

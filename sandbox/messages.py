@@ -27,6 +27,24 @@ The flow, in the order it happens (``docs/architecture.md`` draws it):
    clearing -> ADL ``Deleveraged`` and clearing -> fund ``Fill``
 9. clearing -> fund ``SurplusTransferred``; clearing -> engine
    ``LiquidationSettled``; engine -> monitor ``LiquidationEnded``
+
+Only under a non-default ``[policy]`` (``sandbox.scenario.Policy``):
+
+* partial liquidation: engine -> engine ``LiquidationCooldownEnded`` (a
+  timer); engine -> clearing ``AccountSnapshotRequested``; clearing -> engine
+  ``AccountFrozen`` again for the next slice
+* the median mark: timeline -> oracle ``IndexPriceObserved``; oracle -> book
+  ``ImpactPricesRequested``; book -> oracle ``ImpactPricesReported``
+* funding (markets with an index price): timeline -> oracle ``FundingDue``;
+  oracle -> clearing ``FundingRateSet``; clearing -> fund
+  ``FundingContributionRequested``; fund -> clearing ``FundingContributed``;
+  clearing -> fund ``FundingRemainderTransferred``
+* fees shared with the fund: clearing -> fund ``FeeShareTransferred``
+
+Money travels in ``Fill``, ``PositionTakenOver``, ``SurplusTransferred``,
+``FundingContributed``, ``FundingRemainderTransferred`` and
+``FeeShareTransferred``; ``sandbox.invariants.check_step`` counts each of them
+while it is in flight.
 """
 
 from __future__ import annotations
@@ -38,8 +56,17 @@ import attrs
 __all__ = [
     "Started",
     "MarkPriceObserved",
+    "IndexPriceObserved",
+    "FundingDue",
     "ScriptedEvent",
     "MarkPriceUpdated",
+    "ImpactPricesRequested",
+    "ImpactPricesReported",
+    "FundingRateSet",
+    "FundingContributionRequested",
+    "FundingContributed",
+    "FundingRemainderTransferred",
+    "FeeShareTransferred",
     "PlaceOrder",
     "CancelOrder",
     "Deposit",
@@ -62,6 +89,8 @@ __all__ = [
     "SurplusTransferred",
     "LiquidationSettled",
     "LiquidationEnded",
+    "LiquidationCooldownEnded",
+    "AccountSnapshotRequested",
     "DeleverageRequested",
     "DeleverageAbandoned",
     "AdlCandidatesRequested",
@@ -100,10 +129,28 @@ class Started:
 
 @_frozen
 class MarkPriceObserved:
-    """timeline -> oracle: the scenario says the mark price is now ``price``."""
+    """timeline -> oracle: the scenario says the mark price is now ``price``.
+
+    ``price`` is None when the observation is missing (an ``oracle_price``
+    event without a price); it may be zero or negative too: the oracle decides
+    whether to accept it.
+    """
+
+    market: str
+    price: int | None
+
+
+@_frozen
+class IndexPriceObserved:
+    """timeline -> oracle: the index (spot) price of ``market`` is now ``price``."""
 
     market: str
     price: int
+
+
+@_frozen
+class FundingDue:
+    """timeline -> oracle: a funding interval has ended; settle funding in every market with an index."""
 
 
 @_frozen
@@ -127,6 +174,80 @@ class MarkPriceUpdated:
     market: str
     price: int
     version: int
+    # Virtual time (ms) at which the oracle accepted this price: receivers
+    # judge staleness by it, not by when the message happens to reach them.
+    observed_ms: int = 0
+
+
+@_frozen
+class ImpactPricesRequested:
+    """oracle -> book: the average fill prices of ``notional`` (wei) against each side of the book."""
+
+    market: str
+    request_id: int
+    notional: int
+
+
+@_frozen
+class ImpactPricesReported:
+    """book -> oracle: impact bid and ask (None where the side is too thin for the notional)."""
+
+    market: str
+    request_id: int
+    bid: int | None
+    ask: int | None
+
+
+# --- funding and fees -------------------------------------------------------------
+
+
+@_frozen
+class FundingRateSet:
+    """oracle -> clearing: pay funding in ``market`` at ``rate`` (ppm, signed) on ``mark_price``.
+
+    payment = mark price x size x rate; a positive rate means longs pay shorts.
+    """
+
+    market: str
+    funding_id: int
+    rate: int
+    mark_price: int
+
+
+@_frozen
+class FundingContributionRequested:
+    """clearing -> fund: receivers are owed ``amount`` more than payers paid (the fund's side)."""
+
+    market: str
+    funding_id: int
+    amount: int
+
+
+@_frozen
+class FundingContributed:
+    """fund -> clearing: the fund pays ``amount`` (at most what it has available) toward the receivers."""
+
+    market: str
+    funding_id: int
+    amount: int
+
+
+@_frozen
+class FundingRemainderTransferred:
+    """clearing -> fund: what payers paid beyond what receivers were paid (the fund's receipt, rounding)."""
+
+    market: str
+    funding_id: int
+    amount: int
+
+
+@_frozen
+class FeeShareTransferred:
+    """clearing -> fund: the fund's share of a trading fee."""
+
+    account: str
+    market: str
+    amount: int
 
 
 # --- trader -> clearing ---------------------------------------------------------
@@ -288,6 +409,9 @@ class LiquidationRequested:
     # variants that trust it instead of clearing's snapshot).
     balance: int = 0
     positions: tuple[PositionView, ...] = ()
+    # (market, observed_ms): when the oracle accepted each of those marks, so an
+    # engine that adopts a mark from here also knows how fresh it is.
+    valid_at: tuple[tuple[str, int], ...] = ()
 
 
 @_frozen
@@ -334,6 +458,9 @@ class TakeOverPosition:
     size: int
     price: int
     budget: int | None = None  # only the zoo's check-then-act variant sets it
+    # Partial liquidation: the signed size the account keeps in ``market`` once
+    # this slice is done (0: the position is closed, as in a full liquidation).
+    keep: int = 0
 
 
 @_frozen
@@ -350,11 +477,16 @@ class PositionTakenOver:
 
 @_frozen
 class SurplusTransferred:
-    """clearing -> fund: what a liquidated account had left, paid into the fund."""
+    """clearing -> fund: what a liquidated account had left, paid into the fund.
+
+    ``reason`` is "surplus" (NFEX: the trader loses the rest of its margin) or
+    "clearance_fee" (policy.liquidation_fee: only the fee goes to the fund).
+    """
 
     liq_id: int
     account: str
     amount: int
+    reason: str = "surplus"
 
 
 @_frozen
@@ -368,8 +500,10 @@ class LiquidationSettled:
 
 @_frozen
 class LiquidationEnded:
-    """engine -> monitor: the liquidation of ``account`` is over (settled or cancelled).
+    """engine -> monitor: the liquidation of ``account`` is over.
 
+    ``outcome``: "settled", "cancelled" (healthy on the snapshot), or
+    "restored" (a partial liquidation brought it back above maintenance margin).
     ``marks`` are the (market, price, version) the engine judged by; the
     monitor adopts any newer than its own, so a liquidation the engine
     cancelled on a newer price is not asked for again on an older one.
@@ -379,6 +513,22 @@ class LiquidationEnded:
     account: str
     outcome: str
     marks: tuple[tuple[str, int, int], ...] = ()
+
+
+@_frozen
+class LiquidationCooldownEnded:
+    """engine -> engine (a timer): the cooldown after a slice is over."""
+
+    liq_id: int
+    account: str
+
+
+@_frozen
+class AccountSnapshotRequested:
+    """engine -> clearing: send ``AccountFrozen`` again once the current slice's fills are all applied."""
+
+    liq_id: int
+    account: str
 
 
 # --- ADL ------------------------------------------------------------------------

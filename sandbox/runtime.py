@@ -117,6 +117,17 @@ class Actor:
         if not self._replaying:
             self._runtime.post(self.name, recipient, message)
 
+    def send_later(self, delay_ms: int, message: Any) -> None:
+        """A timer: post ``message`` to this actor, due ``delay_ms`` virtual ms from now.
+
+        The seeded delivery holds it until then (a cooldown keeps the run
+        busy, so no quiet point passes while it is pending); live mode, which
+        has no virtual clock of its own, delivers it at once.
+        """
+        assert self._runtime is not None
+        if not self._replaying:
+            self._runtime.post(self.name, self.name, message, delay_ms)
+
     def emit(self, kind: str, **fields: Any) -> None:
         """Record a domain event in the event log."""
         assert self._runtime is not None
@@ -160,7 +171,7 @@ class Delivery(Protocol):
 
     def bind(self, runtime: Runtime) -> None: ...
 
-    def post(self, envelope: Envelope) -> None: ...
+    def post(self, envelope: Envelope, delay_ms: int = 0) -> None: ...
 
     async def start(self, nursery: trio.Nursery) -> None: ...
 
@@ -335,12 +346,14 @@ class SeededDelivery:
     def bind(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
-    def post(self, envelope: Envelope) -> None:
+    def post(self, envelope: Envelope, delay_ms: int = 0) -> None:
         rt = self._runtime
         assert rt is not None
         due = rt.now_ms
         net = self.network
-        if net.high:
+        if delay_ms:  # a timer (Actor.send_later): local, so no network latency
+            due += delay_ms
+        elif net.high:
             due += net.low if net.low == net.high else self.chooser.latency(net.low, net.high)
         faults = self.faults
         if faults.delay and envelope.sender != TIMELINE and self.chooser.chance(faults.delay):
@@ -468,7 +481,8 @@ class LiveDelivery:
     def bind(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
-    def post(self, envelope: Envelope) -> None:
+    def post(self, envelope: Envelope, delay_ms: int = 0) -> None:
+        # No virtual clock here: a timer's delay is ignored, like the network model.
         self._in_flight += 1
         self._senders[envelope.recipient].send_nowait(envelope)
 
@@ -546,12 +560,15 @@ class Runtime:
     def __getitem__(self, name: str) -> Any:
         return self.actors[name]
 
-    def post(self, sender: str, recipient: str, message: Any) -> None:
+    def post(self, sender: str, recipient: str, message: Any, delay_ms: int = 0) -> None:
         if recipient not in self.actors:
             raise KeyError(f"{sender} sent {type(message).__name__} to unknown actor {recipient!r}")
         envelope = Envelope(self._seq, sender, recipient, message)
         self._seq += 1
-        self.delivery.post(envelope)
+        if delay_ms:
+            self.delivery.post(envelope, delay_ms)
+        else:
+            self.delivery.post(envelope)
 
     def deliver(self, envelope: Envelope) -> None:
         if self.trace is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "AccountSpec",
     "OrderSpec",
     "EventSpec",
+    "Policy",
     "Scenario",
     "load_scenario",
     "parse_scenario",
@@ -49,6 +50,7 @@ FUND_ACCOUNT: Final = "insurance_fund"
 TIME_DECIMALS: Final = 3  # virtual time is kept in integer milliseconds
 # Tables that generate work instead of scripting it (sandbox.stochastic).
 GENERATOR_KEYS: Final = ("price_paths", "traders", "market_makers")
+EVENT_TYPES: Final = ("mark_price", "oracle_price", "index_price", "order", "cancel", "deposit", "withdraw")
 MAX_TIME_MS: Final = 10**15
 # Limits that keep a hostile or broken file from taking tomllib more than a
 # moment (measured: tomllib reads 1-2 MB/s, and a dotted key n levels deep
@@ -78,6 +80,8 @@ class MarketSpec:
     lot_size: int = 1  # size units
     maker_fee: int = 0  # ppm of notional
     taker_fee: int = 0  # ppm of notional
+    # The index (spot) price at time 0: funding and the median mark need one.
+    index_price: int | None = None
 
 
 @attrs.frozen
@@ -110,13 +114,76 @@ class OrderSpec:
 @attrs.frozen
 class EventSpec:
     at_ms: int
-    type: str  # mark_price | order | cancel | deposit | withdraw
+    type: str  # mark_price | oracle_price | index_price | order | cancel | deposit | withdraw
     market: str | None = None
-    price: int | None = None
+    price: int | None = None  # None in an oracle_price event: the observation is missing
     account: str | None = None
     amount: int | None = None
     order: OrderSpec | None = None
     order_id: str | None = None
+
+
+# Choices of the [policy] table (README, "Scenario format"); the first is NFEX's.
+LIQUIDATION_POLICIES: Final = ("full", "partial")
+ADL_RANKINGS: Final = ("pnl_x_leverage", "pnl_x_margin_ratio", "pnl_pct")
+FUND_INVENTORY_POLICIES: Final = ("close", "keep")
+MARK_PRICE_POLICIES: Final = ("scripted", "median")
+STALE_POLICIES: Final = ("pause", "continue")
+
+
+@attrs.frozen
+class Policy:
+    """The rules venues differ on. Every default is NFEX's, and keeps the sandbox as it was.
+
+    Money in wei, rates in ppm, times in virtual ms (see README, "Scenario format").
+    """
+
+    # Liquidation: "full" closes every position at once (NFEX, BitMEX); "partial"
+    # closes a position whose mark notional exceeds partial_threshold in slices of
+    # partial_fraction of its size, partial_cooldown_ms apart, and hands the account
+    # back as soon as it is above maintenance margin again (Hyperliquid).
+    liquidation: str = "full"
+    partial_threshold: int = 0
+    partial_fraction: int = 200_000
+    partial_cooldown_ms: int = 30_000
+    # 0: the trader loses whatever is left once its positions are closed (NFEX).
+    # Otherwise a clearance fee of this rate on the liquidated notional goes to the
+    # fund, at most what is left, and the rest is returned to the trader (Binance).
+    liquidation_fee: int = 0
+    adl_ranking: str = "pnl_x_leverage"
+    # "close": the fund closes a taken-over position at once (book, then ADL);
+    # "keep": it holds it as inventory (Hyperliquid's backstop vault).
+    fund_inventory: str = "close"
+    # Share of every trading fee paid into the fund (nftperp v1's fund grew on fees).
+    fee_to_fund: int = 0
+    # "scripted": the scenario's mark_price events; "median": median(impact mid,
+    # price1, price2) from the book and the index (NFEX's published formula).
+    mark_price: str = "scripted"
+    impact_notional: int = 5 * 10**18
+    basis_window: int = 5
+    # Funding, for every market with an index price: every interval, rate =
+    # premium / divisor, capped; payment = mark x size x rate, longs pay shorts.
+    funding_interval_ms: int = 3_600_000
+    funding_divisor: int = 24
+    max_funding_rate: int = 10_000
+    # Oracle trouble: a mark moving more than oracle_band from the last valid one is
+    # rejected (0: no band); a market with no valid price for longer than
+    # oracle_staleness_ms (0: never stale) is stale, and new liquidations that
+    # involve it "pause" until a valid price returns, or "continue" at the last one.
+    oracle_band: int = 0
+    oracle_staleness_ms: int = 0
+    stale_liquidations: str = "pause"
+
+    def is_stale(self, last_valid_ms: int, now_ms: int) -> bool:
+        """Stale: no valid price for longer than the staleness limit."""
+        return self.oracle_staleness_ms > 0 and now_ms - last_valid_ms > self.oracle_staleness_ms
+
+    @property
+    def pauses_when_stale(self) -> bool:
+        return self.oracle_staleness_ms > 0 and self.stale_liquidations == "pause"
+
+
+DEFAULT_POLICY: Final = Policy()
 
 
 @attrs.frozen
@@ -135,6 +202,7 @@ class Scenario:
     latency_ms: tuple[int, int] = (0, 0)
     # [faults]: what to inject, decided by the run's chooser.
     faults: Faults = Faults()
+    policy: Policy = DEFAULT_POLICY
     text: str = attrs.field(default="", repr=False, eq=False)
     # A stochastic scenario's document (see sandbox.stochastic): kept so that
     # for_seed can expand its generators again from another seed.
@@ -218,15 +286,20 @@ class _Reader:
             self.fail(name, f"must be greater than 0, got {value!r}")
         return units
 
-    def integer(self, name: str, default: int) -> int:
+    def integer(self, name: str, default: int, low: int = 0, high: int = 2**63 - 1) -> int:
         value = self.get(name, False)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(name, f"expected an integer, got {_typename(value)}")
-        if not 0 <= value < 2**63:
-            self.fail(name, f"must be between 0 and 2**63-1, got {_show(value)}")
+        if not low <= value <= high:
+            bound = "2**63-1" if high == 2**63 - 1 else str(high)
+            self.fail(name, f"must be between {low} and {bound}, got {_show(value)}")
         return value
+
+    def at_most(self, name: str, value: int, limit: int, what: str) -> None:
+        if value > limit:
+            self.fail(name, f"must be at most {what}")
 
     def array(self, name: str) -> list[Any]:
         value = self.get(name, False)
@@ -254,6 +327,67 @@ def _typename(value: object) -> str:
         float: "a float",
         bool: "a boolean",
     }.get(type(value), type(value).__name__)
+
+
+# --- the [policy] table -------------------------------------------------------------
+
+_DAY_MS: Final = 86_400_000
+
+
+def _parse_policy(source: str, raw: object) -> Policy:
+    r = _Reader(source, "policy", raw)
+    liquidation = r.string("liquidation", required=False, choices=LIQUIDATION_POLICIES) or "full"
+    mark_price = r.string("mark_price", required=False, choices=MARK_PRICE_POLICIES) or "scripted"
+    # Keys that only mean something under one choice are refused under the others,
+    # so a scenario never carries a setting that silently does nothing.
+    for key, needs, value in (
+        ("partial_threshold", "liquidation", "partial"),
+        ("partial_fraction", "liquidation", "partial"),
+        ("partial_cooldown", "liquidation", "partial"),
+        ("impact_notional", "mark_price", "median"),
+        ("basis_window", "mark_price", "median"),
+    ):
+        chosen = liquidation if needs == "liquidation" else mark_price
+        if key in r.table and chosen != value:
+            r.fail(key, f"only applies with {needs} = {value!r}")
+    d = DEFAULT_POLICY
+    policy = Policy(
+        liquidation=liquidation,
+        partial_threshold=r.units("partial_threshold", MONEY_DECIMALS, default=d.partial_threshold),
+        partial_fraction=r.units("partial_fraction", RATE_DECIMALS, default=d.partial_fraction, positive=True),
+        partial_cooldown_ms=r.units("partial_cooldown", TIME_DECIMALS, default=d.partial_cooldown_ms),
+        liquidation_fee=r.units("liquidation_fee", RATE_DECIMALS, default=d.liquidation_fee),
+        adl_ranking=r.string("adl_ranking", required=False, choices=ADL_RANKINGS) or d.adl_ranking,
+        fund_inventory=r.string("fund_inventory", required=False, choices=FUND_INVENTORY_POLICIES)
+        or d.fund_inventory,
+        fee_to_fund=r.units("fee_to_fund", RATE_DECIMALS, default=d.fee_to_fund),
+        mark_price=mark_price,
+        impact_notional=r.units("impact_notional", MONEY_DECIMALS, default=d.impact_notional, positive=True),
+        basis_window=r.integer("basis_window", d.basis_window, low=1, high=100),
+        funding_interval_ms=r.units("funding_interval", TIME_DECIMALS, default=d.funding_interval_ms,
+                                    positive=True),
+        funding_divisor=r.integer("funding_divisor", d.funding_divisor, low=1, high=10_000),
+        max_funding_rate=r.units("max_funding_rate", RATE_DECIMALS, default=d.max_funding_rate),
+        oracle_band=r.units("oracle_band", RATE_DECIMALS, default=d.oracle_band),
+        oracle_staleness_ms=r.units("oracle_staleness", TIME_DECIMALS, default=d.oracle_staleness_ms),
+        stale_liquidations=r.string("stale_liquidations", required=False, choices=STALE_POLICIES)
+        or d.stale_liquidations,
+    )
+    r.at_most("partial_fraction", policy.partial_fraction, RATE_ONE, "1 (the whole position)")
+    r.at_most("partial_cooldown", policy.partial_cooldown_ms, _DAY_MS, "one day")
+    r.at_most("liquidation_fee", policy.liquidation_fee, RATE_ONE // 10 - 1, "just below 0.1 (10%)")
+    r.at_most("fee_to_fund", policy.fee_to_fund, RATE_ONE, "1 (every fee)")
+    r.at_most("funding_interval", policy.funding_interval_ms, _DAY_MS, "one day")
+    r.at_most("max_funding_rate", policy.max_funding_rate, RATE_ONE // 10, "0.1 (10% per interval)")
+    r.at_most("oracle_band", policy.oracle_band, 10 * RATE_ONE, "10 (a move of 1000%)")
+    r.at_most("oracle_staleness", policy.oracle_staleness_ms, _DAY_MS, "one day")
+    if policy.oracle_band and not policy.oracle_staleness_ms:
+        # Without a staleness limit a real move beyond the band would be refused forever.
+        r.fail("oracle_band", "needs oracle_staleness: a move beyond the band is accepted once the market is stale")
+    if "stale_liquidations" in r.table and not policy.oracle_staleness_ms:
+        r.fail("stale_liquidations", "only applies with an oracle_staleness limit")
+    r.done()
+    return policy
 
 
 # --- the scenario ----------------------------------------------------------------
@@ -292,6 +426,10 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
             net.fail("latency", "must be at most 60 seconds")
         net.done()
 
+    policy = DEFAULT_POLICY
+    if top.get("policy", False) is not None:
+        policy = _parse_policy(source, top.get("policy"))
+
     markets: list[MarketSpec] = []
     raw_markets = top.array("markets")
     if not raw_markets:
@@ -313,6 +451,9 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
             lot_size=r.units("lot_size", SIZE_DECIMALS, default=1, positive=True),
             maker_fee=r.units("maker_fee", RATE_DECIMALS, default=0),
             taker_fee=r.units("taker_fee", RATE_DECIMALS, default=0),
+            index_price=(
+                r.units("index_price", PRICE_DECIMALS, positive=True) if "index_price" in r.table else None
+            ),
         )
         if spec.initial_margin > RATE_ONE:
             r.fail("initial_margin", "must be at most 1 (100% of notional)")
@@ -323,6 +464,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
                 r.fail(fee, "must be below 0.1 (10%)")
         if spec.mark_price % spec.tick_size:
             r.fail("mark_price", "is not a multiple of tick_size")
+        if policy.mark_price == "median" and spec.index_price is None:
+            r.fail("index_price", "is required with policy.mark_price = 'median'")
         r.done()
         markets.append(spec)
     by_symbol = {m.symbol: m for m in markets}
@@ -414,14 +557,30 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         at = r.units("at", TIME_DECIMALS)
         if at > MAX_TIME_MS:
             r.fail("at", "is too large")
-        kind = r.string("type", choices=("mark_price", "order", "cancel", "deposit", "withdraw"))
+        kind = r.string("type", choices=EVENT_TYPES)
         event: EventSpec
+        if kind in ("mark_price", "oracle_price") and policy.mark_price == "median":
+            r.fail("type", f"{kind} events need policy.mark_price = 'scripted' (the median mark comes "
+                           "from the book and index_price events)")
         if kind == "mark_price":
             m = market_of(r)
             price = r.units("price", PRICE_DECIMALS, positive=True)
             if price % m.tick_size:
                 r.fail("price", "is not a multiple of the market's tick_size")
             event = EventSpec(at, kind, market=m.symbol, price=price)
+        elif kind == "oracle_price":
+            # An observation the oracle may have to refuse: no price (the feed
+            # is silent), zero or negative. It is checked when it arrives, not here.
+            m = market_of(r)
+            observed: int | None = None
+            if "price" in r.table:
+                observed = r.units("price", PRICE_DECIMALS, allow_negative=True)
+                if observed > 0 and observed % m.tick_size:
+                    r.fail("price", "is not a multiple of the market's tick_size")
+            event = EventSpec(at, kind, market=m.symbol, price=observed)
+        elif kind == "index_price":
+            m = market_of(r)
+            event = EventSpec(at, kind, market=m.symbol, price=r.units("price", PRICE_DECIMALS, positive=True))
         elif kind == "order":
             o = order_of(r)
             event = EventSpec(at, kind, account=o.account, market=o.market, order=o)
@@ -455,6 +614,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         digest=digest,
         latency_ms=latency,
         faults=faults,
+        policy=policy,
     )
 
 

@@ -2,7 +2,8 @@
 
 * :func:`scenarios`: a hypothesis strategy of valid, random scenarios
   (markets, leveraged accounts, a market maker's book, mark-price paths with
-  gaps, trader orders, deposits and withdrawals).
+  gaps, trader orders, deposits and withdrawals); ``scenarios(policies=True)``
+  adds a random ``[policy]`` table, index prices and bad oracle observations.
 * :func:`run`: run a scenario (optionally with your actor subclasses) and
   get the :class:`~sandbox.RunResult` back.
 * :func:`check_invariants`: the exchange's invariants as a reusable check.
@@ -29,6 +30,7 @@ from .scenario import Scenario, parse_scenario
 __all__ = [
     "scenarios",
     "scenario_dicts",
+    "policy_dicts",
     "run",
     "run_sync",
     "check_invariants",
@@ -48,8 +50,38 @@ def _dec(value: Decimal) -> str:
 
 
 @st.composite
-def scenario_dicts(draw: st.DrawFn, max_markets: int = 2, max_pairs: int = 4, max_events: int = 8) -> dict[str, Any]:
-    """A random valid scenario as the dict a TOML file would parse to."""
+def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
+    """A random ``[policy]`` table: any mix of the venues' rules (see README, "Scenario format")."""
+    policy: dict[str, Any] = {}
+    if draw(st.booleans()):
+        policy.update(liquidation="partial", partial_threshold=draw(st.sampled_from(["0", "50", "200"])),
+                      partial_fraction=draw(st.sampled_from(["0.2", "0.5"])),
+                      partial_cooldown=draw(st.sampled_from(["0", "0.5", "30"])))
+    policy["liquidation_fee"] = draw(st.sampled_from(["0", "0.005", "0.01"]))
+    policy["adl_ranking"] = draw(st.sampled_from(["pnl_x_leverage", "pnl_x_margin_ratio", "pnl_pct"]))
+    policy["fund_inventory"] = draw(st.sampled_from(["close", "keep"]))
+    policy["fee_to_fund"] = draw(st.sampled_from(["0", "0.5", "1"]))
+    policy["funding_interval"] = draw(st.sampled_from(["1", "2", "3600"]))
+    policy["funding_divisor"] = draw(st.integers(1, 24))
+    if draw(st.booleans()):
+        policy["oracle_staleness"] = draw(st.sampled_from(["1", "2.5"]))
+        policy["stale_liquidations"] = draw(st.sampled_from(["pause", "continue"]))
+        if draw(st.booleans()):
+            policy["oracle_band"] = draw(st.sampled_from(["0.1", "0.3"]))
+    if draw(st.booleans()):
+        policy.update(mark_price="median", impact_notional=draw(st.sampled_from(["1", "50"])))
+    return policy
+
+
+@st.composite
+def scenario_dicts(
+    draw: st.DrawFn, max_markets: int = 2, max_pairs: int = 4, max_events: int = 8, policies: bool = False
+) -> dict[str, Any]:
+    """A random valid scenario as the dict a TOML file would parse to.
+
+    With ``policies``, also a random ``[policy]`` table, index prices (so
+    funding runs), and oracle observations that may be missing, zero or negative.
+    """
     n_markets = draw(st.integers(1, max_markets))
     markets = []
     marks: dict[str, Decimal] = {}
@@ -107,11 +139,41 @@ def scenario_dicts(draw: st.DrawFn, max_markets: int = 2, max_pairs: int = 4, ma
         else:
             events.append({"at": at, "type": kind, "account": draw(st.sampled_from(traders)),
                            "amount": str(Decimal(draw(st.integers(1, 2000))) / 100)})
-    return {
+    document: dict[str, Any] = {
         "name": "generated", "seed": draw(st.integers(0, 2**32)),
         "insurance_fund": {"balance": str(draw(st.integers(0, 50)))},
         "markets": markets, "accounts": accounts, "orders": orders, "events": events,
     }
+    if policies:
+        policy = document["policy"] = draw(policy_dicts())
+        if len(marks) > 1 and draw(st.booleans()):
+            # A cross-margined pair, so one market's price can put an account in
+            # another market underwater (and a stale market can hold it).
+            a, b = sorted(marks)[:2]
+            size = Decimal(draw(st.integers(1, 300))) / 100
+            for name, sign in (("xl", 1), ("xs", -1)):
+                accounts.append({
+                    "id": name, "deposit": _dec(size * (marks[a] + marks[b]) * Decimal(draw(st.integers(5, 40))) / 100),
+                    "positions": [{"market": a, "size": str(sign * size), "entry_price": str(marks[a])},
+                                  {"market": b, "size": str(-sign * size), "entry_price": str(marks[b])}],
+                })
+        for m in markets:
+            premium = Decimal(draw(st.integers(-10, 10))) / 100
+            m["index_price"] = _dec(marks[m["symbol"]] * (1 + premium))
+        median = policy.get("mark_price") == "median"
+        for e in events:
+            if e["type"] != "mark_price":
+                continue
+            if median:  # the mark comes from the book and the index
+                e["type"] = "index_price"
+            elif draw(st.integers(0, 3)) == 0:  # a bad observation the oracle must refuse
+                e["type"] = "oracle_price"
+                bad = draw(st.sampled_from([None, "0", "-1"]))
+                if bad is None:
+                    del e["price"]
+                else:
+                    e["price"] = bad
+    return document
 
 
 def scenarios(**kwargs: Any) -> st.SearchStrategy[Scenario]:

@@ -55,7 +55,12 @@ def assert_bad_at(report: LogReport, line: int, *phrases: str) -> None:
 # --- good logs pass --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(bundled_scenarios()))
+# Scenarios whose optional policies move money in ways check-log does not
+# rebuild; for them it must say so, not pass or fail them.
+UNMODELLED_SCENARIOS = {"clearance_fee", "fee_income", "funding_drain", "pump_against_fund", "whale_in_slices"}
+
+
+@pytest.mark.parametrize("name", sorted(set(bundled_scenarios()) - UNMODELLED_SCENARIOS))
 def test_logs_of_every_bundled_scenario_pass(name):
     result = run_scenario_sync(resolve_scenario(name))
     report = check_lines(lines_of(result.events))
@@ -64,6 +69,15 @@ def test_logs_of_every_bundled_scenario_pass(name):
     assert report.events == len(result.events)
     assert report.liquidations == result.summary()["counts"]["liquidations"]
     assert report.fund_final == result.runtime["insurance_fund"].balance
+
+
+@pytest.mark.parametrize("name", sorted(UNMODELLED_SCENARIOS))
+def test_logs_of_unmodelled_policies_are_not_claimed(name):
+    result = run_scenario_sync(resolve_scenario(name))
+    report = check_lines(lines_of(result.events))
+    assert report.bad is None, report.summary()  # every line before the policy event was good
+    assert report.unsupported is not None and "cannot verify" in report.unsupported
+    assert not report.ok
 
 
 @given(scenarios(max_pairs=5, max_events=10), st.integers(0, 2**32))

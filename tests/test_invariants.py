@@ -11,7 +11,7 @@ from actors import CLEARING, FUND
 from sandbox import run_scenario_sync
 from sandbox.testing import check_invariants, scenarios, summary_conserves_money
 
-from .helpers import account, event, market, run, scenario
+from .helpers import account, event, market, order, run, scenario
 
 
 def _assert_all_hold(result):
@@ -101,3 +101,31 @@ def test_the_liveness_check_catches_an_unliquidated_underwater_account():
 
     result = run_scenario_sync(sc, actors={"margin_monitor": BlindMonitor})
     assert {v.invariant for v in result.violations} == {"every underwater account is liquidated"}
+
+
+def test_adl_giving_up_while_one_of_its_fills_is_in_flight_leaves_the_fund_consistent():
+    # Found by the policy fuzzing (seed 0): two BAYC shorts and a long go bankrupt
+    # together. ADL closes 0.01 of the fund's short lot against xl and gives up on
+    # the other 0.01; its DeleverageAbandoned (adl -> fund) overtakes the ADL fill
+    # (clearing -> fund). The fund then nets the kept lot against a long lot: it may
+    # only cross the 0.01 it certainly holds, and the late fill closes the rest.
+    # Before the fix it netted 0.02, closed the lot, and the late fill hit a lot
+    # that no longer existed (KeyError).
+    bayc = market("BAYC", mark="20", im="0.2", mm="0.1", extra='tick_size = "0.01"\nlot_size = "0.01"')
+    punk = market("PUNK", mark="20", im="0.05", mm="0.025", extra='tick_size = "0.01"\nlot_size = "0.01"')
+    result = run(
+        punk + bayc
+        + account("mm", "1000000")
+        + account("t0l", "0.01", ("BAYC", "0.02", "20")) + account("t0s", "0.01", ("BAYC", "-0.02", "20"))
+        + account("t1l", "0.02", ("BAYC", "0.03", "20")) + account("t1s", "0.07", ("BAYC", "-0.03", "20"))
+        + account("t2l", "0.01", ("PUNK", "0.01", "20")) + account("t2s", "0.01", ("PUNK", "-0.01", "20"))
+        + account("xl", "0.03", ("BAYC", "0.01", "20"), ("PUNK", "-0.01", "20"))
+        + account("xs", "0.02", ("BAYC", "-0.01", "20"), ("PUNK", "0.01", "20"))
+        + order("mm", "BAYC", "sell", "20.01", "0.01")
+    )
+    kept = result.log.of_kind("fund_inventory_kept")
+    assert [(e["market"], e["size"]) for e in kept] == [("BAYC", "-0.01"), ("BAYC", "0.01")]
+    assert [e["size"] for e in result.log.of_kind("fund_netted")] == ["0.01", "0.01"]
+    _assert_all_hold(result)
+    assert result.runtime[FUND].lots == {}
+    assert result.summary()["insurance_fund"]["final"] == "0.0284"
