@@ -25,11 +25,16 @@ never needs a division. The only divisions in the whole exchange are
   remaining position's cost basis, so nothing is lost;
 * bankruptcy and fund-limit prices (``actors.liquidation_engine`` and
   ``actors.insurance_fund``), rounded to the tick in the direction that keeps
-  the liquidated account's equity, and the fund's balance, non-negative.
+  the liquidated account's equity, and the fund's balance, non-negative;
+* under a non-default ``[policy]``: a clearance fee and the fund's share of a
+  fee (up), funding payments (up for a payer, down for a receiver, the residue
+  to the fund), a partial liquidation's slice (up to the lot), and prices that
+  carry no money (funding rates toward zero; impact prices, the median mark's
+  terms and the mark itself, see ``actors.oracle``).
 
-Every rounding goes against the trader and in favour of solvency, and the
-residue of every rounding stays on somebody's books, so money is conserved
-exactly (see ``sandbox.invariants``).
+Every rounding of money goes against the trader and in favour of solvency, and
+the residue of every rounding stays on somebody's books, so money is conserved
+exactly (see ``sandbox.invariants``; README's rounding table lists them all).
 """
 
 from __future__ import annotations
