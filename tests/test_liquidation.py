@@ -180,18 +180,25 @@ def test_surplus_in_one_market_pays_a_bankruptcy_in_another():
     assert s["counts"] == {"liquidations": 2, "bankruptcies": 1, "fund_takeovers": 1, "adl": 1}
 
 
+# h: long 1 PUNK at 100 and short 2 BAYC at 50, with 11.9; u: the same PUNK
+# long alone, with 10; c1 and c2 hold the other sides.
+HEDGED = (
+    market("PUNK")
+    + market("BAYC", mark="50")
+    + account("h", "11.9", ("PUNK", "1", "100"), ("BAYC", "-2", "50"))
+    + account("u", "10", ("PUNK", "1", "100"))
+    + account("c1", "100", ("PUNK", "-2", "100"))
+    + account("c2", "100", ("BAYC", "2", "50"))
+)
+
+
 def test_cross_margin_keeps_a_hedged_account_alive():
     # h: long 1 PUNK at 100 and short 2 BAYC at 50, with 11.9. u: the same PUNK
     # long alone, with 10. BAYC falls to 45 (h +10), then PUNK to 90 (-10).
     # h: equity 11.9 - 10 + 10 = 11.9 > MM 0.05 x (90 + 2 x 45) = 9  -> alive.
     # u: equity 10 - 10 = 0 <= MM 4.5                            -> liquidated.
     result = run(
-        market("PUNK")
-        + market("BAYC", mark="50")
-        + account("h", "11.9", ("PUNK", "1", "100"), ("BAYC", "-2", "50"))
-        + account("u", "10", ("PUNK", "1", "100"))
-        + account("c1", "100", ("PUNK", "-2", "100"))
-        + account("c2", "100", ("BAYC", "2", "50"))
+        HEDGED
         + event(1, "mark_price", market="BAYC", price="45")
         + event(2, "mark_price", market="PUNK", price="90")
     )
@@ -211,12 +218,7 @@ def test_hedge_is_liquidated_when_the_hedging_leg_moves_last():
     # prices are PUNK 90 - 0.9/1 = 89.1 and BAYC 50 + 1.0/2 = 50.5; with no
     # book both are deleveraged there and h ends at exactly 0.
     result = run(
-        market("PUNK")
-        + market("BAYC", mark="50")
-        + account("h", "11.9", ("PUNK", "1", "100"), ("BAYC", "-2", "50"))
-        + account("u", "10", ("PUNK", "1", "100"))
-        + account("c1", "100", ("PUNK", "-2", "100"))
-        + account("c2", "100", ("BAYC", "2", "50"))
+        HEDGED
         + event(1, "mark_price", market="PUNK", price="90")
     )
     assert sorted(e["account"] for e in result.log.of_kind("liquidation_started")) == ["h", "u"]
