@@ -4,8 +4,12 @@ Exit status: 0 the run finished and every invariant held; 1 an invariant was
 violated; 2 bad input (the message names the file, the key and the problem;
 nothing is run or written); 3 an actor raised an unexpected exception (the
 message names the actor, the message and its seq; events.jsonl keeps every
-event up to there and summary.json says "failed"). ``check-log``: 0 the log is good, 1 a bad line
-(reported), 2 the file cannot be read.
+event up to there and summary.json says "failed"); 4 the run reached its work limits (a cap of steps
+and a horizon of virtual time derived from the scenario, docs/guarantees.md) and was stopped there
+(summary.json says "stopped"). ``check-log``: 0 the log is good, 1 a bad line (reported), 2 the file
+cannot be read.
+
+Every command that writes does so through :mod:`sandbox._safeio` (docs/guarantees.md, "Safe writes").
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +27,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from ._safeio import OutDir, UnsafePath, safe_name
 from .checklog import check_log
 from .eventlog import EventFile, EventLog
 from .exchange import RunResult, run_scenario
@@ -33,7 +37,12 @@ from .scenario import Scenario, ScenarioError, bundled_scenarios, resolve_scenar
 __all__ = ["main"]
 
 DEFAULT_SCENARIO = "demo"
-EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_CRASH = 0, 1, 2, 3
+EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_STOPPED = 0, 1, 2, 3, 4
+# What a run writes into --out: cleared when a run starts, so a killed run never
+# leaves an old summary beside a new partial log.
+RUN_RESULTS = ("events.jsonl", "summary.json")
+ALLOW_OUTSIDE_HELP = ("let the scenario name files outside its own folder (a stochastic csv); "
+                      "off by default, so a downloaded scenario reads nothing else")
 
 
 class BadInput(Exception):
@@ -60,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-json", action="store_true", help="also send every event as JSON lines to stderr")
     run.add_argument("--report", type=Path, default=None, metavar="FILE.html",
                      help="write a self-contained HTML report of the run (charts and a message sequence diagram)")
+    run.add_argument("--allow-outside-paths", action="store_true", help=ALLOW_OUTSIDE_HELP)
 
     sub.add_parser("list", help="list the bundled scenarios")
 
@@ -75,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="hypothesis example database directory (default .hypothesis/sandbox-explore)")
     ex.add_argument("--workers", type=_positive("--workers"), default=1,
                     help="processes sharing one example database (default 1)")
+    ex.add_argument("--allow-outside-paths", action="store_true", help=ALLOW_OUTSIDE_HELP)
 
     rp = sub.add_parser("replay", help="rerun a replay file written by 'sandbox explore'")
     rp.add_argument("file", type=Path)
@@ -111,11 +122,26 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=_positive("--workers"), default=None,
                        help="local worker processes (default: one per CPU)")
     sweep.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
-                       help="run on this Dask distributed scheduler's workers instead of a local pool")
+                       help="run on this Dask distributed scheduler's workers instead of a local pool "
+                            "(tls://HOST:PORT with --tls-* or Dask's TLS settings; see docs/guarantees.md)")
     sweep.add_argument("--out", type=Path, default=None,
                        help="directory of the rows, summary and plot (default: out/sweep-SCENARIO); "
                             "a rerun with the same --out skips the runs already done")
+    sweep.add_argument("--allow-outside-paths", action="store_true", help=ALLOW_OUTSIDE_HELP)
+    _tls_arguments(sweep)
     return p
+
+
+def _tls_arguments(sweep: argparse.ArgumentParser) -> None:
+    """--tls-*: the files of a tls:// scheduler (without them, Dask's own distributed.comm.tls settings)."""
+    for flag, what in (("--tls-ca-file", "the CA certificate that signed the scheduler's and workers' certificates"),
+                       ("--tls-cert", "this client's certificate"), ("--tls-key", "this client's private key")):
+        sweep.add_argument(flag, default=None, metavar="FILE", help=f"with a tls:// --scheduler: {what}")
+
+
+def _no_tls(args: argparse.Namespace) -> None:
+    if any(f is not None for f in (args.tls_ca_file, args.tls_cert, args.tls_key)):
+        raise BadInput("--tls-ca-file, --tls-cert and --tls-key are for a tls:// --scheduler")
 
 
 def _positive(flag: str) -> Any:
@@ -166,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return _bench(args, console)
         return _run(args, console)
-    except (ScenarioError, BadInput) as e:
+    except (ScenarioError, BadInput, UnsafePath) as e:
         print(f"sandbox: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -264,29 +290,44 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
 
 
 def _prepare_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out}: exists and is not a directory")
+    """An --out folder that a file can be written in (made if absent); nothing else is written."""
+    OutDir(out, lock=False).close()
+
+
+def open_out(out: Path, results: Sequence[str], inputs: Sequence[str]) -> OutDir:
+    """--out, locked for this command and cleared of ``results``, none of which may be one of ``inputs``."""
+    folder = OutDir(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe-")
-        probe.close()
-    except OSError as e:
-        raise BadInput(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        folder.check_inputs(results, inputs)
+        folder.clear(results)
+    except BaseException:
+        folder.close()
+        raise
+    return folder
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
-    scenario = resolve_scenario(args.scenario)  # every check before anything runs
+    scenario = resolve_scenario(args.scenario, allow_outside_paths=args.allow_outside_paths)  # every check first
+    inputs = list(scenario.read_from)
     recorder = None
     if args.report is not None:
         from . import report  # matplotlib is loaded only when a report is asked for
 
+        outputs = [args.out / name for name in RUN_RESULTS] if args.out is not None else []
         try:
-            report.check_report_path(args.report)
+            report.check_report_path(args.report, avoid=inputs + outputs)
         except report.ReportPathError as e:
             raise BadInput(str(e)) from None
         recorder = report.Recorder()
-    if args.out is not None:
-        _prepare_out(args.out)
+    out = open_out(args.out, RUN_RESULTS, inputs) if args.out is not None else None
+    try:
+        return _run_in(args, console, scenario, recorder, out)
+    finally:
+        if out is not None:
+            out.close()
+
+
+def _run_in(args: argparse.Namespace, console: Console, scenario: Scenario, recorder: Any, out: OutDir | None) -> int:
     log = EventLog()
     if not args.quiet:
         console.rule(f"[bold]{scenario.name}[/bold]")
@@ -301,9 +342,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         recorder.attach(log)
         hooks = recorder.run_options()
     events_file = None
-    if args.out is not None:
+    if out is not None:
         # Durable: every event is on disk the moment it is recorded (see EventFile).
-        events_file = EventFile(args.out / "events.jsonl")
+        events_file = EventFile(out.file("events.jsonl"), fd=out.open_append("events.jsonl", new=True))
         log.subscribe(events_file)
     try:
         result = trio.run(
@@ -313,23 +354,26 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         if events_file is not None:
             events_file.close()
     summary = result.summary()
-    if args.out is not None:
-        _write_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if out is not None:
+        out.write_atomic("summary.json", json.dumps(summary, indent=2) + "\n", fsync=False)
     if result.error is not None:
         print(f"sandbox: {scenario.source}: {result.error}", file=sys.stderr)
         return EXIT_CRASH
+    if result.stopped is not None:
+        print(f"sandbox: {scenario.source}: {result.stopped}", file=sys.stderr)
+        return EXIT_STOPPED
     if recorder is not None:
-        report.write_report(args.report, recorder.finish(result))
+        from . import report
+
+        inputs = list(scenario.read_from) + ([out.file(n) for n in RUN_RESULTS] if out is not None else [])
+        try:
+            report.write_report(args.report, recorder.finish(result), avoid=inputs)
+        except report.ReportPathError as e:
+            raise BadInput(str(e)) from None
     _print_summary(console, scenario, result, summary)
     if recorder is not None:
         console.print(f"report written to {args.report}", markup=False)
     return EXIT_OK if result.ok else EXIT_VIOLATION
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _print_summary(console: Console, scenario: Scenario, result: RunResult, summary: dict[str, Any]) -> None:
@@ -364,17 +408,20 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
 
     if args.scheduler is not None and args.workers is not None:
         raise BadInput("--workers is for the local pool; with --scheduler the cluster's workers run the sweep")
-    if args.scheduler is not None and not re.fullmatch(r"tcp://[^\s:/]+:\d{1,5}", args.scheduler):
-        raise BadInput(f"--scheduler {args.scheduler!r}: expected tcp://HOST:PORT")
+    if args.scheduler is not None and not re.fullmatch(r"(tcp|tls)://[^\s:/]+:\d{1,5}", args.scheduler):
+        raise BadInput(f"--scheduler {args.scheduler!r}: expected tcp://HOST:PORT or tls://HOST:PORT")
     try:  # every check (scenario, each --set key and value, --out) before anything is written
-        plan = sw.load_sweep(args.scenario, args.sets, args.seeds)
-        out = args.out if args.out is not None else Path("out") / f"sweep-{plan.name}"
+        security = (sw.dask_security(args.tls_ca_file, args.tls_cert, args.tls_key, args.scheduler)
+                    if args.scheduler is not None else _no_tls(args))
+        plan = sw.load_sweep(args.scenario, args.sets, args.seeds, allow_outside_paths=args.allow_outside_paths)
+        # The default folder is named after the scenario, made harmless: a name with '../' stays in ./out.
+        out = args.out if args.out is not None else Path("out") / f"sweep-{safe_name(plan.name)}"
         sw.prepare_out(out, plan)
     except sw.SweepError as e:
         raise BadInput(str(e)) from None
     if args.scheduler is not None:
         try:
-            cluster = sw.DaskBackend(args.scheduler)
+            cluster = sw.DaskBackend(args.scheduler, security)
         except sw.SweepError as e:
             raise BadInput(str(e)) from None
         backend, where, close = cluster, f"the Dask cluster at {args.scheduler}", cluster.close

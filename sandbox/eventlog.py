@@ -93,9 +93,26 @@ class EventFile:
     the run itself).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], fd: int | None = None) -> None:
+        """Start a new file at ``path``, or append to ``fd`` (opened by :meth:`OutDir.open_append`).
+
+        The file at ``path`` is replaced, never written through: a symlink,
+        FIFO, device or directory there is refused (:class:`UnsafePath`), and
+        an old regular file is unlinked and a new one created exclusively, so
+        neither a planted symlink nor a hard link to another file is followed.
+        """
         self.path = path
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        if fd is None:
+            from ._safeio import OutDir, check_target
+
+            target = check_target(path)
+            out = OutDir(target.parent, flag="events file", lock=False)
+            try:
+                out.clear([target.name])
+                fd = out.open_append(target.name, new=True)
+            finally:
+                out.close()
+        self._fd: int | None = fd
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self._fd is None:

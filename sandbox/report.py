@@ -1322,41 +1322,30 @@ class ReportPathError(ValueError):
     """The report cannot be written where asked."""
 
 
-def check_report_path(path: str | os.PathLike[str]) -> Path:
-    """Check before the run that the report can be written at ``path``; the resolved path."""
-    target = Path(path)
-    if str(path) == "" or target.name in ("", ".", ".."):
-        raise ReportPathError(f"--report {path}: not a file name")
-    if target.is_dir():
-        raise ReportPathError(f"--report {path}: is a directory")
-    parent = target.parent
-    if not parent.exists():
-        raise ReportPathError(f"--report {path}: the directory {parent} does not exist")
-    if not parent.is_dir():
-        raise ReportPathError(f"--report {path}: {parent} is not a directory")
-    probe = parent / f".{target.name}.{os.getpid()}.probe"
+def check_report_path(path: str | os.PathLike[str], avoid: Iterable[str | os.PathLike[str]] = ()) -> Path:
+    """Check before the run that the report can be written at ``path``; the path.
+
+    The rules are :mod:`sandbox._safeio`'s: nothing but a regular file is
+    replaced (not a device, FIFO, directory or symlink), nor any of ``avoid``
+    (the run's own inputs and outputs), and the folder must take a new file.
+    """
+    from ._safeio import UnsafePath, check_target, probe_writable
+
     try:
-        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ReportPathError(f"--report {path}: cannot write in {parent} ({e.strerror or e})") from None
+        target = check_target(path, flag="--report", avoid=avoid)
+        probe_writable(target.parent, f"--report {path}")
+    except UnsafePath as e:
+        raise ReportPathError(str(e)) from None
     return target
 
 
-def write_report(path: str | os.PathLike[str], rec: Recording, limit: int = SEQUENCE_LIMIT) -> Path:
-    """Render and write the report; the file appears whole or not at all."""
-    target = Path(path)
+def write_report(path: str | os.PathLike[str], rec: Recording, limit: int = SEQUENCE_LIMIT,
+                 avoid: Iterable[str | os.PathLike[str]] = ()) -> Path:
+    """Render and write the report; the file appears whole or not at all (:func:`sandbox._safeio.write_atomic`)."""
+    from ._safeio import UnsafePath, write_atomic
+
     text = render_html(rec, limit)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask decides, as for any file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+        return write_atomic(path, text, flag="--report", avoid=avoid)
+    except UnsafePath as e:
+        raise ReportPathError(str(e)) from None

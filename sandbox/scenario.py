@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Final
 
@@ -43,6 +45,9 @@ __all__ = [
     "bundled_scenarios",
     "resolve_scenario",
     "FUND_ACCOUNT",
+    "DataFile",
+    "Reading",
+    "MAX_FUNDING_TICKS",
 ]
 
 # The reserved account name of the insurance fund in fills and events.
@@ -58,6 +63,9 @@ MAX_TIME_MS: Final = 10**15
 # scenario's keys are at most two levels deep.
 MAX_FILE_BYTES: Final = 256 * 1024
 MAX_KEY_DEPTH: Final = 4
+# Funding ticks are made lazily, as the run reaches them, but each one is work:
+# hourly funding for 11 years at most (docs/guarantees.md, "Bounded work").
+MAX_FUNDING_TICKS: Final = 100_000
 
 
 
@@ -68,6 +76,38 @@ class ScenarioError(Exception):
         self.source, self.key, self.problem = source, key, problem
         where = f"{source}: {key}: " if key else f"{source}: "
         super().__init__(where + problem)
+
+
+@attrs.frozen
+class DataFile:
+    """A file a scenario reads besides its TOML (a stochastic ``csv``): its name as written, and its text."""
+
+    name: str
+    text: str = attrs.field(repr=False)
+    path: str = ""  # where it was read from; "" when it came embedded in a replay
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+@attrs.define
+class Reading:
+    """How the files a scenario names are read (see :func:`reading`)."""
+
+    allow_outside_paths: bool = False
+    # A replay's embedded data, by name: then the disk is never read.
+    embedded: dict[str, str] | None = None
+    read: list[DataFile] = attrs.Factory(list)
+
+
+_READING: ContextVar[Reading | None] = ContextVar("sandbox_scenario_reading", default=None)
+
+
+def reading() -> Reading:
+    """The rules for the data files of the scenario being parsed (confined to its folder by default)."""
+    current = _READING.get()
+    return current if current is not None else Reading()
 
 
 @attrs.frozen
@@ -207,6 +247,17 @@ class Scenario:
     # A stochastic scenario's document (see sandbox.stochastic): kept so that
     # for_seed can expand its generators again from another seed.
     template: dict[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+    # The files it was read from besides its TOML (a stochastic csv), with
+    # their text: a replay embeds them, a sweep's plan hashes them.
+    data_files: tuple[DataFile, ...] = attrs.field(default=(), eq=False, repr=False)
+    # Every path on disk it was read from (the TOML file and its data files).
+    read_from: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
+
+    @property
+    def inputs_digest(self) -> str:
+        """SHA-256 over the TOML's digest and every data file's: what the runs depend on."""
+        return hashlib.sha256(json.dumps([self.digest, [[d.name, d.sha256] for d in self.data_files]]).encode()
+                              ).hexdigest()
 
     def for_seed(self, seed: int) -> Scenario:
         """The scenario as run with ``seed``: a stochastic one is generated again from that seed."""
@@ -600,6 +651,15 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
 
     # Stable sort: file order breaks ties between events at the same time.
     events.sort(key=lambda e: e.at_ms)
+    ticks = funding_ticks(markets, events, policy)
+    if ticks > MAX_FUNDING_TICKS:
+        # Each tick is work (a delivery per market at least): refused here, before
+        # anything runs, rather than found out by the run's delivery cap.
+        raise ScenarioError(
+            source, "events",
+            f"funding every {policy.funding_interval_ms / 1000:g} s up to the last event, at "
+            f"t={events[-1].at_ms / 1000:g} s, would be {ticks:,} funding ticks; at most {MAX_FUNDING_TICKS:,} "
+            "(see docs/guarantees.md)")
     assert name is not None
     return Scenario(
         name=name,
@@ -616,6 +676,14 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         faults=faults,
         policy=policy,
     )
+
+
+def funding_ticks(markets: Any, events: Any, policy: Policy) -> int:
+    """How many funding ticks a run has: one every interval up to the last event, if any market has an index."""
+    indexed = any(m.index_price is not None for m in markets) or any(e.type == "index_price" for e in events)
+    if not indexed or not events:
+        return 0
+    return events[-1].at_ms // policy.funding_interval_ms
 
 
 # Actors that [faults] crash may name (traders are scripts, not servers).
@@ -666,22 +734,37 @@ def _faults(top: _Reader, source: str, markets: dict[str, MarketSpec]) -> Faults
     return Faults(delay, delay_max, duplicate, crash, actors, downtime, snapshot_every)
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file. Raises :class:`ScenarioError` on any problem."""
+def load_scenario(path: str | Path, *, allow_outside_paths: bool = False) -> Scenario:
+    """Read and validate a scenario file. Raises :class:`ScenarioError` on any problem.
+
+    Only a regular file of at most :data:`MAX_FILE_BYTES` is read (a FIFO or
+    device is refused at once). The files it names (a stochastic ``csv``)
+    must be inside its folder unless ``allow_outside_paths``.
+    """
+    from ._safeio import UnsafePath, read_regular
+
     source = str(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)  # never more: a larger file is refused anyway
-    except FileNotFoundError:
-        raise ScenarioError(source, "", "no such file") from None
-    except IsADirectoryError:
-        raise ScenarioError(source, "", "is a directory, not a scenario file") from None
-    except OSError as e:
-        raise ScenarioError(source, "", f"cannot be read ({e.strerror or e})") from None
-    return _parse_bytes(raw, source)
+        raw = read_regular(path, MAX_FILE_BYTES, "a scenario file")
+    except UnsafePath as e:
+        raise ScenarioError(source, "", e.problem) from None
+    scenario = _parse_bytes(raw, source, allow_outside_paths=allow_outside_paths)
+    return attrs.evolve(scenario, read_from=(source, *(d.path for d in scenario.data_files if d.path)))
 
 
-def _parse_bytes(raw: bytes, source: str) -> Scenario:
+def _parse_bytes(raw: bytes, source: str, *, allow_outside_paths: bool = False,
+                 embedded: dict[str, str] | None = None) -> Scenario:
+    """Parse a scenario's bytes; ``embedded``: its data files come from here (a replay), not the disk."""
+    rules = Reading(allow_outside_paths, embedded)
+    token = _READING.set(rules)
+    try:
+        scenario = _parse_text(raw, source)
+    finally:
+        _READING.reset(token)
+    return attrs.evolve(scenario, data_files=tuple(rules.read))
+
+
+def _parse_text(raw: bytes, source: str) -> Scenario:
     if len(raw) > MAX_FILE_BYTES:
         raise ScenarioError(source, "", f"is larger than {MAX_FILE_BYTES // 1024} KiB, too large for a scenario")
     try:
@@ -743,8 +826,8 @@ def bundled_scenarios() -> dict[str, Callable[[], Scenario]]:
     return found
 
 
-def resolve_scenario(name_or_path: str) -> Scenario:
-    """A bundled scenario's name, or a path to a scenario file."""
+def resolve_scenario(name_or_path: str, *, allow_outside_paths: bool = False) -> Scenario:
+    """A bundled scenario's name, or a path to a scenario file (see :func:`load_scenario`)."""
     bundled = bundled_scenarios()
     try:
         exists = Path(name_or_path).exists()
@@ -757,4 +840,4 @@ def resolve_scenario(name_or_path: str) -> Scenario:
         raise ScenarioError(
             name_or_path, "", f"no such file, and no bundled scenario of that name (see 'sandbox list')"
         )
-    return load_scenario(name_or_path)
+    return load_scenario(name_or_path, allow_outside_paths=allow_outside_paths)

@@ -40,6 +40,7 @@ import hashlib
 import importlib.resources
 import io
 import json
+import os
 import random
 import re
 from decimal import Decimal
@@ -48,14 +49,27 @@ from typing import Any, Final, Iterator
 
 import attrs
 
-from .money import MONEY_DECIMALS, PRICE_DECIMALS, RATE_DECIMALS, SIZE_DECIMALS, UnitError, format_units, parse_units
+from .money import (
+    MONEY_DECIMALS,
+    PRICE_DECIMALS,
+    RATE_DECIMALS,
+    SIZE_DECIMALS,
+    UnitError,
+    _show,
+    format_units,
+    parse_units,
+)
+from ._safeio import UnsafePath, read_regular
 from .scenario import (
     GENERATOR_KEYS,
     MAX_TIME_MS,
     TIME_DECIMALS,
+    DataFile,
     MarketSpec,
     Scenario,
+    ScenarioError,
     _Reader,
+    reading,
     _typename,
     parse_scenario,
 )
@@ -411,11 +425,20 @@ def _price_path(r: _GenReader, market: MarketSpec, seed: int, source: str) -> tu
         points: list[_Point] = []
         for j, row in enumerate(rows):
             p = _Reader(r.source, r.key(f"prices[{j}]"), row)
-            at = p.units("at", TIME_DECIMALS)
-            price = p.units("price", PRICE_DECIMALS, positive=True)
-            p.done()
-            if points and at < points[-1].at_ms:
-                p.fail("at", "prices must be in time order")
+            try:
+                at = p.units("at", TIME_DECIMALS)
+                price = p.units("price", PRICE_DECIMALS, positive=True)
+                p.done()
+                if points and at < points[-1].at_ms:
+                    p.fail("at", "prices must be in time order")
+            except ScenarioError as e:
+                if "csv" not in r.table:
+                    raise
+                # Name the line and the column, never the value: it is the file's content.
+                column = e.key.rsplit(".", 1)[-1]
+                what = "out of time order" if "time order" in e.problem else "not a valid " + (
+                    "time in seconds" if column == "at" else "positive price")
+                r.fail("csv", f"{_show(str(r.table['csv']), 80)}: line {j + 2}, column {column!r}: {what}")
             # Replayed prices are rounded to the market's nearest tick (halves up).
             points.append(_Point(at, to_tick(_dec(price, PRICE_DECIMALS), market.tick_size)))
         r.done()
@@ -457,38 +480,72 @@ def _price_path(r: _GenReader, market: MarketSpec, seed: int, source: str) -> tu
 
 
 def _read_csv(r: _GenReader, source: str) -> list[dict[str, str]]:
+    """The rows of the price path's ``csv``: a regular file inside the scenario's folder, or embedded data.
+
+    The file must be inside the scenario file's folder (after symlinks are
+    resolved) unless the command was given ``--allow-outside-paths``; only a
+    regular file of at most :data:`MAX_CSV_BYTES` is read. A replay's
+    scenario reads its csv from the replay (``reading().embedded``), never
+    from the disk. Messages name the file, the line and the column, never
+    what the file holds.
+    """
     name = r.string("csv", max_len=1000)
     assert name is not None
-    path = _csv_path(name, source)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CSV_BYTES + 1)
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        r.fail("csv", f"cannot read {str(path)!r} ({getattr(e, 'strerror', None) or e})")
-    if len(raw) > MAX_CSV_BYTES:
-        r.fail("csv", f"{name}: larger than {MAX_CSV_BYTES // 1024} KiB")
+    rules = reading()
+    if rules.embedded is not None:
+        if name not in rules.embedded:
+            r.fail("csv", f"{_show(name, 80)} is not among the data the replay embeds: the replay is not "
+                          "self-contained (written by an older sandbox?); explore the scenario again")
+        text = rules.embedded[name]
+        where = ""
+    else:
+        path = _csv_path(r, name, source, rules.allow_outside_paths)
+        try:
+            raw = read_regular(path, MAX_CSV_BYTES, "a csv file")
+        except UnsafePath as e:
+            r.fail("csv", f"cannot read {_show(name, 80)} ({e.problem})")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            r.fail("csv", f"{_show(name, 80)}: is not UTF-8 text (byte {e.start})")
+        where = str(path)
+    rules.read.append(DataFile(name, text, where))
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or not {"at", "price"} <= {f.strip() for f in reader.fieldnames}:
-        r.fail("csv", f"{name}: the first line must name the columns, with at least 'at' and 'price'")
-    rows = []
-    for row in reader:
-        clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        rows.append({"at": clean["at"], "price": clean["price"]})
+    try:
+        fieldnames = reader.fieldnames
+        if fieldnames is None or not {"at", "price"} <= {f.strip() for f in fieldnames}:
+            r.fail("csv", f"{_show(name, 80)}: the first line must name the columns, with at least 'at' and 'price'")
+        rows = []
+        for row in reader:
+            clean = {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
+            rows.append({"at": clean.get("at", ""), "price": clean.get("price", "")})
+    except csv.Error as e:
+        r.fail("csv", f"{_show(name, 80)}: is not a valid csv file (line {reader.line_num}: {e})")
     if not rows:
-        r.fail("csv", f"{name}: has no rows")
+        r.fail("csv", f"{_show(name, 80)}: has no rows")
     return rows
 
 
-def _csv_path(name: str, source: str) -> Path:
-    """A csv named relatively is next to its scenario file (or among the bundled scenarios)."""
+def _csv_path(r: _GenReader, name: str, source: str, allow_outside: bool) -> Path:
+    """Where a csv is: named relatively, next to its scenario file (or among the bundled scenarios).
+
+    Unless ``allow_outside``, the resolved path must lie inside that folder:
+    a downloaded scenario cannot make the sandbox read ``/etc/passwd`` or
+    ``../../secret.csv``.
+    """
     path = Path(name)
-    if path.is_absolute():
-        return path
-    here = Path(source).parent / path
-    if here.exists() or not source.startswith("scenarios/"):
-        return here
-    return Path(str(importlib.resources.files("scenarios").joinpath(name)))
+    if source.startswith("scenarios/") and not Path(source).exists():
+        base = Path(str(importlib.resources.files("scenarios")))
+    else:
+        base = Path(source).parent
+    full = path if path.is_absolute() else base / path
+    if not allow_outside:
+        root = os.path.realpath(base)
+        real = os.path.realpath(full)
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            r.fail("csv", f"{_show(name, 80)} is outside the scenario's folder; a scenario reads only files "
+                          "in its own folder unless the command is given --allow-outside-paths")
+    return full
 
 
 def _market_maker(r: _GenReader, markets: dict[str, MarketSpec], paths: dict[str, list[_Point]], seed: int,

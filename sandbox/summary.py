@@ -35,7 +35,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "scenario": result.scenario.name,
         "seed": result.seed,
         "mode": result.mode,
-        "status": "failed" if result.error else ("ok" if result.ok else "invariant_violated"),
+        "status": result.status,
         "time": result.events[-1]["time"] if result.events else 0,
         "insurance_fund": {
             "initial": fmt_money(result.scenario.fund_balance),
@@ -67,6 +67,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "seq": result.error.envelope.seq,
             "error": f"{type(result.error.error).__name__}: {result.error.error}",
         },
+        "stopped": None if result.stopped is None else str(result.stopped),
         "violations": [
             {"invariant": v.invariant, "detail": v.detail, "time": v.time, "actor": v.actor}
             for v in result.violations

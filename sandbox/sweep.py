@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.resources
+import io
 import itertools
 import json
 import math
 import multiprocessing
 import os
+import secrets
 import signal
 import threading
 import time
@@ -47,7 +48,8 @@ from typing import Any, Final
 import attrs
 
 from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, parse_units
-from .scenario import ScenarioError, bundled_scenarios, parse_scenario, resolve_scenario
+from ._safeio import OutDir, UnsafePath
+from .scenario import ScenarioError, parse_scenario, resolve_scenario
 
 __all__ = [
     "SweepError",
@@ -189,6 +191,9 @@ class Job:
     document: dict[str, Any]
     source: str
     digest: str
+    # SHA-256 of every data file the scenario read (a stochastic csv), by name:
+    # the plan depends on them as much as on the TOML.
+    data: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -197,6 +202,8 @@ class Sweep:
     job: Job
     sets: tuple[tuple[str, tuple[str, ...]], ...]
     seeds: int
+    # The initial fund balance of each combination, as the plan computes it: a row must agree.
+    fund_initial: tuple[tuple[tuple[tuple[str, str], ...], str], ...] = ()
 
     def combinations(self) -> list[tuple[tuple[str, str], ...]]:
         keys = [k for k, _ in self.sets]
@@ -211,36 +218,35 @@ class Sweep:
 
     def spec(self) -> dict[str, Any]:
         return {"scenario": self.name, "source": self.job.source, "digest": self.job.digest,
+                "data": {name: sha for name, sha in self.job.data},
                 "set": {k: list(v) for k, v in self.sets}, "seeds": self.seeds}
 
 
-def load_sweep(scenario: str, sets: Sequence[str], seeds: int) -> Sweep:
+def load_sweep(scenario: str, sets: Sequence[str], seeds: int, *, allow_outside_paths: bool = False) -> Sweep:
     """Read the scenario and check every combination of the grid before anything runs."""
-    base = resolve_scenario(scenario)  # ScenarioError for a bad file, as for 'sandbox run'
+    # ScenarioError for a bad file, as for 'sandbox run'
+    base = resolve_scenario(scenario, allow_outside_paths=allow_outside_paths)
     if base.template is not None:
         document = base.template  # the generator document, with any csv already read in
     else:
-        document = tomllib.loads(_raw_bytes(scenario).decode("utf-8"))
-    job = Job(document, base.source, base.digest)
+        document = tomllib.loads(base.text)  # the very text that was validated, not a second read
+    job = Job(document, base.source, base.digest, tuple((d.name, d.sha256) for d in base.data_files))
     grid: list[tuple[str, tuple[str, ...]]] = []
+    fund: dict[tuple[tuple[str, str], ...], str] = {}  # each combination's initial fund, for checking rows
     for text in sets:
         key, values = parse_set(text)
         if any(key == k for k, _ in grid):
             raise SweepError(f"--set {key}: given twice")
         grid.append((key, values))
         for value in values:  # each value alone first, so the message names it
-            _check(job, ((key, value),))
+            single = ((key, value),)
+            fund[single] = _check(job, single)
     sweep = Sweep(base.name, job, tuple(grid), seeds)
     if len(grid) > 1:
-        for params in sweep.combinations():
-            _check(job, params)
-    return sweep
-
-
-def _raw_bytes(ref: str) -> bytes:
-    if ref in bundled_scenarios() and not Path(ref).exists():
-        return importlib.resources.files("scenarios").joinpath(f"{ref}.toml").read_bytes()
-    return Path(ref).read_bytes()
+        fund = {params: _check(job, params) for params in sweep.combinations()}
+    elif not grid:
+        fund = {(): fmt_money(base.fund_balance)}
+    return attrs.evolve(sweep, fund_initial=tuple(fund.items()))
 
 
 def _override_all(job: Job, params: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -250,14 +256,15 @@ def _override_all(job: Job, params: tuple[tuple[str, str], ...]) -> dict[str, An
     return doc
 
 
-def _check(job: Job, params: tuple[tuple[str, str], ...]) -> None:
+def _check(job: Job, params: tuple[tuple[str, str], ...]) -> str:
+    """Refuse a combination the validator refuses; its initial fund balance."""
     where = "--set " + " ".join(f"{k}={v}" for k, v in params)
     try:
         doc = _override_all(job, params)
     except ValueError as e:
         raise SweepError(f"{where}: {e}") from None
     try:
-        parse_scenario(doc, job.source, job.digest)
+        return fmt_money(parse_scenario(doc, job.source, job.digest).fund_balance)
     except ScenarioError as e:
         raise SweepError(f"{where}: {e.key + ': ' if e.key else ''}{e.problem}") from None
 
@@ -274,7 +281,10 @@ def execute(job: Job, task: RunTask) -> dict[str, Any]:
         doc["seed"] = task.seed  # a stochastic scenario is generated from the run's seed
         scenario = parse_scenario(doc, job.source, job.digest)
         result = run_scenario_sync(scenario, seed=task.seed, check=True)
-        return measure(task, scenario.fund_balance, result.events, result.log.counts, result.violations)
+        row = measure(task, scenario.fund_balance, result.events, result.log.counts, result.violations)
+        if result.stopped is not None:  # the run's work limits (docs/guarantees.md): a result, not a crash
+            row["status"] = "stopped"
+        return row
     except Exception as e:  # a crash is a result of the sweep too, with the same row everywhere
         row = _row(task, status="error", fund_initial="0")
         row["error"] = f"{type(e).__name__}: {e}"
@@ -376,30 +386,115 @@ def summarize(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- the journal --------------------------------------------------------------------------------
 
 
-def _read_journal(path: Path) -> list[dict[str, Any]]:
-    """Complete rows of ``path``; a torn last line (a crash in mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        os.truncate(path, end)
-    rows = []
-    for line in data[:end].splitlines():
+MAX_JOURNAL_BYTES: Final = 1 << 30  # 1 GiB: about 3 million rows
+MAX_ROW_BYTES: Final = 64 * 1024
+STATUSES: Final = ("ok", "invariant_violated", "error", "stopped")
+_MONEY_FIELDS: Final = ("fund_initial", "fund_final", "fund_min", "fund_drawdown", "fund_payouts", "adl_notional")
+_COUNT_FIELDS: Final = ("fund_payout_count", "liquidations", "bankruptcies", "fund_takeovers", "adl")
+
+
+def row_problem(row: object, task: RunTask, fund_initial: str | None = None) -> str | None:
+    """Why ``row`` is not a row of ``task`` by the schema of :data:`ROW_FIELDS`, or None if it is.
+
+    Checked: exactly the row's fields, each of its type (amounts exact
+    decimal strings, counts whole numbers, a known status); the task's own
+    params and seed; and the sums a real run cannot get wrong (drawdown =
+    initial - minimum, the minimum at or below both ends, no ADL notional
+    without ADL, no payouts without a payout, no violation in an "ok" row).
+    Every row of the journal and every result from a worker goes through it.
+    """
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    want = set(ROW_FIELDS) | ({"error"} if row.get("status") == "error" else set())
+    if set(row) != want:
+        return "not the fields of a row"
+    if row["params"] != dict(task.params) or list(row["params"]) != [k for k, _ in task.params]:
+        return "params of another run"
+    if type(row["seed"]) is not int or row["seed"] != task.seed:
+        return "seed of another run"
+    if row["status"] not in STATUSES:
+        return "unknown status"
+    money: dict[str, int] = {}
+    for name in _MONEY_FIELDS:
+        value = row[name]
+        if not isinstance(value, str) or len(value) > 80:
+            return f"{name} is not an amount"
+        try:
+            money[name] = parse_units(value, MONEY_DECIMALS, allow_negative=True)
+        except (ValueError, ArithmeticError):
+            return f"{name} is not an amount"
+    for name in _COUNT_FIELDS:
+        if type(row[name]) is not int or row[name] < 0:
+            return f"{name} is not a count"
+    violations = row["violations"]
+    if not isinstance(violations, list) or not all(isinstance(v, str) and len(v) < 500 for v in violations):
+        return "violations is not a list of names"
+    if row["status"] == "error":
+        return None if isinstance(row["error"], str) and len(row["error"]) < 10_000 else "error is not a message"
+    if fund_initial is not None and row["fund_initial"] != fund_initial:
+        return "not the plan's initial fund"
+    if money["fund_drawdown"] != money["fund_initial"] - money["fund_min"]:
+        return "the drawdown is not initial - minimum"
+    if money["fund_min"] > money["fund_initial"] or money["fund_min"] > money["fund_final"]:
+        return "the minimum is above the initial or final balance"
+    if (row["adl"] == 0) != (money["adl_notional"] == 0) or (row["fund_payout_count"] == 0) != (
+            money["fund_payouts"] == 0):
+        return "counts and amounts disagree"
+    if (row["status"] == "ok") == bool(violations) and row["status"] != "stopped":
+        return "status and violations disagree"
+    return None
+
+
+def _read_journal(out: OutDir, sweep: Sweep) -> dict[Any, dict[str, Any]]:
+    """The journal's rows that are rows of this sweep's plan, by task key; everything else is redone.
+
+    A torn last line (a crash in mid-write) is cut off the file. A line that
+    is not JSON, not a row by :func:`row_problem`, for a task the plan does
+    not have, or for a task that has another row too (which one would be the
+    truth?) is not trusted: its run is done again.
+    """
+    raw = out.read(RUNS_FILE, MAX_JOURNAL_BYTES, "a sweep journal")
+    if raw is None:
+        return {}
+    end = raw.rfind(b"\n") + 1
+    if end < len(raw):
+        fd = out.open_append(RUNS_FILE)
+        try:
+            os.ftruncate(fd, end)
+        finally:
+            os.close(fd)
+    wanted = {_task_id(t.params, t.seed): t for t in sweep.tasks()}
+    funds = dict(sweep.fund_initial)
+    seen: dict[Any, list[dict[str, Any]]] = {}
+    for line in raw[:end].splitlines():
+        if len(line) > MAX_ROW_BYTES:
+            continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # not a row of ours: redone
-        if isinstance(row, dict) and isinstance(row.get("params"), dict) and isinstance(row.get("seed"), int):
-            rows.append(row)
-    return rows
+        if not isinstance(row, dict) or not isinstance(row.get("params"), dict):
+            continue
+        try:
+            key = _task_id(tuple(row["params"].items()), row.get("seed"))
+        except TypeError:
+            continue
+        task = wanted.get(key)
+        if task is None or row_problem(row, task, funds.get(task.params)) is not None:
+            continue
+        seen.setdefault(task.key, []).append(row)
+    return {key: rows[0] for key, rows in seen.items() if len(rows) == 1}
+
+
+def _task_id(params: Any, seed: Any) -> str:
+    return json.dumps([list(map(list, params)), seed])
 
 
 class _Journal:
     """Appends each row as one complete line, flushed to disk before the next."""
 
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def __init__(self, out: OutDir) -> None:
+        self._fd = out.open_append(RUNS_FILE)
 
     def append(self, row: dict[str, Any]) -> None:
         data = (_dumps(row) + "\n").encode("utf-8")
@@ -412,42 +507,54 @@ class _Journal:
         os.close(self._fd)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def prepare_out(out: Path, sweep: Sweep) -> None:
     """Refuse an --out that holds another sweep's rows (nothing is written here)."""
-    if out.exists() and not out.is_dir():
-        raise SweepError(f"--out {out}: exists and is not a directory")
-    spec_path = out / SPEC_FILE
-    if spec_path.exists():
+    try:
+        folder = OutDir(out, lock=False) if out.exists() else None
+    except UnsafePath as e:
+        raise SweepError(str(e)) from None
+    if folder is None:
+        return
+    try:
+        _check_spec(folder, sweep)
+    finally:
+        folder.close()
+
+
+def _check_spec(folder: OutDir, sweep: Sweep) -> None:
+    out = folder.path
+    try:
+        raw = folder.read(SPEC_FILE, 1 << 20, "a sweep's plan")
+        has_runs = folder.kind(RUNS_FILE) is not None
+    except UnsafePath as e:
+        raise SweepError(str(e)) from None
+    if raw is not None:
         try:
-            previous = json.loads(spec_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise SweepError(f"--out {out}: {SPEC_FILE} cannot be read ({e})") from None
+            previous = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise SweepError(f"--out {out}: {SPEC_FILE} cannot be read ({type(e).__name__})") from None
         if not _same_sweep(previous, sweep.spec()):
             raise SweepError(f"--out {out}: holds a different sweep ({_difference(previous, sweep.spec())}); "
                              "use another --out")
-    elif (out / RUNS_FILE).exists():
+    elif has_runs:
         raise SweepError(f"--out {out}: has {RUNS_FILE} but no {SPEC_FILE}; use another --out")
+
+
+def _old(old: dict[str, Any], key: str) -> Any:
+    # A plan written before "data" was recorded had no data files to record, or it is refused.
+    return old.get(key, {} if key == "data" else None)
 
 
 def _same_sweep(old: Any, new: dict[str, Any]) -> bool:
     # The same file named another way (a relative path from elsewhere) is the same sweep: its digest says so.
-    return isinstance(old, dict) and all(old.get(k) == new[k] for k in new if k != "source")
+    return isinstance(old, dict) and all(_old(old, k) == new[k] for k in new if k != "source")
 
 
 def _difference(old: Any, new: dict[str, Any]) -> str:
     if not isinstance(old, dict):
         return "unreadable"
-    changed = [k for k in new if k != "source" and old.get(k) != new[k]]
-    return ", ".join(f"{k} was {json.dumps(old.get(k))}" for k in changed) or "format"
+    changed = [k for k in new if k != "source" and _old(old, k) != new[k]]
+    return ", ".join(f"{k} was {json.dumps(_old(old, k))[:200]}" for k in changed) or "format"
 
 
 # --- backends -------------------------------------------------------------------------------------
@@ -506,39 +613,93 @@ def _worker_init(parent: int) -> None:
     threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
 
 
+def execute_json(job: Job, task: RunTask) -> str:
+    """:func:`execute`'s row as one JSON string: what a Dask worker sends back (plain data, checked on arrival)."""
+    return _dumps(execute(job, task))
+
+
+# What the sweep's client accepts from the cluster: msgpack-encoded plain data
+# only. A result Dask would have to unpickle (any object, and the code its
+# unpickling runs) is refused by Dask itself before it reaches the sweep.
+DASK_DESERIALIZERS: Final = ("msgpack", "error")
+DASK_SERIALIZERS: Final = ("dask", "pickle", "msgpack")  # what the client sends: its own job and tasks
+
+
+def dask_security(ca_file: str | None, cert: str | None, key: str | None, address: str) -> Any:
+    """The ``distributed.Security`` for ``address``: the --tls-* files if given, else Dask's configuration.
+
+    Plain ``tcp://`` takes no TLS files. ``tls://`` with no files uses
+    ``distributed.comm.tls.*`` from Dask's configuration (files, or the
+    ``DASK_DISTRIBUTED__COMM__TLS__...`` variables); with files, they must
+    name the CA that signed the scheduler's certificate and the client's own
+    certificate and key (mutual TLS), and encryption is required.
+    """
+    given = [f for f in (ca_file, cert, key) if f is not None]
+    if address.startswith("tcp://"):
+        if given:
+            raise SweepError("--tls-ca-file, --tls-cert and --tls-key are for a tls:// scheduler")
+        return None
+    from distributed.security import Security
+
+    if not given:
+        return Security()  # Dask's configuration: distributed.comm.tls.*
+    if len(given) != 3:
+        raise SweepError("--tls-ca-file, --tls-cert and --tls-key go together")
+    for flag, path in (("--tls-ca-file", ca_file), ("--tls-cert", cert), ("--tls-key", key)):
+        assert path is not None
+        if not Path(path).is_file():
+            raise SweepError(f"{flag} {path}: no such file")
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+
+
 class DaskBackend:
     """The workers of a running Dask distributed cluster (``dask scheduler`` / ``dask worker``).
 
     Connects when made, so an unreachable scheduler is reported before
     anything is written. The workers need this package installed (the same
     version: a run is only reproduced by the same code).
+
+    Whoever can reach the scheduler can run code on its workers, and so can
+    change what they compute: the cluster must be trusted (docs/guarantees.md,
+    "Sweeps on a cluster"). What the sweep does not trust: each task's key
+    is random (a key derived from the sweep could be claimed first by
+    someone else's task, whose result Dask would hand back); each result
+    must be a JSON string (:data:`DASK_DESERIALIZERS`: nothing is unpickled)
+    that is a row of its own task (:func:`row_problem`).
     """
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, security: Any = None) -> None:
         from distributed import Client
 
         self.address = address
         try:
             # How long to try is Dask's own setting, distributed.comm.timeouts.connect
             # (30 s by default; e.g. DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s).
-            self.client = Client(address, set_as_default=False)
-        except (OSError, TimeoutError) as e:
-            raise SweepError(f"--scheduler {address}: cannot connect ({e})") from None
+            self.client = Client(address, set_as_default=False, security=security,
+                                 serializers=list(DASK_SERIALIZERS), deserializers=list(DASK_DESERIALIZERS))
+        except (OSError, TimeoutError, ValueError, TypeError) as e:
+            raise SweepError(f"--scheduler {address}: cannot connect ({type(e).__name__}: {str(e)[:200]})") from None
 
     def __call__(self, job: Job, tasks: list[RunTask]) -> Iterator[dict[str, Any]]:
         from distributed import as_completed
 
         client = self.client
-        # The job goes to every worker once; each task carries only its overrides and seed.
+        # The job goes to every worker once (under a random key); each task carries only its overrides and seed.
         job_future = client.scatter(job, broadcast=True, hash=False)
-        tag = hashlib.sha256(json.dumps([job.digest, job.source]).encode()).hexdigest()[:12]
-        futures = [
-            client.submit(execute, job_future, task, key=f"sandbox-run-{tag}-{_task_hash(task)}", pure=False)
-            for task in tasks
-        ]
+        by_key: dict[str, RunTask] = {}
+        futures = []
+        for task in tasks:
+            key = f"sandbox-run-{secrets.token_hex(16)}"
+            by_key[key] = task
+            futures.append(client.submit(execute_json, job_future, task, key=key, pure=False))
         try:
             for future in as_completed(futures, loop=client.loop):
-                yield future.result()
+                try:
+                    result = future.result()
+                except Exception as e:
+                    raise SweepError(f"--scheduler {self.address}: a run failed on the cluster "
+                                     f"({type(e).__name__}); nothing of it was kept") from None
+                yield _checked_result(result, by_key[future.key], self.address)
         finally:
             client.cancel(futures)
 
@@ -546,8 +707,19 @@ class DaskBackend:
         self.client.close()
 
 
-def _task_hash(task: RunTask) -> str:
-    return hashlib.sha256(json.dumps([task.params, task.seed]).encode()).hexdigest()[:16]
+def _checked_result(result: object, task: RunTask, address: str) -> dict[str, Any]:
+    """A worker's answer as the row of ``task``, or :class:`SweepError`."""
+    if not isinstance(result, str) or len(result) > MAX_ROW_BYTES:
+        raise SweepError(f"--scheduler {address}: a worker returned {type(result).__name__}, not a row; "
+                         "nothing of it was kept")
+    try:
+        row = json.loads(result)
+    except (ValueError, RecursionError):
+        row = None
+    problem = row_problem(row, task) if row is not None else "not JSON"
+    if problem is not None:
+        raise SweepError(f"--scheduler {address}: a worker returned a bad row ({problem}); nothing of it was kept")
+    return row  # type: ignore[return-value]
 
 
 # --- the sweep --------------------------------------------------------------------------------------
@@ -575,41 +747,72 @@ def run_sweep(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     plot: bool = True,
 ) -> SweepOutcome:
-    """Run what ``out`` does not hold yet, then write the sorted rows, the summary and the plot."""
-    prepare_out(out, sweep)
-    out.mkdir(parents=True, exist_ok=True)
-    spec_path = out / SPEC_FILE
-    if not spec_path.exists():
-        _write_atomic(spec_path, json.dumps(sweep.spec(), indent=2) + "\n")
+    """Run what ``out`` does not hold yet, then write the sorted rows, the summary and the plot.
+
+    ``out`` is locked for the whole sweep (a second sweep into it is refused)
+    and the previous summary and plot are removed first. On resume, the
+    journal's rows are checked against the plan (:func:`_read_journal`);
+    every new row is checked too (:func:`row_problem`): a backend that
+    returns anything else stops the sweep (:class:`SweepError`).
+    """
+    try:
+        folder = OutDir(out)
+    except UnsafePath as e:
+        raise SweepError(str(e)) from None
+    try:
+        return _run_sweep_in(folder, sweep, backend, on_start, on_row, plot)
+    except UnsafePath as e:
+        raise SweepError(str(e)) from None
+    finally:
+        folder.close()
+
+
+def _run_sweep_in(folder: OutDir, sweep: Sweep, backend: Backend, on_start: Callable[[int, int], None] | None,
+                  on_row: Callable[[dict[str, Any]], None] | None, plot: bool) -> SweepOutcome:
+    _check_spec(folder, sweep)
+    folder.clear([SUMMARY_FILE, PLOT_FILE])  # the last sweep's results: rewritten at the end
+    if folder.kind(SPEC_FILE) is None:
+        folder.write_atomic(SPEC_FILE, json.dumps(sweep.spec(), indent=2) + "\n")
     tasks = sweep.tasks()
-    wanted = {t.key: t for t in tasks}
-    done: dict[Any, dict[str, Any]] = {}
-    for row in _read_journal(out / RUNS_FILE):
-        key = (tuple(row["params"].items()), row["seed"])
-        if key in wanted:
-            done[key] = row
+    done = _read_journal(folder, sweep)
     todo = [t for t in tasks if t.key not in done]
+    wanted = {_task_id(t.params, t.seed): t for t in todo}
     if on_start is not None:
         on_start(len(todo), len(done))
     started = time.perf_counter()
     if todo:
-        journal = _Journal(out / RUNS_FILE)
+        journal = _Journal(folder)
         try:
             for row in backend(sweep.job, todo):
+                task = wanted.get(_row_id(row))
+                problem = ("not one of the runs asked for" if task is None
+                           else row_problem(row, task, dict(sweep.fund_initial).get(task.params)))
+                if problem is not None or task is None or task.key in done:
+                    raise SweepError(f"a worker returned a bad row ({problem or 'a run returned twice'}); "
+                                     "nothing of it was kept")
                 journal.append(row)
-                done[(tuple(row["params"].items()), row["seed"])] = row
+                done[task.key] = row
                 if on_row is not None:
                     on_row(row)
         finally:
             journal.close()
     seconds = time.perf_counter() - started
     rows = [done[t.key] for t in tasks]  # canonical order: grid order, then seed
-    _write_atomic(out / RUNS_FILE, "".join(_dumps(r) + "\n" for r in rows))
+    folder.write_atomic(RUNS_FILE, "".join(_dumps(r) + "\n" for r in rows))
     summary = summarize(sweep, rows)
-    _write_atomic(out / SUMMARY_FILE, json.dumps({**sweep.spec(), "combinations": summary}, indent=2) + "\n")
+    folder.write_atomic(SUMMARY_FILE, json.dumps({**sweep.spec(), "combinations": summary}, indent=2) + "\n")
     if plot:
-        write_plot(sweep, summary, out / PLOT_FILE)
+        folder.write_atomic(PLOT_FILE, render_plot(sweep, summary))
     return SweepOutcome(rows, summary, len(todo), len(tasks) - len(todo), seconds)
+
+
+def _row_id(row: object) -> str | None:
+    if not isinstance(row, dict) or not isinstance(row.get("params"), dict):
+        return None
+    try:
+        return _task_id(tuple(row["params"].items()), row.get("seed"))
+    except (TypeError, ValueError):
+        return None
 
 
 # --- the plot -----------------------------------------------------------------------------------------
@@ -624,6 +827,13 @@ def _number(text: str) -> float | None:
 
 
 def write_plot(sweep: Sweep, summary: list[dict[str, Any]], path: Path) -> None:
+    """The plot of :func:`render_plot`, written to ``path`` (:func:`sandbox._safeio.write_atomic`)."""
+    from ._safeio import write_atomic
+
+    write_atomic(path, render_plot(sweep, summary))
+
+
+def render_plot(sweep: Sweep, summary: list[dict[str, Any]]) -> bytes:
     """P(ADL) and the fund's drawdown quantiles against each swept parameter, as one PNG."""
     import matplotlib
 
@@ -665,7 +875,7 @@ def write_plot(sweep: Sweep, summary: list[dict[str, Any]], path: Path) -> None:
         top.set_ylim(bottom=0)
     fig.suptitle(f"{sweep.name}: {sweep.seeds} seeds per point")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
+    return buf.getvalue()

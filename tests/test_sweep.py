@@ -268,7 +268,7 @@ def _processes_marked(marker: str) -> list[int]:
     (("--set", "markets.DOGE.tick_size=1"), "--set markets.DOGE.tick_size=1: markets.DOGE: no entry named 'DOGE' (there are BAYC, PUNK)"),
     (("--set", "traders.punk.count=10,many"), "--set traders.punk.count=many: traders[0].count: expected an integer, got a string"),
     (("--set", "seed=1"), "--set seed: cannot be swept (use --seeds)"),
-    (("--scheduler", "localhost:8786"), "--scheduler 'localhost:8786': expected tcp://HOST:PORT"),
+    (("--scheduler", "localhost:8786"), "--scheduler 'localhost:8786': expected tcp://HOST:PORT or tls://HOST:PORT"),
     (("--scheduler", "tcp://127.0.0.1:1", "--workers", "2"), "--workers is for the local pool; with --scheduler the cluster's workers run the sweep"),
 ])
 def test_bad_sweep_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, capsys, monkeypatch, args,
