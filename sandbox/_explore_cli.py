@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ._safeio import safe_name
 from .explore import DEFAULT_DB, Exploration, Finding, events_digest, explore, read_replay, replay_run, write_replay
 from .narrate import STYLES, Narrator, describe_message
 from .scenario import Scenario, resolve_scenario
@@ -40,7 +41,7 @@ def _variant_actors(name: str | None) -> Mapping[str, type] | None:
 def explore_command(args: argparse.Namespace, console: Console) -> int:
     from .cli import BadInput, _prepare_out
 
-    scenario = resolve_scenario(args.scenario)
+    scenario = resolve_scenario(args.scenario, allow_outside_paths=args.allow_outside_paths)
     actors = _variant_actors(args.variant)
     if args.find is not None and args.find not in EVENT_KINDS:
         raise BadInput(f"--find {args.find}: unknown event kind (one of {', '.join(sorted(EVENT_KINDS))})")
@@ -76,14 +77,15 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     finding = result.finding
     path = args.out / _replay_name(scenario, args.variant, args.find)
-    write_replay(finding, path)
+    write_replay(finding, path, avoid=scenario.read_from)
     _print_finding(console, finding, result)
     console.print(f"\nreplay written to {path}\n  sandbox replay {path}", markup=False)
     return EXIT_FOUND
 
 
 def _replay_name(scenario: Scenario, variant: str | None, find: str | None) -> str:
-    parts = [scenario.name] + ([variant] if variant else []) + ([f"find-{find}"] if find else [])
+    # The scenario's name is the file's author's: made harmless, it cannot leave --out ('../') or hide.
+    parts = [safe_name(scenario.name)] + ([variant] if variant else []) + ([f"find-{find}"] if find else [])
     return "replay-" + "-".join(parts) + ".json"
 
 

@@ -127,7 +127,7 @@ def _open_regular_fd(path: str | os.PathLike[str], what: str, limit: int) -> int
         if not stat.S_ISREG(st.st_mode):
             raise _bad(path, f"is {describe_kind(st.st_mode)}, not {what}")
         if st.st_size > limit:
-            raise _bad(path, f"is {st.st_size:,} bytes, larger than the {_size(limit)} limit for {what}")
+            raise _bad(path, f"is {st.st_size:,} bytes: larger than {_size(limit)}, too large for {what}")
         if _NONBLOCK:
             os.set_blocking(fd, True)
     except BaseException:
@@ -161,7 +161,7 @@ def read_regular(path: str | os.PathLike[str], limit: int, what: str = "a readab
     finally:
         os.close(fd)
     if total > limit:
-        raise _bad(path, f"is larger than the {_size(limit)} limit for {what}")
+        raise _bad(path, f"is larger than {_size(limit)}, too large for {what}")
     return b"".join(chunks)
 
 
@@ -177,7 +177,7 @@ class _Bounded:
         line = self._f.readline(left if size < 0 else min(size, left))
         self._read += len(line)
         if self._read > self._limit:
-            raise _bad(self._path, f"is larger than the {_size(self._limit)} limit for {self._what}")
+            raise _bad(self._path, f"is larger than {_size(self._limit)}, too large for {self._what}")
         return line
 
     def close(self) -> None:

@@ -45,7 +45,7 @@ import json
 import math
 import os
 from collections import deque
-from typing import Any, BinaryIO, Final, Iterable, NoReturn
+from typing import Any, Final, Iterable, NoReturn
 
 import attrs
 
@@ -661,6 +661,8 @@ def check_lines(lines: Iterable[bytes]) -> LogReport:
                 _bad(f"not UTF-8 (byte {exc.start})")
             try:
                 event = json.loads(text, parse_constant=_reject_constant)
+            except RecursionError:
+                _bad("JSON nested too deeply")
             except ValueError as exc:
                 if last and not raw.endswith(b"\n"):
                     torn = True  # the run was killed in the middle of writing its last line
@@ -726,11 +728,36 @@ def _apply(books: _Books, kind: str, event: dict[str, Any], lineno: int) -> None
             handler(books, event)
 
 
+# A log of 10 million events is about 3 GB; one event is at most a few KB (an
+# opening_state lists every account: 200,000 of them fit in 64 MiB).
+MAX_LOG_BYTES: Final = 4 * 1024 * 1024 * 1024
+MAX_LINE_BYTES: Final = 64 * 1024 * 1024
+
+
 def check_log(path: str | os.PathLike[str]) -> LogReport:
-    """Check the log at ``path``. Raises ``OSError`` if it cannot be read."""
-    with open(path, "rb") as f:
+    """Check the log at ``path``.
+
+    Only a regular file is read (a FIFO or device is refused at once, as
+    :class:`~sandbox._safeio.UnsafePath`), at most :data:`MAX_LOG_BYTES`,
+    one line of at most :data:`MAX_LINE_BYTES` at a time: a longer line is
+    a bad line, not a read of the whole file. Raises ``OSError`` if it
+    cannot be read.
+    """
+    from ._safeio import open_regular
+
+    with open_regular(path, MAX_LOG_BYTES, "an events file") as f:
         return check_lines(_lines(f))
 
 
-def _lines(f: BinaryIO) -> Iterable[bytes]:
-    yield from f
+def _lines(f: Any) -> Iterable[bytes]:
+    while True:
+        line = f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            # Too long: reported as a bad line without reading the rest. The empty
+            # line after it keeps it from being taken for a torn last line.
+            yield line
+            yield b""
+            return
+        yield line

@@ -214,6 +214,8 @@ def _variants(console: Console) -> int:
 def _check_log(path: Path) -> int:
     try:
         report = check_log(path)
+    except UnsafePath as e:
+        raise BadInput(f"check-log: {e}") from None
     except FileNotFoundError:
         raise BadInput(f"check-log: {path}: no such file") from None
     except IsADirectoryError:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any, Callable, Final, Mapping
+from typing import Any, Callable, Final, Iterable, Mapping
 
 import attrs
 import trio
@@ -44,6 +45,7 @@ from .runtime import (
     SeededDelivery,
     Violation,
 )
+from .money import _show
 from .scenario import Scenario, ScenarioError, _parse_bytes
 
 __all__ = [
@@ -358,7 +360,14 @@ def explore(
 # --- replay files -------------------------------------------------------------------
 
 
-def write_replay(finding: Finding, path: Path) -> None:
+def write_replay(finding: Finding, path: Path, avoid: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Write the replay file: the scenario's TOML and every data file it read (self-contained), and the decisions.
+
+    Written by :func:`sandbox._safeio.write_atomic` (never onto a symlink,
+    device or FIFO, nor onto one of ``avoid``).
+    """
+    from ._safeio import write_atomic
+
     scenario = finding.scenario
     document = {
         "format": REPLAY_FORMAT,
@@ -368,6 +377,8 @@ def write_replay(finding: Finding, path: Path) -> None:
             "source": scenario.source,
             "sha256": scenario.digest,
             "toml": scenario.text,
+            # A stochastic csv, embedded: the replay does not depend on the file it came from.
+            "data": {d.name: {"sha256": d.sha256, "text": d.text} for d in scenario.data_files},
         },
         "variant": finding.variant,
         "find": finding.find,
@@ -376,9 +387,7 @@ def write_replay(finding: Finding, path: Path) -> None:
         "events": len(finding.events),
         "events_sha256": events_digest(finding.events),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(document, indent=1) + "\n", avoid=avoid)
 
 
 @attrs.frozen
@@ -393,42 +402,89 @@ class Replay:
     events_sha256: str
 
 
+# A replay holds the scenario (256 KiB at most), its data files (1 MiB each) and
+# one decision per choice of the run (about 20 bytes each): 64 MiB is far more
+# than a run under its work limits needs, and parses in well under 1 GiB.
+MAX_REPLAY_BYTES: Final = 64 * 1024 * 1024
+_DECISION_KINDS: Final = ("choose", "latency", "chance")
+
+
 def read_replay(path: Path) -> Replay:
-    """Load and check a replay file; any problem is a :class:`ScenarioError` naming the key."""
+    """Load and check a replay file; any problem is a :class:`ScenarioError` naming the key.
+
+    Only a regular file of at most :data:`MAX_REPLAY_BYTES` is read; every
+    field must have its type; the embedded scenario and data files must
+    match their digests. The scenario's data files come from the replay,
+    never from the disk.
+    """
+    from ._safeio import UnsafePath, read_regular
+
     source = str(path)
     try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(source, "", "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(source, "", f"cannot be read ({e})") from None
+        raw = read_regular(path, MAX_REPLAY_BYTES, "a replay file")
+        text_of_file = raw.decode("utf-8")
+    except UnsafePath as e:
+        raise ScenarioError(source, "", e.problem) from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(source, "", f"is not UTF-8 text (byte {e.start})") from None
     try:
-        doc = json.loads(raw)
+        doc = json.loads(text_of_file)
     except json.JSONDecodeError as e:
-        raise ScenarioError(source, "", f"is not a replay file (not JSON: {e})") from None
+        raise ScenarioError(source, "", f"is not a replay file (not JSON: {e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise ScenarioError(source, "", "is not a replay file (JSON nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("format") != REPLAY_FORMAT:
         raise ScenarioError(source, "format", f"is not {REPLAY_FORMAT!r}: not a replay file")
     if doc.get("version") != REPLAY_VERSION:
         raise ScenarioError(
-            source, "version", f"is {doc.get('version')!r}; this sandbox reads replay version {REPLAY_VERSION}"
+            source, "version", f"is {_show(doc.get('version'))}; this sandbox reads replay version {REPLAY_VERSION}"
         )
-    try:
-        sc = doc["scenario"]
-        text = sc["toml"]
-        digest = sc["sha256"]
-        decisions = tuple(
-            (str(d[0]), int(d[1]), int(d[2]), int(d[3])) for d in doc["decisions"]  # type: ignore[index]
-        )
-        failure = doc["failure"]
-        replay_fields = (doc.get("variant"), doc.get("find"), str(failure["kind"]), str(failure["summary"]),
-                         int(doc["events"]), str(doc["events_sha256"]))
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ScenarioError(source, "", f"is not a valid replay file (bad or missing {e})") from None
-    if not isinstance(text, str) or hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
+
+    def field(where: str, value: object, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+        if (value is None and optional) or (isinstance(value, kind) and not isinstance(value, bool)):
+            return value
+        raise ScenarioError(source, where, f"must be {_kind_name(kind)}{' or null' if optional else ''}, "
+                                           f"not {type(value).__name__}")
+
+    sc = field("scenario", doc.get("scenario"), dict)
+    text = field("scenario.toml", sc.get("toml"), str)
+    digest = field("scenario.sha256", sc.get("sha256"), str)
+    embedded_source = field("scenario.source", sc.get("source", "scenario"), str)
+    raw_data = field("scenario.data", sc.get("data", {}), dict)
+    variant = field("variant", doc.get("variant"), str, optional=True)
+    find = field("find", doc.get("find"), str, optional=True)
+    failure = field("failure", doc.get("failure"), dict)
+    kind = field("failure.kind", failure.get("kind"), str)
+    summary = field("failure.summary", failure.get("summary"), str)
+    n_events = field("events", doc.get("events"), int)
+    events_sha = field("events_sha256", doc.get("events_sha256"), str)
+    raw_decisions = field("decisions", doc.get("decisions"), list)
+    decisions = []
+    for i, d in enumerate(raw_decisions):
+        if (not isinstance(d, list) or len(d) != 4 or d[0] not in _DECISION_KINDS
+                or not all(type(x) is int and 0 <= x < 2**63 for x in d[1:])):
+            raise ScenarioError(source, f"decisions[{i}]", "must be [kind, low, high, value] with kind one of "
+                                                           f"{', '.join(_DECISION_KINDS)} and whole numbers")
+        decisions.append((d[0], d[1], d[2], d[3]))
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
         raise ScenarioError(source, "scenario.sha256", "does not match the embedded scenario: the file was edited")
-    scenario = _parse_bytes(text.encode("utf-8"), f"{source} (embedded {sc.get('source', 'scenario')})")
-    variant, find, kind, summary, n_events, events_sha = replay_fields
-    return Replay(scenario, variant, find, kind, summary, decisions, n_events, events_sha)
+    embedded: dict[str, str] = {}
+    for name, entry in raw_data.items():
+        where = f"scenario.data.{_show(name)}"
+        entry = field(where, entry, dict)
+        data_text = field(where + ".text", entry.get("text"), str)
+        if hashlib.sha256(data_text.encode("utf-8")).hexdigest() != field(where + ".sha256", entry.get("sha256"), str):
+            raise ScenarioError(source, where, "does not match its sha256: the embedded data was edited")
+        embedded[name] = data_text
+    scenario = _parse_bytes(text.encode("utf-8"), f"{source} (embedded {_show(embedded_source, 80)})",
+                            embedded=embedded)
+    return Replay(scenario, variant, find, kind, summary, tuple(decisions), n_events, events_sha)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", int: "a whole number"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 def replay_run(replay: Replay, actors: Mapping[str, type] | None) -> Run:

@@ -514,6 +514,11 @@ def prepare_out(out: Path, sweep: Sweep) -> None:
     except UnsafePath as e:
         raise SweepError(str(e)) from None
     if folder is None:
+        ancestor = out.absolute().parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise SweepError(f"--out {out}: cannot write there ({ancestor} is not a folder this user can write in)")
         return
     try:
         _check_spec(folder, sweep)
