@@ -233,8 +233,8 @@ def check_target(path: str | os.PathLike[str], *, flag: str = "", avoid: Iterabl
             raise UnsafePath(f"{where}: is {_show(other)}, one of this command's own inputs or outputs")
     parent = target.parent
     if not parent.is_dir():
-        raise UnsafePath(f"{where}: the folder {_show(parent)} does not exist" if not parent.exists()
-                         else f"{where}: {_show(parent)} is not a folder")
+        raise UnsafePath(f"{where}: the directory {_show(parent)} does not exist" if not parent.exists()
+                         else f"{where}: {_show(parent)} is not a directory")
     return target
 
 
@@ -495,6 +495,7 @@ _TMP_NAME: Final = re.compile(re.escape(_TMP_PREFIX) + r"[0-9a-f]{16}" + re.esca
 # --- names -----------------------------------------------------------------------------------
 
 _UNSAFE_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]+")
+_DOTS: Final = re.compile(r"\.{2,}")
 
 
 def safe_name(text: str, default: str = "scenario", max_len: int = 80) -> str:
@@ -505,5 +506,6 @@ def safe_name(text: str, default: str = "scenario", max_len: int = 80) -> str:
     ``..`` or a hidden file; it is at most ``max_len`` characters, and
     ``default`` if nothing is left.
     """
-    name = _UNSAFE_CHARS.sub("_", text).lstrip(".")[:max_len].strip("_") or default
-    return name
+    name = _UNSAFE_CHARS.sub("_", text)
+    name = re.sub(r"_+", "_", _DOTS.sub("_", name)).lstrip(".").strip("_")[:max_len].strip("_")
+    return name or default

@@ -398,14 +398,6 @@ def _print_summary(console: Console, scenario: Scenario, result: RunResult, summ
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    from rich.text import Text
-
-    class RunsPerSecond(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            return Text(f"{task.speed:.1f} runs/s" if task.speed else "")
-
     from . import sweep as sw
 
     if args.scheduler is not None and args.workers is not None:
@@ -421,6 +413,12 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         sw.prepare_out(out, plan)
     except sw.SweepError as e:
         raise BadInput(str(e)) from None
+    return _sweep_in(args, console, plan, out, security)
+
+
+def _sweep_in(args: argparse.Namespace, console: Console, plan: Any, out: Path, security: Any) -> int:
+    from . import sweep as sw
+
     if args.scheduler is not None:
         try:
             cluster = sw.DaskBackend(args.scheduler, security)
@@ -430,6 +428,30 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     else:
         workers = args.workers or os.cpu_count() or 1
         backend, where, close = sw.local_backend(workers), f"{workers} local worker{'s' * (workers > 1)}", None
+    try:
+        folder = sw.open_out(out, plan)  # locked until the sweep ends
+    except sw.SweepError as e:
+        if close is not None:
+            close()
+        raise BadInput(str(e)) from None
+    try:
+        return _sweep_run(args, console, plan, out, folder, backend, where, close)
+    finally:
+        folder.close()
+
+
+def _sweep_run(args: argparse.Namespace, console: Console, plan: Any, out: Path, folder: OutDir, backend: Any,
+               where: str, close: Any) -> int:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    from . import sweep as sw
+
+    class RunsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:.1f} runs/s" if task.speed else "")
+
     combos = len(plan.combinations())
     console.print(f"sweep {plan.name}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
                   f"{combos * plan.seeds} runs on {where}", markup=False, soft_wrap=True)
@@ -445,7 +467,8 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
 
     try:
         with progress:
-            outcome = sw.run_sweep(plan, out, backend, on_start=on_start, on_row=lambda _: progress.advance(bar))
+            outcome = sw.run_sweep(plan, folder, backend, on_start=on_start,
+                                   on_row=lambda _: progress.advance(bar))
     except sw.SweepError as e:
         raise BadInput(str(e)) from None
     except KeyboardInterrupt:

@@ -34,7 +34,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 
 from . import invariants
 from .eventlog import EventLog
-from .exchange import build
+from .exchange import build, work_limits
 from .runtime import (
     Chooser,
     Envelope,
@@ -210,10 +210,13 @@ def _prepare(
     reported = [0]
     deliveries: list[Delivered] = []
     quiet_points = [0]  # len(deliveries) at each quiet point
+    # The run's own work limit (sandbox.exchange.work_limits), within explore's.
+    cap = min(MAX_DELIVERIES, work_limits(scenario).steps)
+    crashes = [0]
 
     def after_delivery(runtime: Runtime, envelope: Envelope) -> None:
-        if len(deliveries) >= MAX_DELIVERIES:
-            raise _Stop(Failure("livelock", f"still busy after {MAX_DELIVERIES} deliveries: the actors never go quiet"))
+        if len(deliveries) + crashes[0] >= cap:
+            raise _Stop(Failure("livelock", f"still busy after {cap} deliveries: the actors never go quiet"))
         in_flight = _all_in_flight(delivery)
         overtook = any(e.seq < envelope.seq for e in in_flight)
         deliveries.append(Delivered(runtime.now_ms, envelope, overtook))
@@ -236,6 +239,17 @@ def _prepare(
         quiet_points.append(len(deliveries))
 
     rt.after_delivery = after_delivery
+
+    def on_event(event: dict[str, Any]) -> None:
+        # A crash delivers nothing, so [faults] crash with probability 1 never
+        # reaches after_delivery: count it against the same cap.
+        if event["kind"] == "actor_crashed":
+            crashes[0] += 1
+            if len(deliveries) + crashes[0] >= cap:
+                raise _Stop(Failure("livelock", f"still busy after {cap} deliveries and crashes: "
+                                                "the actors never go quiet"))
+
+    rt.log.subscribe(on_event)
 
     def finish(error: BaseException | None) -> Run:
         failure: Failure | None = None

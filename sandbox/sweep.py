@@ -743,9 +743,24 @@ class SweepOutcome:
         return self.ran / self.seconds if self.seconds > 0 else 0.0
 
 
+def open_out(out: Path, sweep: Sweep) -> OutDir:
+    """``out``, locked for this sweep (a second command into it is refused), after :func:`prepare_out`'s checks."""
+    prepare_out(out, sweep)
+    try:
+        folder = OutDir(out)
+    except UnsafePath as e:
+        raise SweepError(str(e)) from None
+    try:
+        _check_spec(folder, sweep)
+    except BaseException:
+        folder.close()
+        raise
+    return folder
+
+
 def run_sweep(
     sweep: Sweep,
-    out: Path,
+    out: Path | OutDir,
     backend: Backend,
     *,
     on_start: Callable[[int, int], None] | None = None,
@@ -754,22 +769,21 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run what ``out`` does not hold yet, then write the sorted rows, the summary and the plot.
 
-    ``out`` is locked for the whole sweep (a second sweep into it is refused)
-    and the previous summary and plot are removed first. On resume, the
+    ``out`` (a path, or a folder already opened by :func:`open_out`) is
+    locked for the whole sweep (a second command into it is refused) and the
+    previous summary and plot are removed first. On resume, the
     journal's rows are checked against the plan (:func:`_read_journal`);
     every new row is checked too (:func:`row_problem`): a backend that
     returns anything else stops the sweep (:class:`SweepError`).
     """
-    try:
-        folder = OutDir(out)
-    except UnsafePath as e:
-        raise SweepError(str(e)) from None
+    folder = out if isinstance(out, OutDir) else open_out(out, sweep)
     try:
         return _run_sweep_in(folder, sweep, backend, on_start, on_row, plot)
     except UnsafePath as e:
         raise SweepError(str(e)) from None
     finally:
-        folder.close()
+        if folder is not out:  # opened here: closed here
+            folder.close()
 
 
 def _run_sweep_in(folder: OutDir, sweep: Sweep, backend: Backend, on_start: Callable[[int, int], None] | None,
