@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import secrets
 import signal
+import stat
 import threading
 import time
 import tomllib
@@ -48,7 +49,7 @@ from typing import Any, Final
 import attrs
 
 from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, parse_units
-from ._safeio import OutDir, UnsafePath
+from ._safeio import OutDir, UnsafePath, describe_kind
 from .scenario import ScenarioError, parse_scenario, resolve_scenario
 
 __all__ = [
@@ -530,9 +531,12 @@ def _check_spec(folder: OutDir, sweep: Sweep) -> None:
     out = folder.path
     try:
         raw = folder.read(SPEC_FILE, 1 << 20, "a sweep's plan")
-        has_runs = folder.kind(RUNS_FILE) is not None
+        runs = folder.kind(RUNS_FILE)
     except UnsafePath as e:
         raise SweepError(str(e)) from None
+    has_runs = runs is not None
+    if runs is not None and not stat.S_ISREG(runs):
+        raise SweepError(f"--out {out}: {RUNS_FILE} there is {describe_kind(runs)}, not a sweep journal")
     if raw is not None:
         try:
             previous = json.loads(raw.decode("utf-8"))

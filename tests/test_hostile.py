@@ -426,3 +426,182 @@ def test_deeply_nested_json_in_a_log_is_one_bad_line(tmp_path):
     status, out, err = here("check-log", str(log))
     assert (status, err) == (1, "")
     assert out.count("\n") == 1 and "line 1: JSON nested too deeply" in out
+
+
+# --- sweeps and Dask ------------------------------------------------------------------------------
+
+SWEEP = ("demo", "--set", "insurance_fund.balance=0,100", "--seeds", "2", "--workers", "1")
+
+
+def journal(out: Path) -> list[str]:
+    return (out / "runs.jsonl").read_text().splitlines()
+
+
+def test_resume_redoes_bad_duplicate_and_fabricated_rows_and_never_crashes(tmp_path):
+    out = tmp_path / "out"
+    assert here("sweep", *SWEEP, "--out", str(out))[0] == 0
+    clean = journal(out)
+    rows = [json.loads(line) for line in clean]
+    fabricated_adl = {**rows[0], "adl": rows[0]["adl"] + 1, "adl_notional": "0"}  # ADL of no notional: no run
+    other_fund = {**rows[1], "fund_initial": "5", "fund_min": "5", "fund_final": "5", "fund_drawdown": "0"}
+    duplicate = {**rows[2], "liquidations": rows[2]["liquidations"] + 1}  # a second row for task 2
+    foreign = {**rows[3], "seed": 9}  # a seed the plan does not have
+    lines = [
+        json.dumps(fabricated_adl), json.dumps(other_fund), clean[2], json.dumps(duplicate), json.dumps(foreign),
+        '{"params": {"insurance_fund.balance": "0"}, "seed": 1}',  # malformed: it crashed the resume
+        '{"params": 1}', "[1, 2]", "[" * 50_000, '"just a string"', json.dumps({**rows[3], "seed": True}),
+    ]
+    write(out / "runs.jsonl", "\n".join(lines) + "\n")
+    status, stdout, err = here("sweep", *SWEEP, "--out", str(out))
+    assert status == 0, err
+    assert "runs already done" not in stdout  # nothing in that journal was a row to keep
+    assert journal(out) == clean
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["adl_runs"] for c in summary["combinations"]] == [
+        sum(1 for r in rows if r["params"] == p and r["adl"] > 0) for p in ({"insurance_fund.balance": "0"},
+                                                                            {"insurance_fund.balance": "100"})]
+    # A good row is kept: only the missing ones are run.
+    write(out / "runs.jsonl", clean[0] + "\n" + clean[3] + "\n")
+    status, stdout, _ = here("sweep", *SWEEP, "--out", str(out))
+    assert status == 0 and "2 runs already done, skipped" in stdout and journal(out) == clean
+
+
+def test_the_sweeps_plan_covers_its_csv(tmp_path):
+    write(tmp_path / "punk.csv", "at,price\n1,95\n2,90\n")
+    path = write(tmp_path / "s.toml", CSV_SCENARIO)
+    out = tmp_path / "out"
+    args = ("sweep", str(path), "--set", "insurance_fund.balance=0,5", "--seeds", "1", "--workers", "1",
+            "--out", str(out))
+    assert here(*args)[0] == 0
+    plan = json.loads((out / "sweep.json").read_text())
+    assert list(plan["data"]) == ["punk.csv"]
+    write(tmp_path / "punk.csv", "at,price\n1,50\n2,40\n")  # another price path: its rows must not mix
+    status, _, err = here(*args)
+    assert status == 2 and "holds a different sweep (data was" in one_line(err)
+
+
+def test_a_sweep_journal_planted_as_a_symlink_is_not_written_through(tmp_path):
+    out = tmp_path / "out"
+    assert here("sweep", *SWEEP, "--out", str(out))[0] == 0
+    victim = write(tmp_path / "victim.txt", "precious\n")
+    (out / "runs.jsonl").unlink()
+    (out / "runs.jsonl").symlink_to(victim)
+    status, _, err = here("sweep", *SWEEP, "--out", str(out))
+    assert status == 2 and "runs.jsonl there is a symbolic link" in one_line(err)
+    assert victim.read_text() == "precious\n"
+
+
+def test_an_unwritable_sweep_out_is_bad_input(tmp_path):
+    blocker = write(tmp_path / "file", "")
+    for out in (blocker, blocker / "sub"):
+        status, stdout, err = here("sweep", *SWEEP, "--out", str(out))
+        assert status == 2 and stdout == "", err
+        one_line(err)
+    assert blocker.read_text() == ""
+
+
+def test_results_from_a_worker_are_checked_plain_data():
+    from sandbox import sweep as sw
+
+    plan = sw.load_sweep("demo", ["insurance_fund.balance=0,100"], 1)
+    task, other = plan.tasks()[0], plan.tasks()[1]
+    row = sw.execute(plan.job, task)
+    assert sw._checked_result(sw._dumps(row), task, "tls://x:1") == row
+
+    class Evil:
+        pass
+
+    for bad, problem in ((Evil(), "returned Evil, not a row"), (row, "returned dict, not a row"),
+                         (sw._dumps(sw.execute(plan.job, other)), "params of another run"),
+                         ("[" * 50_000, "not JSON"), (sw._dumps({**row, "adl": -1}), "adl is not a count")):
+        with pytest.raises(sw.SweepError, match=problem):
+            sw._checked_result(bad, task, "tls://x:1")
+
+
+def test_dask_task_keys_are_unpredictable_and_pickled_results_are_refused():
+    from distributed import LocalCluster
+
+    from sandbox import sweep as sw
+
+    plan = sw.load_sweep("demo", [], 2)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        backend = sw.DaskBackend(cluster.scheduler_address)
+        try:
+            keys: list[list[str]] = []
+            for _ in range(2):
+                submitted: list[str] = []
+                real_submit = backend.client.submit
+
+                def submit(*args, submitted=submitted, real_submit=real_submit, **kwargs):
+                    submitted.append(kwargs["key"])
+                    return real_submit(*args, **kwargs)
+
+                backend.client.submit = submit  # type: ignore[method-assign]
+                rows = list(backend(plan.job, plan.tasks()))
+                backend.client.submit = real_submit  # type: ignore[method-assign]
+                assert sorted(r["seed"] for r in rows) == [0, 1]
+                keys.append(submitted)
+            # The same tasks twice: no key in common, none derived from the sweep.
+            assert len(set(keys[0] + keys[1])) == 4
+            # Something Dask would have to unpickle never reaches the sweep.
+            future = backend.client.submit(_unpicklable_result, pure=False)
+            with pytest.raises(Exception) as info:
+                future.result(timeout=60)
+            assert "pickle" in str(info.value).lower() or "serialize" in str(info.value).lower()
+            assert "SANDBOX_UNPICKLED" not in os.environ
+        finally:
+            backend.close()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.environ.__setitem__, ("SANDBOX_UNPICKLED", "yes"))
+
+
+def _unpicklable_result() -> _RunsCode:
+    return _RunsCode()
+
+
+def test_tls_options_go_together_and_only_with_tls(tmp_path):
+    status, _, err = here("sweep", *SWEEP[:-2], "--scheduler", "tcp://127.0.0.1:1", "--tls-cert", "x")
+    assert status == 2 and "are for a tls:// scheduler" in one_line(err)
+    status, _, err = here("sweep", *SWEEP[:-2], "--tls-cert", "x")
+    assert status == 2 and "are for a tls:// --scheduler" in one_line(err)
+    status, _, err = here("sweep", *SWEEP[:-2], "--scheduler", "tls://127.0.0.1:1", "--tls-cert", "x")
+    assert status == 2 and "go together" in one_line(err)
+    status, _, err = here("sweep", *SWEEP[:-2], "--scheduler", "tls://127.0.0.1:1", "--tls-cert", "x",
+                          "--tls-key", "y", "--tls-ca-file", str(tmp_path / "absent"))
+    assert status == 2 and "--tls-ca-file" in one_line(err) and "no such file" in err
+
+
+def _certificates(folder: Path) -> dict[str, str]:
+    """A CA and one certificate it signed (for 127.0.0.1), made by openssl: the files of a tls:// cluster."""
+    ca_key, ca, key, csr, cert = (str(folder / n) for n in ("ca.key", "ca.pem", "key.pem", "req.csr", "cert.pem"))
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, timeout=60)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+        "-subj", "/CN=sandbox-test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2")
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def test_a_sweep_runs_on_a_tls_cluster_with_the_tls_files(tmp_path):
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    files = _certificates(tmp_path)
+    security = Security(tls_ca_file=files["ca"], tls_scheduler_cert=files["cert"], tls_scheduler_key=files["key"],
+                        tls_worker_cert=files["cert"], tls_worker_key=files["key"], tls_client_cert=files["cert"],
+                        tls_client_key=files["key"], require_encryption=True)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tls://", host="127.0.0.1",
+                      security=security, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://127.0.0.1:")
+        out = tmp_path / "out"
+        status, stdout, err = here("sweep", "demo", "--seeds", "2", "--scheduler", address, "--out", str(out),
+                                   "--tls-ca-file", files["ca"], "--tls-cert", files["cert"], "--tls-key", files["key"])
+        assert status == 0, err
+        assert f"2 runs on the Dask cluster at {address}" in stdout
+    local = tmp_path / "local"
+    assert here("sweep", "demo", "--seeds", "2", "--workers", "1", "--out", str(local))[0] == 0
+    assert (out / "runs.jsonl").read_bytes() == (local / "runs.jsonl").read_bytes()
