@@ -169,6 +169,11 @@ BASE_STEPS: Final = 10_000
 STEPS_PER_ENTRY: Final = 64
 HORIZON_SLACK_MS: Final = 86_400_000  # a day of virtual time after the last stimulus
 HOPS_OF_DELAY: Final = 1_000  # ... plus this many messages' worth of the largest delay a message can have
+# Crashes in a row with no delivery between them: the run makes no progress
+# ([faults] crash with probability 1, or so close to it that it is the same).
+# At a chance p per delivery, 1,000 in a row has probability p**1000: for
+# p = 0.99, 4e-5 per delivery.
+MAX_CRASHES_IN_A_ROW: Final = 1_000
 
 
 @attrs.frozen
@@ -216,7 +221,12 @@ class _Budget:
     def __init__(self, limits: WorkLimits, rt: Runtime) -> None:
         self.limits = limits
         self.steps = 0
+        self.crashes_in_a_row = 0
         self._rt = rt
+
+    def delivered(self) -> None:
+        self.crashes_in_a_row = 0
+        self.step()
 
     def step(self) -> None:
         self.steps += 1
@@ -232,6 +242,11 @@ class _Budget:
 
     def on_event(self, event: dict[str, Any]) -> None:
         if event["kind"] == "actor_crashed":  # a step that delivers nothing
+            self.crashes_in_a_row += 1
+            if self.crashes_in_a_row >= MAX_CRASHES_IN_A_ROW:
+                raise WorkLimitExceeded(
+                    f"{MAX_CRASHES_IN_A_ROW:,} crashes in a row and no message delivered: the run makes no "
+                    "progress ([faults] crash): stopped (see docs/guarantees.md, 'Bounded work')", self.limits)
             self.step()
 
 
@@ -328,7 +343,7 @@ async def run_scenario(
     rt.log.subscribe(budget.on_event)
 
     def counted(runtime: Runtime, envelope: Any) -> None:
-        budget.step()
+        budget.delivered()
         if after_delivery is not None:
             after_delivery(runtime, envelope)
 

@@ -125,20 +125,34 @@ def test_funding_ticks_are_made_as_the_run_reaches_them(tmp_path):
                                                           (324_000_000_000, "FundingDue")]
 
 
-def test_a_crash_with_probability_1_ends_at_the_step_cap(tmp_path):
+def test_a_crash_with_probability_1_ends(tmp_path):
     path = write(tmp_path / "crash.toml", CRASH_LOOP)
     out = tmp_path / "out"
     proc = sandbox("run", str(path), "--quiet", "--out", str(out), timeout=300)
     assert proc.returncode == 4, proc.stderr[-2000:]
-    limits = work_limits(load_scenario(path))
     one_line(proc.stderr)
-    assert f"still busy after {limits.steps:,} steps" in proc.stderr
+    assert "1,000 crashes in a row and no message delivered" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "stopped" and "steps" in summary["stopped"]
+    assert summary["status"] == "stopped" and "crashes in a row" in summary["stopped"]
     last = json.loads((out / "events.jsonl").read_text().splitlines()[-1])
     assert last["kind"] == "work_limit_reached"
     # check-log reads it as the prefix of a run that did not end, not as a bad log.
     assert sandbox("check-log", str(out / "events.jsonl")).returncode == 0
+
+
+def test_a_run_stops_at_its_step_cap():
+    import trio
+
+    from sandbox.exchange import WorkLimits, run_scenario
+    from sandbox.scenario import resolve_scenario
+
+    demo = resolve_scenario("demo")  # 64 deliveries
+    assert work_limits(demo).steps == 10_000 + 64 * work_limits(demo).entries
+    result = trio.run(lambda: run_scenario(demo, limits=WorkLimits(10, 10**12, 1)))
+    assert result.status == "stopped" and "still busy after 10 steps" in str(result.stopped)
+    assert result.runtime.delivery.delivered == 11  # stopped at the first step past the cap
+    assert [e["kind"] for e in result.events].count("run_finished") == 0
+    assert result.summary()["status"] == "stopped"
 
 
 def test_a_run_whose_clock_runs_away_stops_at_its_horizon(tmp_path):
@@ -147,10 +161,13 @@ def test_a_run_whose_clock_runs_away_stops_at_its_horizon(tmp_path):
         'actors = ["oracle"]', 'actors = ["oracle"]\ndowntime = "60"')))
     limits = work_limits(scenario)
     assert limits.horizon_ms == 1_000 + 86_400_000 + 1_000 * 60_000
-    result = run_scenario_sync(scenario)
+    from sandbox.exchange import WorkLimits
+
+    # A horizon an hour after the last event: reached after some 60 crashes, before any other limit.
+    result = run_scenario_sync(scenario, limits=WorkLimits(limits.steps, 1_000 + 3_600_000, limits.entries))
     assert result.status == "stopped" and not result.ok
     assert "past the horizon" in str(result.stopped)
-    assert result.runtime.now_ms > limits.horizon_ms and result.events[-1]["kind"] == "work_limit_reached"
+    assert result.runtime.now_ms > 3_601_000 and result.events[-1]["kind"] == "work_limit_reached"
 
 
 def test_every_bundled_scenario_runs_well_inside_its_limits():
