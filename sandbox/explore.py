@@ -451,7 +451,8 @@ def read_replay(path: Path) -> Replay:
         raise ScenarioError(source, "format", f"is not {REPLAY_FORMAT!r}: not a replay file")
     if doc.get("version") != REPLAY_VERSION:
         raise ScenarioError(
-            source, "version", f"is {_show(doc.get('version'))}; this sandbox reads replay version {REPLAY_VERSION}"
+            source, "version", f"is {doc['version'] if type(doc.get('version')) is int else 'not a number'}; "
+                               f"this sandbox reads replay version {REPLAY_VERSION}"
         )
 
     def field(where: str, value: object, kind: type | tuple[type, ...], optional: bool = False) -> Any:

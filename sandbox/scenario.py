@@ -263,7 +263,8 @@ class Scenario:
         """The scenario as run with ``seed``: a stochastic one is generated again from that seed."""
         if self.template is None or seed == self.seed:
             return self
-        return attrs.evolve(parse_scenario({**self.template, "seed": seed}, self.source, self.digest), text=self.text)
+        return attrs.evolve(parse_scenario({**self.template, "seed": seed}, self.source, self.digest), text=self.text,
+                            data_files=self.data_files, read_from=self.read_from)
 
     def market(self, symbol: str) -> MarketSpec:
         for m in self.markets:

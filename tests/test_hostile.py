@@ -396,7 +396,8 @@ def test_a_replay_of_a_csv_scenario_is_self_contained_and_checks_its_data(tmp_pa
     from sandbox.explore import events_digest, read_replay, replay_run, write_replay
 
     write(tmp_path / "punk.csv", "at,price\n1,95\n2,80\n3,70\n")
-    scenario = load_scenario(write(tmp_path / "s.toml", CSV_SCENARIO))
+    scenario = load_scenario(write(tmp_path / "s.toml", CSV_SCENARIO)).for_seed(5)  # as explore runs it
+    assert [d.name for d in scenario.data_files] == ["punk.csv"]
     finding = _finding(scenario)
     replay_file = tmp_path / "replay.json"
     write_replay(finding, replay_file)
