@@ -168,7 +168,15 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
         if e["owed"] == e["amount"] else
         f"insurance fund owes {e['owed']} of funding in {e['market']} and pays all it has available, {e['amount']} (fund {e['balance']})")),
     "fund_funding_received": ("green", lambda e: f"insurance fund receives {e['amount']} of funding in {e['market']} (fund {e['balance']})"),
-    "fund_inventory_taken": ("bold magenta", lambda e: f"insurance fund keeps {e['account']}'s {_held(e['size'])} {e['market']} at bankruptcy price {e['price']} as inventory"),
+    "fund_lot_opened": ("magenta", lambda e: (
+        f"insurance fund accepts {e['account']}'s {_held(e['size'])} {e['market']} at {e['bankruptcy_price']}: it loses {e['loss_at_mark']} at the mark, and {e['available']} is available"
+        if e["accepted"] else
+        f"insurance fund cannot accept {e['account']}'s {_held(e['size'])} {e['market']}: it would lose {e['loss_at_mark']} at the mark, more than the {e['available']} available")),
+    "fund_inventory_held": ("magenta", lambda e: f"insurance fund holds {_held(e['size'])} {e['market']} as inventory at mark {e['mark_price']} ({e['reserved']} reserved, {e['available']} available)"),
+    "fund_adl_requested": ("bold magenta", lambda e: f"insurance fund hands {e['size']} {e['market']} to ADL at {e['price']}: " + {
+        "cannot accept": "it cannot accept the position", "unfilled": "its order did not fill (one-shot policy)",
+        "drained": "its held inventory has drained it"}.get(e["reason"], e["reason"])),
+    "adl_orders_cancelled": ("yellow", lambda e: f"{e['account']}'s open orders in {e['market']} are cancelled after ADL"),
     "fund_inventory_marked": ("magenta", lambda e: f"insurance fund's {_held(e['size'])} {e['market']} at mark {e['mark_price']}: unrealized {e['unrealized_pnl']}, fund equity {e['equity']} (balance {e['balance']})"),
     "oracle_price_rejected": ("bold yellow", _rejected),
     "oracle_stale": ("bold yellow", lambda e: f"{e['market']} is stale: no valid price since t={e['since']} (limit {e['limit']} s); new liquidations {'pause' if e['liquidations'] == 'paused' else 'continue at ' + e['last_valid']}"),

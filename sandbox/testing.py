@@ -201,7 +201,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
     Independent of :mod:`sandbox.invariants`: the summary's own numbers must
     show balances + fund + fees + unrealized PnL == deposits - withdrawals +
-    initial fund.
+    initial fund + the opening imbalance.
     """
     marks = {m: Decimal(v["mark_price"]) for m, v in summary["markets"].items()}
 
@@ -211,7 +211,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
     total = Decimal(summary["insurance_fund"]["final"]) + Decimal(summary["fees"])
     total += upnl(summary["insurance_fund"]["positions"])
-    external = Decimal(initial_fund)
+    external = Decimal(initial_fund) + Decimal(summary.get("opening_imbalance", "0"))
     for acct in summary["accounts"].values():
         total += Decimal(acct["balance"]) + upnl(acct["positions"])
         external += Decimal(acct["deposited"]) - Decimal(acct["withdrawn"])
