@@ -8,7 +8,8 @@ How each block is treated, by the language after its opening fence:
   what a partial block is: ``<!-- docs-test: edit FILE -->`` (the block's keys
   replace those lines of FILE in the working folder, which is then run) or
   ``<!-- docs-test: fragment of NAME -->`` (the block's tables are merged into
-  the bundled scenario NAME, which is then run).
+  the bundled scenario NAME, which is then run) or ``<!-- docs-test: refused -->``
+  (an example of a mistake: writing it to its title, loading it must fail).
 * ``python``: executed, in the page's working folder.
 * ``console``: a session. Each ``$ command`` is run there (``sandbox ...`` through
   the real command, and ``cp``); the lines after it are its expected output,
@@ -45,7 +46,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import load_scenario, parse_scenario, resolve_scenario, run_scenario_sync
+from sandbox import ScenarioError, load_scenario, parse_scenario, resolve_scenario, run_scenario_sync
 from sandbox.cli import _parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,6 +156,13 @@ def run_toml(block: Block, work: Path) -> None:
         name = what.removeprefix("fragment of ")
         base = tomllib.loads((ROOT / "scenarios" / f"{name}.toml").read_text(encoding="utf-8"))
         scenario = parse_scenario(_merge(base, tomllib.loads(block.text)), source=block.where)
+    elif what == "refused":
+        assert block.title is not None, f"{block.where}: a refused scenario needs a title= to write it to"
+        path = work / block.title
+        path.write_text(block.text, encoding="utf-8")
+        with pytest.raises(ScenarioError):
+            load_scenario(path)
+        return
     elif block.title is not None:
         path = work / block.title
         path.write_text(block.text, encoding="utf-8")
@@ -176,7 +184,7 @@ def run_python(block: Block, work: Path) -> None:
     here = os.getcwd()
     os.chdir(work)
     try:
-        exec(code, {"__name__": "__docs__"})
+        exec(code, {"__name__": "__main__"})  # a script run as a script: its main guard runs
     finally:
         os.chdir(here)
 
