@@ -23,7 +23,10 @@ How each block is treated, by the language after its opening fence:
   sweep's grid is validated; ``pip install`` names extras that exist and are
   installed; ``dask`` options exist in ``dask ... --help``. The quick start's
   two commands are the ones ``.ci/run`` runs.
-* ``json``: must parse. ``text``: output and diagrams, not run.
+* ``json``: must parse; ``<!-- docs-test: equals FILE -->`` (FILE, written by an
+  earlier command, holds the same JSON) or ``<!-- docs-test: a line of FILE -->``
+  (one of FILE's lines is this JSON) compare it with what the sandbox wrote.
+  ``text``: output and diagrams, not run.
 
 Each page gets a fresh working folder holding a copy of ``scenarios/``, and
 its blocks run in page order, as a reader would follow them.
@@ -31,6 +34,7 @@ its blocks run in page order, as a reader would follow them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -321,6 +325,21 @@ def check_sh(block: Block, work: Path) -> None:
                 raise AssertionError(f"{block.where}: the docs test does not know how to check `{part}`")
 
 
+# --- json ----------------------------------------------------------------------------------------------
+
+
+def run_json(block: Block, work: Path) -> None:
+    value = json.loads(block.text)
+    what = block.directive or ""
+    if what.startswith("equals "):
+        assert value == json.loads((work / what.removeprefix("equals ")).read_text(encoding="utf-8")), block.where
+    elif what.startswith("a line of "):
+        lines = (work / what.removeprefix("a line of ")).read_text(encoding="utf-8").splitlines()
+        assert value in [json.loads(line) for line in lines], f"{block.where}: no such line"
+    else:
+        assert not what, f"{block.where}: unknown directive {what!r}"
+
+
 # --- the pages ------------------------------------------------------------------------------------------
 
 
@@ -335,7 +354,7 @@ def run_block(block: Block, work: Path) -> None:
     elif block.language == "sh":
         check_sh(block, work)
     elif block.language == "json":
-        json.loads(block.text)
+        run_json(block, work)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
@@ -414,6 +433,8 @@ def test_the_cli_reference_is_generated_from_the_parser() -> None:
     for name, command in sub.choices.items():  # type: ignore[attr-defined]
         assert f"## `sandbox {name}`" in text
         for action in command._actions:
+            if isinstance(action, argparse._HelpAction):  # every command has -h; the table leaves it out
+                continue
             for option in action.option_strings:
                 assert f"`{option}" in text, (name, option)
     page = (DOCS / "reference" / "cli.md").read_text(encoding="utf-8")
