@@ -16,7 +16,7 @@ tests skip with a one-line reason, unless ``SANDBOX_REQUIRE_BROWSER=1``
 
 Also a command, to refresh the documentation's screenshots::
 
-    python -m tests.chromium screenshot PAGE.html docs/report.png [MAX_HEIGHT]
+    python -m tests.chromium screenshot PAGE.html|URL docs/report.png [MAX_HEIGHT [WIDTH]]
 """
 
 from __future__ import annotations
@@ -273,12 +273,14 @@ class Chromium:
 
 def _main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] != "screenshot":
-        print("usage: python -m tests.chromium screenshot PAGE.html OUT.png [MAX_HEIGHT]", file=sys.stderr)
+        print("usage: python -m tests.chromium screenshot PAGE.html|URL OUT.png [MAX_HEIGHT [WIDTH]]", file=sys.stderr)
         return 2
-    page, out = Path(argv[1]).resolve(), Path(argv[2])
+    page, out = argv[1], Path(argv[2])  # a file, or an http:// address (a served site)
+    url = page if page.startswith(("http://", "https://")) else Path(page).resolve().as_uri()
     max_height = int(argv[3]) if len(argv) > 3 else None
-    with Chromium(width=1100) as browser:
-        load = browser.load(page.as_uri())
+    width = int(argv[4]) if len(argv) > 4 else 1100
+    with Chromium(width=width) as browser:
+        load = browser.load(url)
         if load.errors:
             print("\n".join(load.errors), file=sys.stderr)
             return 1
