@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from .chromium import REQUIRE_BROWSER, find_chromium, require_chromium
 def no_browser(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine with no Chromium anywhere the lookup goes."""
     monkeypatch.setattr(chromium, "CANDIDATES", ())
-    monkeypatch.setattr(chromium.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.delenv("CHROMIUM", raising=False)
     monkeypatch.delenv(REQUIRE_BROWSER, raising=False)
 

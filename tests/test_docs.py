@@ -214,7 +214,8 @@ def session(text: str) -> list[tuple[str, list[str]]]:
 
 
 def expect_output(where: str, command: str, expected: list[str], actual: str) -> None:
-    stretches, current = [], []
+    stretches: list[str] = []
+    current: list[str] = []
     for line in [*expected, "..."]:
         if line.strip() == "...":
             if current:
@@ -288,8 +289,10 @@ def check_sandbox_command(where: str, argv: list[str], work: Path) -> None:
         args = parser.parse_args(argv)
     except SystemExit as e:
         raise AssertionError(f"{where}: `sandbox {shlex.join(argv)}` does not parse (exit {e.code})") from None
-    scenario = getattr(args, "scenario", None)
-    if scenario is not None and not (work / scenario).exists():
+    scenario: str | None = getattr(args, "scenario", None)
+    if scenario is None:
+        return
+    if not (work / scenario).exists():
         resolve_scenario(scenario)  # a bundled name, or it raises
     if args.command == "sweep":
         from sandbox.sweep import load_sweep
@@ -471,8 +474,8 @@ def test_the_cli_reference_is_generated_from_the_parser() -> None:
         sys.path.remove(str(DOCS / "_hooks"))
     text = reference.cli_reference()
     parser = _parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    for name, command in sub.choices.items():  # type: ignore[attr-defined]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
         assert f"## `sandbox {name}`" in text
         for action in command._actions:
             if isinstance(action, argparse._HelpAction):  # every command has -h; the table leaves it out
