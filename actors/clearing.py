@@ -6,7 +6,7 @@ and withdrawals, and freezes accounts under liquidation. It tells the margin
 monitor about every change of an account (``AccountUpdated``): the monitor's
 view is a copy that may be stale by the messages still in flight.
 
-Rules it enforces, from shared/reference/mechanics.md (NFEX):
+Rules it enforces, from docs/concepts/venues.md (NFEX):
 
 * an account under liquidation ("taken over") can place no order, cancel
   nothing, deposit nothing and withdraw nothing;

@@ -1,6 +1,6 @@
 """The liquidation engine: takes an account over and closes its positions at the bankruptcy price.
 
-Steps, after NFEX's cross-margin procedure (shared/reference/mechanics.md):
+Steps, after NFEX's cross-margin procedure (docs/concepts/venues.md):
 
 1. On ``LiquidationRequested`` it asks clearing to freeze the account; clearing
    cancels the account's open orders and answers with the final balance and

@@ -3,7 +3,7 @@
 Every check happens here, before anything runs, so a bad file is refused with
 one message that names the file, the key and the problem
 (:class:`ScenarioError`), and nothing is run or written. The format is
-documented in README.md ("Scenario format").
+documented in docs/reference/scenario-format.md.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class EventSpec:
     order_id: str | None = None
 
 
-# Choices of the [policy] table (README, "Scenario format"); the first is NFEX's.
+# Choices of the [policy] table (docs/reference/scenario-format.md); the first is NFEX's.
 LIQUIDATION_POLICIES: Final = ("full", "partial")
 ADL_RANKINGS: Final = ("pnl_x_leverage", "pnl_x_margin_ratio", "pnl_pct")
 FUND_INVENTORY_POLICIES: Final = ("work", "close", "keep")
@@ -136,7 +136,7 @@ STALE_POLICIES: Final = ("pause", "continue")
 class Policy:
     """The rules venues differ on. Every default is NFEX's, and keeps the sandbox as it was.
 
-    Money in wei, rates in ppm, times in virtual ms (see README, "Scenario format").
+    Money in wei, rates in ppm, times in virtual ms (see docs/reference/scenario-format.md).
     """
 
     # Liquidation: "full" closes every position at once (NFEX, BitMEX); "partial"

@@ -51,7 +51,7 @@ def _dec(value: Decimal) -> str:
 
 @st.composite
 def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    """A random ``[policy]`` table: any mix of the venues' rules (see README, "Scenario format")."""
+    """A random ``[policy]`` table: any mix of the venues' rules (see docs/reference/scenario-format.md)."""
     policy: dict[str, Any] = {}
     if draw(st.booleans()):
         policy.update(liquidation="partial", partial_threshold=draw(st.sampled_from(["0", "50", "200"])),

@@ -278,5 +278,5 @@ def test_a_short_soak_keeps_every_invariant_and_restarts_actors():
     assert r.restarts > 0
     assert r.events > r.orders  # every order is at least placed or rejected
     # Events are counted, not kept: memory does not grow with the run. (Loose
-    # on purpose: this is a regression guard, the README has the real figures.)
+    # on purpose: this is a regression guard, docs/design/performance.md has the real figures.)
     assert r.rss_growth_mb < 20

@@ -40,7 +40,7 @@ from sandbox.report import (
     write_report,
 )
 
-from .chromium import Chromium, find_chromium
+from .chromium import Chromium, require_chromium
 from .helpers import eth
 
 # --- recording the demo ---------------------------------------------------------------------
@@ -354,9 +354,7 @@ def test_the_report_is_one_self_contained_file(demo_report):
 
 @pytest.fixture(scope="module")
 def browser() -> Any:
-    if find_chromium() is None:
-        pytest.fail("Chromium is needed for the report tests: apt-get install chromium (.ci/run does)")
-    with Chromium(width=1100, height=900) as b:
+    with Chromium(require_chromium(), width=1100, height=900) as b:
         yield b
 
 
