@@ -3,8 +3,9 @@
 ``sandbox run SCENARIO --report FILE.html`` records a run with a
 :class:`Recorder` and writes it with :func:`write_report`. The page works
 offline: every chart is an SVG that matplotlib renders into the HTML itself,
-there is no script, and a Content-Security-Policy forbids loading anything
-from anywhere.
+the one script (the stepping view, :func:`stepper_html`) is inline and
+allowed by its hash, and a Content-Security-Policy forbids every other
+script and loading anything from anywhere.
 
 What it shows: the mark price of each market (with the trades, and the
 bankruptcy prices of liquidations); the equity of the most interesting
@@ -32,8 +33,11 @@ the events and of ``summary.json``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import io
+import json
 import math
 import os
 import re
@@ -45,12 +49,13 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Sequence
 
 import attrs
 
-from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, equity, maintenance_margin
+from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, book_name, equity, maintenance_margin
 
 from . import messages as msgs
 from .eventlog import EventLog, time_seconds
-from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_price, fmt_size
+from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, fmt_price, fmt_size
 from .narrate import narrate
+from .plain import plain
 from .runtime import Envelope, Runtime
 
 if TYPE_CHECKING:
@@ -77,6 +82,8 @@ __all__ = [
 
 # The sequence diagram draws at most this many rows; beyond it, it summarises.
 SEQUENCE_LIMIT: Final = 300
+# The stepping view shows this many price levels of each side of a book.
+STEP_BOOK_LEVELS: Final = 3
 # At most this many accounts get an equity chart.
 MAX_ACCOUNTS: Final = 8
 # Inside each band of the x axis the cascade is drawn between these fractions.
@@ -142,6 +149,8 @@ class Recording:
     accounts: dict[str, list[tuple[int, tuple[int, int]]]]  # (p, (equity, maintenance margin))
     fund: list[tuple[int, tuple[int, int]]]  # (p, (balance, available))
     events: list[tuple[int, dict[str, Any]]]  # (p, event)
+    # For the stepping view: per delivery, what it changed (see Recorder.after_delivery); None = nothing.
+    steps: list[dict[str, Any] | None] = attrs.field(factory=list)
 
 
 def _put(series: list[tuple[int, Any]], p: int, value: Any) -> None:
@@ -179,6 +188,9 @@ class Recorder:
         self._pending: list[dict[str, Any]] = []
         self._held: dict[str, dict[str, int]] = {}  # account -> market -> size
         self._oi: dict[str, list[int]] = {}  # market -> [long, short] over accounts (not the fund)
+        # The stepping view's state as last shown: what a delivery changed is the difference.
+        self.steps: list[dict[str, Any] | None] = []
+        self._shown: dict[str, dict[str, Any]] = {"books": {}, "accounts": {}, "marks": {}, "fund": {}}
 
     def attach(self, log: EventLog) -> None:
         log.subscribe(self._pending.append)
@@ -189,32 +201,82 @@ class Recorder:
     # Events are recorded inside a handler; they belong to the delivery that is
     # under way, so they wait until after_delivery knows its position. Events
     # recorded at a quiet point (invariant violations) are placed by observe.
-    def _flush(self, p: int) -> None:
-        self.events.extend((p, e) for e in self._pending)
+    def _flush(self, p: int) -> list[dict[str, Any]]:
+        flushed = list(self._pending)
+        self.events.extend((p, e) for e in flushed)
         self._pending.clear()
+        return flushed
 
     def after_delivery(self, runtime: Runtime, envelope: Envelope) -> None:
         if not self.deliveries and envelope.recipient not in _STATEFUL:
             self._sample(runtime, 0, None)  # nothing sampled has changed yet: this is the start
         message = envelope.message
-        self.deliveries.append(Delivered(
-            len(self.deliveries), runtime.now_ms, envelope.sender, envelope.recipient, type(message).__name__,
-            describe(message), category(message, envelope.sender, envelope.recipient),
+        self.deliveries.append(Delivered(  # the names and details may quote user text: made plain here
+            len(self.deliveries), runtime.now_ms, plain(envelope.sender), plain(envelope.recipient),
+            type(message).__name__, plain(describe(message)), category(message, envelope.sender, envelope.recipient),
         ))
         p = len(self.deliveries)
-        self._flush(p)
+        said = self._flush(p)
+        account = getattr(message, "account", None)
+        accounts: tuple[str, ...] | None = ()
         if p == 1 or envelope.recipient == ORACLE:
-            self._sample(runtime, p, None)
+            accounts = None
         elif envelope.recipient == CLEARING:
-            account = getattr(message, "account", None)
-            self._sample(runtime, p, (account,) if isinstance(account, str) else None)
-        elif envelope.recipient == FUND:
-            self._sample(runtime, p, ())
+            accounts = (account,) if isinstance(account, str) else None
+        if accounts != () or envelope.recipient == FUND:
+            self._sample(runtime, p, accounts)
+        book = envelope.recipient if envelope.recipient.startswith("book:") else None
+        self.steps.append(self._step(runtime, accounts, None if p == 1 else book, said,
+                                     account if isinstance(account, str) else None))
 
     def observe(self, runtime: Runtime) -> None:
         p = len(self.deliveries)
-        self._flush(p)
+        said = self._flush(p)
         self._sample(runtime, p, None)
+        if self.steps:  # what a quiet point finds belongs to the delivery before it
+            self.steps[-1] = _merge_steps([self.steps[-1], self._step(runtime, None, None, said, None)])
+
+    def _step(self, rt: Runtime, accounts: Iterable[str] | None, book: str | None, said: list[dict[str, Any]],
+              account: str | None) -> dict[str, Any] | None:
+        """What the stepping view shows as changed by one delivery, as exact decimal strings.
+
+        The same accounts as :meth:`_sample` reads (None: every account), the
+        book the message went to (None: every book), the marks and the fund;
+        only values that differ from the last shown are kept.
+        """
+        clearing, fund, marks = rt[CLEARING], rt[FUND], rt[ORACLE].marks
+        shown = self._shown
+        delta: dict[str, Any] = {}
+
+        def put(part: str, key: str, value: Any) -> None:
+            if shown[part].get(key) != value:
+                shown[part][key] = value
+                delta.setdefault(part, {})[key] = value
+
+        for market, price in marks.items():
+            put("marks", market, fmt_price(price))
+        books = [book_name(m) for m in clearing.markets] if book is None else [book]
+        for name in books:
+            actor = rt[name]
+            put("books", name[len("book:"):], {side: [[fmt_price(px), fmt_size(sz)] for px, sz in
+                                                       actor.depth(side)[:STEP_BOOK_LEVELS]]
+                                               for side in ("buy", "sell")})
+        for acct_id in clearing.accounts if accounts is None else accounts:
+            acct = clearing.accounts.get(acct_id)
+            if acct is None:
+                continue
+            eq, mm, triples = _account_values(clearing, acct, marks)
+            put("accounts", acct_id, [fmt_money(acct.balance), fmt_money(eq), fmt_money(mm),
+                                      ", ".join(f"{fmt_held(fmt_size(sz))} {m}" for m, sz, _ in triples) or "none"])
+        available = fund.available
+        put("fund", "fund", [fmt_money(fund.balance), fmt_money(fund.balance - available), fmt_money(available)])
+        involved = list(dict.fromkeys(([account] if account is not None else []) + list(delta.get("accounts", ()))))
+        if involved:
+            delta["involved"] = involved
+        sentences = [x for e in said if (x := narrate(e)) is not None]
+        if sentences:
+            delta["said"] = sentences
+        return delta or None
 
     def _sample(self, rt: Runtime, p: int, accounts: Iterable[str] | None) -> None:
         """Sample at position p: the marks, the fund, and ``accounts`` (None: every account)."""
@@ -228,9 +290,8 @@ class Recorder:
             acct = clearing.accounts.get(account)
             if acct is None:
                 continue
-            triples = [(m, pos.size, pos.entry_value) for m, pos in acct.positions.items() if pos.size]
-            value = (equity(acct.balance, triples, marks), maintenance_margin(triples, marks, clearing.markets))
-            _put(self.accounts.setdefault(account, []), p, value)
+            eq, mm, triples = _account_values(clearing, acct, marks)
+            _put(self.accounts.setdefault(account, []), p, (eq, mm))
             held = {m: size for m, size, _ in triples}
             before = self._held.get(account, {})
             if held != before:
@@ -248,11 +309,32 @@ class Recorder:
 
     def finish(self, result: Any) -> Recording:
         """The recording of a finished run (``result`` is its :class:`~sandbox.RunResult`)."""
-        self._flush(len(self.deliveries))
+        said = self._flush(len(self.deliveries))
+        if said and self.steps:
+            self.steps[-1] = _merge_steps([self.steps[-1], {"said": [x for e in said if (x := narrate(e))]}])
         return Recording(
             result.scenario, result.seed, result.mode, result.summary(), list(result.violations),
-            self.deliveries, self.marks, self.open_interest, self.accounts, self.fund, self.events,
+            self.deliveries, self.marks, self.open_interest, self.accounts, self.fund, self.events, self.steps,
         )
+
+
+def _account_values(clearing: Any, acct: Any, marks: dict[str, int]) -> tuple[int, int, list[tuple[str, int, int]]]:
+    """An account's equity and maintenance margin at ``marks``, and its open positions (market, size, entry)."""
+    triples = [(m, pos.size, pos.entry_value) for m, pos in acct.positions.items() if pos.size]
+    return equity(acct.balance, triples, marks), maintenance_margin(triples, marks, clearing.markets), triples
+
+
+def _merge_steps(steps: Iterable[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Several deliveries' changes as one step: later values win, accounts and sentences add up."""
+    out: dict[str, Any] = {}
+    for step in steps:
+        for part, value in (step or {}).items():
+            if part in ("involved", "said"):
+                out[part] = list(dict.fromkeys(out.get(part, []) + value)) if part == "involved" else \
+                    out.get(part, []) + value
+            else:
+                out.setdefault(part, {}).update(value)
+    return out or None
 
 
 def _signed_trade(size: int) -> str:
@@ -719,6 +801,9 @@ _RC: Final = {
     "grid.linewidth": 0.6,
     "legend.frameon": False,
     "legend.fontsize": 8,
+    # Account ids and symbols are user text: "$x$" must be drawn as it is, not parsed as mathtext or TeX.
+    "text.parse_math": False,
+    "text.usetex": False,
 }
 
 
@@ -731,14 +816,21 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = None, min_scale: float = 0.0) -> str:
+def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = None, min_scale: float = 0.0,
+         newlines: bool = False) -> str:
     """The figure as inline SVG, ids made unique to this figure, with tooltips.
 
     The SVG scales down to the page's width, but not below ``min_scale`` of
-    its natural size (the page scrolls sideways instead).
+    its natural size (the page scrolls sideways instead). Every text drawn
+    goes through :func:`plain` first (titles, labels and legends quote
+    account ids and symbols); ``newlines`` keeps line breaks, for a chart
+    whose own labels have them.
     """
     import matplotlib
+    from matplotlib.text import Text as MplText
 
+    for text in fig.findobj(MplText):
+        text.set_text(plain(text.get_text(), newlines=newlines))
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
         fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -754,7 +846,7 @@ def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = N
     if titles:
         def add_title(m: re.Match[str]) -> str:
             title = titles.get(m.group(1))
-            return m.group(0) if title is None else f"{m.group(0)}<title>{html.escape(title)}</title>"
+            return m.group(0) if title is None else f"{m.group(0)}<title>{html.escape(plain(title))}</title>"
 
         text = re.sub(rf'<g id="{prefix}-([^"]+)">', add_title, text)
     return text
@@ -991,6 +1083,9 @@ def chart_open_interest(rec: Recording, bands: Bands) -> str:
 # --- the sequence diagram --------------------------------------------------------------------
 
 _HEADER_EVERY: Final = 50
+# 9.5 pt in the SVG's units; the diagram is never scaled below its natural
+# size (min_scale 1), so every label is at least 9.5 x 4/3 = 12.7 CSS px.
+_SEQ_FONT: Final = 9.5
 _FIXED_ORDER: Final = ("timeline", "traders", ORACLE, MONITOR, ENGINE, CLEARING, "books", FUND, ADL)
 
 
@@ -1064,8 +1159,8 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
         lines.append(("row", r))
         since_header += 1
     what_started = _stimuli(rec)
-    height = 1.1 + 0.235 * (len(lines) + 2)
-    width = max(8.0, 0.98 * len(columns) + 1.0)
+    height = 1.1 + 0.29 * (len(lines) + 2)
+    width = max(9.5, 1.3 * len(columns) + 1.2)
     titles: dict[str, str] = {}
     with matplotlib.rc_context({**_RC, "axes.grid": False}):
         fig = Figure(figsize=(width, height))
@@ -1077,7 +1172,7 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
         ax.axis("off")
         def names(y: float, va: str) -> None:
             for c, i in xpos.items():
-                ax.text(i, y, c.replace("_", "\n", 1), ha="center", va=va, fontsize=8, fontweight="bold",
+                ax.text(i, y, c.replace("_", "\n", 1), ha="center", va=va, fontsize=_SEQ_FONT, fontweight="bold",
                         color="#263238", linespacing=1.1, zorder=4,
                         bbox={"boxstyle": "round,pad=0.35", "fc": "#eceff1", "ec": "#90a4ae", "lw": 0.8},
                         clip_on=False)
@@ -1085,6 +1180,7 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
         for i in xpos.values():
             ax.plot([i, i], [-0.5, n + 0.4], color="#b0bec5", lw=0.8, ls=(0, (3, 3)), zorder=0)
         names(-1.0, "bottom")
+        gaps = 0
         for y, (what, item) in enumerate(lines):
             if what == "gap":
                 continue
@@ -1094,12 +1190,13 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
             if what == "time":
                 ax.axhline(y, color="#455a64", lw=0.8, zorder=1)
                 ax.text(-0.88, y - 0.12, f"t = {fmt_time(item)}{what_started.get(item, '')}", ha="left",
-                        va="bottom", fontsize=8, fontweight="bold", color="#455a64")
+                        va="bottom", fontsize=_SEQ_FONT, fontweight="bold", color="#455a64")
                 continue
             if isinstance(item, Gap):
                 ax.axhspan(y - 0.42, y + 0.42, color="#fff8e1", zorder=0.5, lw=0)
-                ax.text((len(columns) - 1) / 2, y, "⋯ " + item.label(), ha="center", va="center", fontsize=7.5,
-                        style="italic", color="#6d4c41", zorder=3)
+                ax.text((len(columns) - 1) / 2, y, "⋯ " + item.label(), ha="center", va="center", fontsize=_SEQ_FONT,
+                        style="italic", color="#6d4c41", zorder=3, gid=f"gap{gaps}")
+                gaps += 1
                 continue
             d = item.first
             x0, x1 = xpos[column(d.sender)], xpos[column(d.recipient)]
@@ -1119,8 +1216,215 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
             arrow.set_gid(gid)
             ax.add_patch(arrow)
             ax.text((x0 + x1) / 2 if x0 != x1 else x0 + 0.12, y - 0.04, label, ha="center" if x0 != x1 else "left",
-                    va="bottom", fontsize=7.5, color=colour, zorder=3)
-    return _svg(fig, "seq", "Message sequence diagram of the actors", titles, min_scale=0.9)
+                    va="bottom", fontsize=_SEQ_FONT, color=colour, zorder=3, gid=f"msg{d.index}-label")
+    return _svg(fig, "seq", "Message sequence diagram of the actors", titles, min_scale=1.0, newlines=True)
+
+
+# --- the stepping view ---------------------------------------------------------------------------
+
+# At most this many narrated sentences are listed for one step.
+_STEP_SAID: Final = 8
+# At most this many accounts are shown as involved in one step.
+_STEP_ACCOUNTS: Final = 6
+
+
+def _plain_data(value: Any) -> Any:
+    """Every string in a JSON-able value, keys too, made plain (see :func:`plain`)."""
+    if isinstance(value, str):
+        return plain(value)
+    if isinstance(value, dict):
+        return {plain(k): _plain_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_data(v) for v in value]
+    return value
+
+
+def step_data(rec: Recording, rows: Sequence[Row]) -> dict[str, Any]:
+    """What the stepping view steps through: one step per row of the sequence diagram.
+
+    A row is a message (or ×N identical ones) or a run of messages not
+    drawn; its step carries what the deliveries it stands for changed (see
+    :meth:`Recorder._step`), merged, so stepping through the rows of a cut
+    diagram still reaches every state, the last one included. ``id`` is the
+    SVG id of the row's arrow or gap, which the page highlights.
+    """
+    steps = []
+    cursor = 0
+    gaps = 0
+    for row in rows:
+        covered = rec.steps[cursor:cursor + row.count]
+        cursor += row.count
+        delta = _merge_steps(covered) or {}
+        involved = delta.pop("involved", [])
+        said = delta.pop("said", [])
+        if isinstance(row, Arrow):
+            d = row.first
+            ident = f"seq-msg{d.index}"
+            head = (f"#{d.index} at t = {fmt_time(d.time_ms)}: {d.sender} → {d.recipient}: {d.type}"
+                    + (f" ({row.detail})" if row.detail else "") + (f", {row.count} times" if row.count > 1 else ""))
+        else:
+            ident = f"seq-gap{gaps}"
+            gaps += 1
+            head = row.label()
+        if len(said) > _STEP_SAID:
+            said = said[:_STEP_SAID] + [f"… and {len(said) - _STEP_SAID} more"]
+        steps.append({"id": ident, "head": head, "said": said, "involved": involved[:_STEP_ACCOUNTS],
+                      "more": max(0, len(involved) - _STEP_ACCOUNTS), "d": delta})
+    return _plain_data({"steps": steps})
+
+
+_STEP_JS: Final = """
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("step-data").textContent);
+  var steps = data.steps, n = steps.length;
+  var $ = function (id) { return document.getElementById(id); };
+  var slider = $("step-slider"), play = $("step-play");
+  var current = -1, timer = null;
+  if (!n) { return; }
+  function stateAt(k) {
+    var s = {books: {}, accounts: {}, marks: {}, fund: {}};
+    for (var i = 0; i <= k; i++) {
+      var d = steps[i].d;
+      for (var part in d) { for (var key in d[part]) { s[part][key] = d[part][key]; } }
+    }
+    return s;
+  }
+  function cell(row, text, cls) {
+    var td = document.createElement(row.parentNode && row.parentNode.tagName === "THEAD" ? "th" : "td");
+    td.textContent = text;
+    if (cls) { td.className = cls; }
+    row.appendChild(td);
+  }
+  function levels(list) {
+    return list.length ? list.map(function (l) { return l[0] + " × " + l[1]; }).join(", ") : "none";
+  }
+  function mark(id, on) {
+    [id, id + "-label"].forEach(function (x) {
+      var el = $(x);
+      if (el) { el.classList.toggle("current", on); }
+    });
+  }
+  function show(k, scroll) {
+    k = Math.max(0, Math.min(n - 1, k));
+    if (current >= 0) { mark(steps[current].id, false); }
+    current = k;
+    var st = steps[k], s = stateAt(k), d = st.d;
+    mark(st.id, true);
+    slider.value = String(k);
+    $("step-count").textContent = "step " + (k + 1) + " of " + n;
+    $("step-head").textContent = st.head;
+    var said = $("step-said");
+    said.textContent = "";
+    st.said.forEach(function (x) { var li = document.createElement("li"); li.textContent = x; said.appendChild(li); });
+    if (!st.said.length) { var li = document.createElement("li"); li.className = "none"; li.textContent = "(no event narrated)"; said.appendChild(li); }
+    var books = $("step-books");
+    books.textContent = "";
+    Object.keys(s.books).forEach(function (m) {
+      var tr = document.createElement("tr");
+      books.appendChild(tr);
+      cell(tr, m, d.books && d.books[m] ? "changed" : "");
+      cell(tr, levels(s.books[m].buy), "num");
+      cell(tr, levels(s.books[m].sell), "num");
+    });
+    var accts = $("step-accounts");
+    accts.textContent = "";
+    st.involved.forEach(function (a) {
+      var v = s.accounts[a];
+      if (!v) { return; }
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-account", a);
+      accts.appendChild(tr);
+      var changed = d.accounts && d.accounts[a] ? "changed" : "";
+      cell(tr, a, changed);
+      for (var i = 0; i < 3; i++) { cell(tr, v[i], "num " + changed); }
+      cell(tr, v[3], changed);
+    });
+    $("step-accounts-more").textContent = st.more ? "and " + st.more + " more" : (st.involved.length ? "" : "none in this step");
+    var f = s.fund.fund || ["", "", ""];
+    $("step-fund-balance").textContent = f[0];
+    $("step-fund-reserved").textContent = f[1];
+    $("step-fund-available").textContent = f[2];
+    $("step-fund").className = d.fund ? "changed" : "";
+    $("step-marks").textContent = Object.keys(s.marks).map(function (m) { return m + " " + s.marks[m]; }).join(" · ");
+    $("step-marks").className = d.marks ? "changed" : "";
+    if (scroll) {
+      var el = $(st.id);
+      if (el && el.scrollIntoView) { el.scrollIntoView({block: "center", inline: "nearest"}); }
+    }
+  }
+  function stop() {
+    if (timer !== null) { clearInterval(timer); timer = null; }
+    play.textContent = "▶ play";
+    play.setAttribute("aria-pressed", "false");
+  }
+  function toggle() {
+    if (timer !== null) { stop(); return; }
+    if (current >= n - 1) { show(0, true); }
+    play.textContent = "❚❚ pause";
+    play.setAttribute("aria-pressed", "true");
+    timer = setInterval(function () { if (current >= n - 1) { stop(); } else { show(current + 1, true); } }, 800);
+  }
+  $("step-first").addEventListener("click", function () { stop(); show(0, true); });
+  $("step-prev").addEventListener("click", function () { stop(); show(current - 1, true); });
+  $("step-next").addEventListener("click", function () { stop(); show(current + 1, true); });
+  $("step-last").addEventListener("click", function () { stop(); show(n - 1, true); });
+  play.addEventListener("click", toggle);
+  slider.addEventListener("input", function () { stop(); show(parseInt(slider.value, 10), true); });
+  document.addEventListener("keydown", function (e) {
+    if (e.target === slider || e.altKey || e.ctrlKey || e.metaKey) { return; }
+    var keys = {ArrowRight: function () { stop(); show(current + 1, true); },
+                ArrowLeft: function () { stop(); show(current - 1, true); },
+                Home: function () { stop(); show(0, true); }, End: function () { stop(); show(n - 1, true); },
+                " ": toggle};
+    if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
+  });
+  slider.max = String(n - 1);
+  $("stepper").hidden = false;
+  show(0, false);
+})();
+"""
+# The page's one script, allowed by its hash and nothing else (see _CSP).
+_STEP_JS_HASH: Final = "sha256-" + base64.b64encode(hashlib.sha256(_STEP_JS.encode()).digest()).decode()
+
+
+def _json_for_html(value: Any) -> str:
+    """JSON to put inside <script type="application/json">: no "<", ">" or "&" that could end the element."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def stepper_html(rec: Recording, rows: Sequence[Row]) -> str:
+    """The stepping view: controls, the message of the step, and the state it changed; data and script."""
+    data = step_data(rec, rows)
+    n = len(data["steps"])
+    return "".join([
+        '<div id="stepper" class="stepper" hidden>',
+        '<div class="controls">',
+        '<button type="button" id="step-first" title="first step (Home)">« first</button>',
+        '<button type="button" id="step-prev" title="previous step (←)">◀ prev</button>',
+        '<button type="button" id="step-play" title="play or pause (space)" aria-pressed="false">▶ play</button>',
+        '<button type="button" id="step-next" title="next step (→)">next ▶</button>',
+        '<button type="button" id="step-last" title="last step (End)">last »</button>',
+        f'<input type="range" id="step-slider" min="0" max="{max(n - 1, 0)}" value="0" aria-label="step">',
+        '<span id="step-count"></span></div>',
+        '<p id="step-head" class="step-head"></p>',
+        '<ul id="step-said" class="step-said"></ul>',
+        '<div class="step-state">',
+        '<div><h3>Books (best 3 levels: price × size)</h3><table><thead><tr><th>market</th><th>bids</th>'
+        '<th>asks</th></tr></thead><tbody id="step-books"></tbody></table></div>',
+        '<div><h3>Accounts involved</h3><table><thead><tr><th>account</th><th>balance</th><th>equity</th>'
+        '<th>maint. margin</th><th>positions</th></tr></thead><tbody id="step-accounts"></tbody></table>'
+        '<p id="step-accounts-more" class="note"></p></div>',
+        '<div><h3>Insurance fund (ETH)</h3><p id="step-fund">balance <b id="step-fund-balance"></b> · '
+        'reserved <b id="step-fund-reserved"></b> · available <b id="step-fund-available"></b></p>'
+        '<h3>Mark prices (ETH)</h3><p id="step-marks"></p></div>',
+        "</div></div>",
+        '<noscript><p class="note">The stepping view needs JavaScript; the diagram below shows every step.</p>'
+        "</noscript>",
+        f'<script type="application/json" id="step-data">{_json_for_html(data)}</script>',
+        f"<script>{_STEP_JS}</script>",
+    ])
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -1154,16 +1458,35 @@ ol.story .t { display: inline-block; width: 70px; color: var(--muted); }
 ol.story .a { display: inline-block; width: 150px; color: var(--muted); }
 .legend-key { display: inline-block; width: 14px; height: 3px; vertical-align: middle; margin: 0 4px 0 10px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; }
+.stepper { position: sticky; top: 0; z-index: 5; background: #fff; border: 1px solid var(--line);
+           border-radius: 6px; padding: 8px 12px; margin: 8px 0; box-shadow: 0 2px 6px rgba(0,0,0,.08);
+           font-size: 13.5px; }
+.stepper .controls { display: flex; align-items: center; gap: 6px; flex-wrap: wrap; }
+.stepper button { font: inherit; padding: 3px 10px; border: 1px solid #90a4ae; border-radius: 4px;
+                  background: #eceff1; cursor: pointer; }
+.stepper input[type=range] { flex: 1; min-width: 160px; }
+.step-head { margin: 6px 0 2px; font-weight: bold; }
+.step-said { margin: 0 0 4px; padding-left: 18px; } .step-said li.none { color: var(--muted); list-style: none; }
+.step-state { display: grid; grid-template-columns: 1fr 1.6fr 1fr; gap: 12px; }
+.step-state h3 { font-size: 13px; margin: 4px 0 2px; color: var(--muted); }
+.step-state table { margin: 0; font-size: 12.5px; }
+.step-state .changed { background: #fff3c4; }
+.seq g.current path { stroke-width: 4px !important; }
+.seq g.current { filter: drop-shadow(0 0 3px #ffb300); }
+.seq g.current text { font-weight: bold; }
 """
 
 # Nothing may be fetched, from anywhere: the page must work offline.
-_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+# The one script the page has (the stepping view) runs because its hash is listed; any other script,
+# inline or not, is refused, and so is every request.
+_CSP: Final = f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src '{_STEP_JS_HASH}'"
 
 _STORY_KINDS_LEFT_OUT: Final = frozenset({"order_placed"})
 
 
-def _esc(text: object) -> str:
-    return html.escape(str(text))
+def _esc(text: object, newlines: bool = False) -> str:
+    """User text in HTML: control, bidi and zero-width characters made visible, then HTML-escaped."""
+    return html.escape(plain(text, newlines=newlines))
 
 
 def _card(value: object, label: str, cls: str = "") -> str:
@@ -1200,7 +1523,7 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
         f"{n_msgs:,} messages delivered · {len(rec.events):,} events · virtual time 0 to "
         f"{_esc(fmt_time(rec.deliveries[-1].time_ms if rec.deliveries else 0))}</p>")
     if rec.scenario.description:
-        add(f'<p class="description">{_esc(rec.scenario.description)}</p>')
+        add(f'<p class="description">{_esc(rec.scenario.description, newlines=True)}</p>')
 
     add('<section id="summary"><h2>Summary</h2><div class="cards">')
     add(_card(f"{fund['initial']} → {fund['final']}", "insurance fund (ETH)"))
@@ -1279,6 +1602,12 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
                      "ADL request, then the second of each, and so on, as many as fit in "
                      f"{limit} rows")
         add(f'<p class="note">{_esc(note)}.</p>')
+    add('<p class="explain"><b>Step through the run.</b> The panel below replays it one row of the diagram at a '
+        "time: the message just delivered is highlighted in the diagram, and the panel shows what it changed: the "
+        "books’ best levels, the accounts it concerns (balance, equity and maintenance margin at the mark), the "
+        "insurance fund’s balance with what it has reserved, and the marks. Changed values are shaded. Use the "
+        "buttons, the slider or the keys ← → (space plays and pauses).</p>")
+    add(stepper_html(rec, rows))
     add(f'<figure class="seq">{chart_sequence(rec, rows)}</figure></section>')
 
     story = [(e["time"], e["actor"], sentence) for _, e in rec.events

@@ -8,6 +8,8 @@ error, nothing loaded from anywhere but the file itself.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import subprocess
 import sys
 from collections import Counter
@@ -338,14 +340,20 @@ def test_the_report_is_one_self_contained_file(demo_report):
     text = demo_report.read_text(encoding="utf-8")
     assert [p.name for p in demo_report.parent.iterdir()] == ["demo.html"]  # no temporary file left
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
-    assert "<script" not in text and "<link" not in text and "@import" not in text
+    assert "<link" not in text and "@import" not in text
+    # Two script elements: the stepping view's data (not executable) and its code, allowed by its hash alone.
+    assert text.count("<script") == 2 and '<script type="application/json" id="step-data">' in text
+    code = text.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in text and "unsafe-inline'; img-src" in text
+    assert "'unsafe-inline'" not in text.split("script-src", 1)[1].split('"', 1)[0]
     for attribute in ("src=", "href="):
         for chunk in text.split(attribute)[1:]:
             assert chunk[1] in "#", f"{attribute}{chunk[:60]}"  # only links inside the page
     assert text.count("<svg") == 5
     assert 50_000 < len(text) < 1_000_000
     for phrase in ("Scenario “demo”", "The whole liquidation flow across two markets", "5 → 5",
-                   "All 64 messages are drawn", "insurance fund pays 3 for carol&#x27;s bankruptcy (fund 5)"):
+                   "All 64 messages are drawn", "insurance fund pays 3 ETH for carol&#x27;s bankruptcy (fund 5 ETH)"):
         assert phrase in text
 
 
@@ -381,7 +389,8 @@ MEASURE = """
       drawnTexts: svg ? [...svg.querySelectorAll('text')].filter(t => t.getBBox().width > 0).length : 0,
     };
   }
-  out.arrows = document.querySelectorAll('#sequence svg g[id^="seq-msg"]').length;
+  out.arrows = document.querySelectorAll('#sequence svg g[id^="seq-msg"]:not([id$="-label"])').length;
+  out.labels = document.querySelectorAll('#sequence svg g[id^="seq-msg"][id$="-label"]').length;
   out.tooltips = [...document.querySelectorAll('#sequence svg g[id^="seq-msg"] > title')].map(t => t.textContent);
   out.cards = [...document.querySelectorAll('.card b')].map(b => b.textContent);
   return out;
@@ -404,10 +413,10 @@ def test_the_demo_report_renders_in_chromium_without_errors(browser, demo_report
     assert "Insurance fund (one for all markets)" in page["insurance-fund"]["texts"]
     assert "+3 surplus from alice" in page["insurance-fund"]["texts"]
     assert "Open interest per market (longs = shorts)" in page["open-interest"]["texts"]
-    assert {"timeline", "oracle", "clearing", "adl", "t = 2 s · mark price of BAYC: 50 -> 58",
+    assert {"timeline", "oracle", "clearing", "adl", "t = 2 s · mark price of BAYC: 50 -> 58 ETH",
             "LiquidationRequested: alice"} <= set(
         page["sequence"]["texts"])
-    assert page["arrows"] == 64
+    assert page["arrows"] == 64 and page["labels"] == 64  # each label is tied to its arrow, to highlight both
     assert "#14 at t = 1 s: margin_monitor → liquidation_engine: LiquidationRequested (alice)" in page["tooltips"]
     assert page["cards"][:2] == ["5 → 5", "2"]
 
