@@ -32,7 +32,6 @@ from typing import Any, Callable, Final, Iterable
 
 import attrs
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 from rich.theme import Theme
 
@@ -40,7 +39,7 @@ from .money import fmt_money, fmt_price, fmt_size
 from .plain import plain
 
 __all__ = ["narrate", "Narrator", "STYLES", "THEMES", "LEGEND", "GLOSSARY", "glossary", "describe_message",
-           "FOLD_ABOVE", "theme_for"]
+           "FOLD_ABOVE", "theme_for", "print_hanging"]
 
 _PRICE_FIELDS = {"price", "limit", "mark_price", "bid", "ask"}
 _SIZE_FIELDS = {"size", "filled", "unfilled", "remaining", "keep"}
@@ -377,7 +376,6 @@ def narrate(event: dict[str, Any]) -> str | None:
 
 # A scenario with more scripted events than this is folded unless asked otherwise.
 FOLD_ABOVE: Final = 100
-_PREFIX: Final = 8 + 1 + 19  # "t=1     " + " " + the actor column
 
 
 def _foldable(event: dict[str, Any]) -> bool:
@@ -438,14 +436,21 @@ class Narrator:
             line.append(sentence, style=style)
             self.console.print(line, soft_wrap=True, highlight=False)
             return
-        # A grid: the sentence column wraps under itself (a hanging indent).
-        grid = Table.grid(padding=0)
-        grid.add_column(width=9, no_wrap=True)
-        grid.add_column(width=19, overflow="fold")
-        grid.add_column(overflow="fold", max_width=max(20, self.console.width - _PREFIX))
-        grid.add_row(Text(stamp, style="narr.stamp"), Text(plain(actor), style="narr.actor"),
-                     Text(sentence, style=style))
-        self.console.print(grid, highlight=False)
+        print_hanging(self.console, Text.assemble((stamp, "narr.stamp"), (f" {plain(actor):<19}", "narr.actor")),
+                      Text(sentence, style=style))
+
+
+def print_hanging(console: Console, head: Text, body: Text) -> None:
+    """``head`` then ``body`` wrapped to the console's width, its later lines indented under its first.
+
+    Wrapped with rich's word wrapping (a word longer than a line is folded),
+    one printed line per wrapped line, so no line has trailing padding.
+    """
+    indent = head.cell_len
+    lines = body.wrap(console, max(20, console.width - indent), overflow="fold")
+    for i, line in enumerate(lines):
+        line.rstrip()
+        console.print(Text.assemble(head if i == 0 else " " * indent, line), soft_wrap=True, highlight=False)
 
 
 def _range(prices: list[str]) -> str:
