@@ -865,14 +865,93 @@ def _event_points(rec: Recording, kind: str, market: str | None = None) -> list[
     return [(p, e) for p, e in rec.events if e["kind"] == kind and (market is None or e.get("market") == market)]
 
 
-def _label(ax: Any, bands: Bands, p: int, y: float, text: str, colour: str, where: str = "above") -> None:
-    """A short label next to a point ("above", "level" with or "below" it), on the side where there is room."""
-    x = bands.x(p)
-    left = x > 0.72 * bands.end
-    dy = {"above": 8, "level": 0, "below": -8}[where]
-    va = {"above": "bottom", "level": "center", "below": "top"}[where]
-    ax.annotate(text, (x, y), xytext=(-7 if left else 7, dy), textcoords="offset points",
-                ha="right" if left else "left", va=va, fontsize=7.5, color=colour)
+# The mark price is a solid dark line, a bankruptcy price a short dashed brown one: told apart in the legend
+# by style as well as colour.
+_MARK_COLOUR: Final = "#263238"
+_BANKRUPTCY_COLOUR: Final = "#8d4e2a"
+_BANKRUPTCY_DASH: Final = (0, (2.2, 1.4))
+# At most this many labels in one chart's axes.
+_MAX_LABELS: Final = 12
+# Where a label may go, in points from its marker (dx, dy): the nearest ring first, then further up and down.
+_LABEL_SPOTS: Final = tuple((dx, dy) for ring in (7, 19, 31, 43, 55) for dy in (ring, -ring) for dx in (7, -7))
+# Beyond the first ring a label gets a leader line to its marker.
+_LEADER_FROM: Final = 10
+
+
+def place_labels(fig: Figure, ax: Any, items: Sequence[tuple[float, float, str, str]], *, crowded: str = "overlap",
+                 fontsize: float = 7.5) -> list[Any]:
+    """Label points (x, y, text, colour) in data coordinates so that no two labels overlap.
+
+    A greedy placement, left to right: each label takes the first of
+    :data:`_LABEL_SPOTS` (beside its marker, then further above and below it)
+    where its box stays inside the axes and overlaps no label already placed
+    and no other marker; a label that had to move away from its marker gets a
+    thin leader line to it. When no spot is free, ``crowded="overlap"`` takes
+    the spot that overlaps least, ``crowded="skip"`` leaves the label out.
+    The layout is measured on the finished figure (constrained layout run
+    first); the labels take no part in the layout, so it does not move after.
+    The labels placed are returned.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not items:
+        return []
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    fig.draw(renderer)  # runs the constrained layout: the axes are where they will be saved
+    frame = ax.get_window_extent(renderer)
+    px = fig.dpi / 72  # pixels per point
+    anchors = [tuple(ax.transData.transform((x, y))) for x, y, _, _ in items]
+    pad = 5 * px
+    markers = [(ax_ - pad, ay - pad, ax_ + pad, ay + pad) for ax_, ay in anchors]
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+
+    def overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > 0 and h > 0 else 0.0
+
+    order = sorted(range(len(items)), key=lambda k: (anchors[k][0], anchors[k][1]))
+    for k in order:
+        x, y, text, colour = items[k]
+        right_edge = anchors[k][0] > frame.x0 + 0.72 * frame.width
+        spots = sorted(_LABEL_SPOTS, key=lambda s: (abs(s[1]), (s[0] > 0) == right_edge, s[1] < 0))
+        best: tuple[float, Any, tuple[float, float, float, float]] | None = None
+        for dx, dy in spots:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                              ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+                              fontsize=fontsize, color=colour, zorder=5, annotation_clip=False)
+            ann.set_in_layout(False)
+            bb = ann.get_window_extent(renderer)
+            box = (bb.x0 - px, bb.y0 - px, bb.x1 + px, bb.y1 + px)
+            outside = box[0] < frame.x0 or box[2] > frame.x1 or box[1] < frame.y0 or box[3] > frame.y1
+            cost = sum(overlap(box, b) for b in placed) + sum(
+                overlap(box, m) for j, m in enumerate(markers) if j != k) + (1e9 if outside else 0.0)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, ann, box)
+            else:
+                ann.remove()
+            if cost == 0:
+                break
+        assert best is not None
+        cost, ann, box = best
+        if cost > 0 and crowded == "skip":
+            ann.remove()
+            continue
+        if abs(ann.xyann[1]) > _LEADER_FROM:  # moved away from its marker: a leader line back to it
+            ha, va, offset = ann.get_ha(), ann.get_va(), ann.xyann
+            ann.remove()
+            ann = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va,
+                              fontsize=fontsize, color=colour, zorder=5, annotation_clip=False,
+                              arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.7, "shrinkA": 0, "shrinkB": 4,
+                                          "relpos": (0.0 if ha == "left" else 1.0, 0.0 if va == "bottom" else 1.0)})
+            ann.set_in_layout(False)
+        placed.append(box)
+        out.append(ann)
+    return out
 
 
 def chart_marks(rec: Recording, bands: Bands) -> str:
@@ -884,13 +963,14 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
     with matplotlib.rc_context(_RC):
         fig = _figure(10, 1.1 + 2.1 * rows)
         axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
+        to_label: list[tuple[Any, list[tuple[float, float, str, str]]]] = []
         for i, market in enumerate(markets):
             ax = axes[i // cols][i % cols]
             bands.decorate(ax)
             xs, ys = _steps(bands, rec.marks[market], _price)
-            ax.step(xs, ys, where="post", color="#263238", lw=2, label="mark price")
+            ax.step(xs, ys, where="post", color=_MARK_COLOUR, lw=2, ls="-", label="mark price")
             trades = _event_points(rec, "trade", market)
-            labels: list[tuple[int, float, str, str, str]] = []  # p, price, text, colour, where
+            labels: list[tuple[int, float, str, str]] = []  # p, price, text, colour
             for kind, colour, label, says in (
                 ("trader", "#90a4ae", "trade", None),
                 ("liquidation", COLOURS[LIQUIDATION], "liquidation order fill", "liquidation order fills at {}"),
@@ -901,25 +981,25 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
                     ax.scatter([bands.x(p) for p, _, _ in pts], [y for _, y, _ in pts], s=30, color=colour,
                                zorder=3, label=label, edgecolors="white", linewidths=0.6)
                     if says:
-                        labels += [(p, y, says.format(text), colour, "level") for p, y, text in pts]
+                        labels += [(p, y, says.format(text), colour) for p, y, text in pts]
             adl = [(p, e) for p, e in _event_points(rec, "adl", market)]
             if adl:
                 ax.scatter([bands.x(p) for p, _ in adl], [_dec(e["price"]) for _, e in adl], s=34,
                            color=COLOURS[ADL_FLOW], marker="s", zorder=3, label="ADL at the bankruptcy price",
                            edgecolors="white", linewidths=0.6)
-                labels += [(p, _dec(e["price"]), f"ADL closes {e['account']} at {e['price']}", COLOURS[ADL_FLOW],
-                            "above") for p, e in adl]
+                labels += [(p, _dec(e["price"]), f"ADL closes {e['account']} at {e['price']}", COLOURS[ADL_FLOW])
+                           for p, e in adl]
             bk = [(p, e["account"], e["bankruptcy_prices"][market])
                   for p, e in _event_points(rec, "liquidation_started") if market in e["bankruptcy_prices"]]
-            if bk:
-                ax.scatter([bands.x(p) for p, _, _ in bk], [_dec(price) for _, _, price in bk], s=260,
-                           color="#000000", marker="_", zorder=4, linewidths=2,
-                           label="bankruptcy price of a liquidation")
-                labels += [(p, _dec(price), f"{acct}'s bankruptcy price {price}", "#000000", "below")
-                           for p, acct, price in bk]
-            if len(labels) <= 6:  # few enough to say what each one is
-                for p, y, text, colour, where in labels:
-                    _label(ax, bands, p, y, text, colour, where)
+            for p, acct, price in bk:  # a short dashed segment: another style than the mark's solid line
+                x = bands.x(p)
+                ax.plot([x - 0.1, x + 0.1], [_dec(price)] * 2, color=_BANKRUPTCY_COLOUR, lw=2.2,
+                        ls=_BANKRUPTCY_DASH, zorder=4, label="bankruptcy price of a liquidation")
+            labels += [(p, _dec(price), f"{acct}'s bankruptcy price {price}", _BANKRUPTCY_COLOUR)
+                       for p, acct, price in bk]
+            # The rarer kinds first (bankruptcy prices, ADL, then fills), as many as fit without overlap.
+            labels.sort(key=lambda t: (t[3] != _BANKRUPTCY_COLOUR, t[3] != COLOURS[ADL_FLOW], t[0]))
+            to_label.append((ax, [(bands.x(p), y, text, colour) for p, y, text, colour in labels[:_MAX_LABELS]]))
             ax.set_title(f"{market}: mark price", loc="left")
             ax.set_ylabel("ETH per contract")
             ax.margins(y=0.2)
@@ -929,6 +1009,8 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
             axes[j // cols][j % cols].set_visible(False)
         fig.legend(list(legend.values()), list(legend), loc="outside upper center", ncols=min(len(legend), 6))
         fig.supxlabel(_XLABEL, fontsize=8.5)
+        for ax, items in to_label:
+            place_labels(fig, ax, items, crowded="skip")
     return _svg(fig, "marks", "Mark price per market over time")
 
 
@@ -1050,10 +1132,6 @@ def chart_fund(rec: Recording, bands: Bands) -> str:
             ax.scatter([bands.x(p) for p, _ in pts], ys, s=60, color=colour, marker=marker, zorder=4,
                        label=legend, edgecolors="white", linewidths=0.7)
             points += [(p, y, short(e), colour) for (p, e), y in zip(pts, ys)]
-        if len(points) <= 12:  # few enough to label each one
-            points.sort(key=lambda t: t[0])
-            for k, (p, y, text, colour) in enumerate(points):
-                _label(ax, bands, p, y, text, colour, "above" if k % 2 == 0 else "below")
         ax.set_title("Insurance fund (one for all markets)")
         ax.set_ylabel("ETH")
         ax.margins(y=0.25)
@@ -1061,6 +1139,8 @@ def chart_fund(rec: Recording, bands: Bands) -> str:
         ax.set_ylim(-0.04 * top, top)  # so a line at zero stays visible
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=7.5)
         ax.set_xlabel(_XLABEL, fontsize=8.5)
+        points.sort(key=lambda t: t[0])
+        place_labels(fig, ax, [(bands.x(p), y, text, colour) for p, y, text, colour in points[:_MAX_LABELS]])
     return _svg(fig, "fund", "Insurance fund balance over time")
 
 
@@ -1554,8 +1634,8 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
     add('<section id="mark-price"><h2>Mark price per market</h2>')
     add('<p class="explain">The mark price is the exchange’s reference price: it values every open position and '
         "decides who is liquidated. It moves only when the oracle publishes a new price. Dots are trades in the "
-        "book; a red dot is a liquidation order filling, a purple one the insurance fund’s own order. The black "
-        "dash is the <b>bankruptcy price</b> of a liquidated account: the price at which its equity is exactly "
+        "book; a red dot is a liquidation order filling, a purple one the insurance fund’s own order. The short "
+        "brown dashed line is the <b>bankruptcy price</b> of a liquidated account: the price at which its equity is exactly "
         "zero. A fill better than it leaves money over for the fund; no fill at all means the account is "
         "bankrupt.</p>")
     add(f"<figure>{chart_marks(rec, bands)}</figure></section>")
