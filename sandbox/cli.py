@@ -384,7 +384,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.rule(plain_text(scenario.name, "bold"))
         if scenario.description:
             console.print(plain_text(scenario.description, "italic", newlines=True))
-        console.print(LEGEND, style="narr.quiet", markup=False, highlight=False)
+        print_hanging(console, Text("legend: ", style="narr.quiet"), Text(LEGEND, style="narr.quiet"))
         console.print()
         fold = args.fold if args.fold is not None else len(scenario.events) > FOLD_ABOVE
         narrator = Narrator(console, wrap=True if args.width is not None else None, fold=fold)

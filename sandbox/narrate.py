@@ -9,7 +9,7 @@ What makes it teach (see ``docs/narration.md``):
 * **units**: amounts and prices say ``ETH`` (a price is ETH per contract),
   sizes are contracts of the named market;
 * **resting orders read differently from trades**: an order is "mm bids: buy
-  1 PUNK at 93 ETH (GTC, rests in the book)", a trade starts with "trade:";
+  1 PUNK at 93 ETH (GTC, resting)", a trade starts with "trade:";
 * **wrapping**: on a terminal each sentence wraps to the terminal's width
   under itself (a hanging indent), so the time and actor columns stay clear;
   piped, one event is one line, so the output can be grepped and compared;
@@ -165,7 +165,7 @@ def _order(e: dict[str, Any]) -> str:
     """A resting (GTC) order is a bid or an ask waiting in the book; an IOC order trades now or not at all."""
     what = f"{e['side']} {e['size']} {e['market']} at {_eth(e['price'])}"
     if e["tif"] == "gtc":
-        return f"{e['account']} {'bids' if e['side'] == 'buy' else 'asks'}: {what} (GTC, rests in the book)"
+        return f"{e['account']} {'bids' if e['side'] == 'buy' else 'asks'}: {what} (GTC, resting)"
     if e["tif"] == "ioc":
         return f"{e['account']} sends an IOC order: {what} (fills now or expires)"
     return f"{e['account']} sends an order: {what} ({e['tif'].upper()})"
@@ -313,9 +313,9 @@ def theme_for(name: str) -> Theme:
     return Theme({**_BASE, **THEMES[name], "narr.stamp": "dim", "narr.actor": "dim"})
 
 
-LEGEND: Final = ("legend: t = virtual time in s; the actor that recorded it; amounts in ETH, prices in ETH per "
-                 "contract, sizes in contracts; 'bids'/'asks' are orders resting in the book, 'trade:' lines are "
-                 "fills; --explain lists the terms")
+LEGEND: Final = ("t = virtual time in s, then the actor that recorded the event; amounts in ETH, prices in ETH per "
+                 "contract, sizes in contracts; 'bids'/'asks': an order resting in the book, 'trade:': a fill; "
+                 "--explain lists the terms")
 
 # term -> (what it means, the event kinds whose sentence uses it)
 GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
@@ -431,12 +431,11 @@ class Narrator:
         stamp = f"t={time:<6}" if time != self._last_time else " " * 8
         self._last_time = time
         if not self.wrap:
-            line = Text(stamp, style="narr.stamp")
-            line.append(f" {plain(actor):<19}", style="narr.actor")
-            line.append(sentence, style=style)
+            # Spans, not a base style: Text(stamp, style=...) would dim the whole line.
+            line = Text.assemble((stamp, "narr.stamp"), (f" {plain(actor):<18} ", "narr.actor"), (sentence, style))
             self.console.print(line, soft_wrap=True, highlight=False)
             return
-        print_hanging(self.console, Text.assemble((stamp, "narr.stamp"), (f" {plain(actor):<19}", "narr.actor")),
+        print_hanging(self.console, Text.assemble((stamp, "narr.stamp"), (f" {plain(actor):<18} ", "narr.actor")),
                       Text(sentence, style=style))
 
 

@@ -831,10 +831,8 @@ def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = N
     whose own labels have them.
     """
     import matplotlib
-    from matplotlib.text import Text as MplText
 
-    for text in fig.findobj(MplText):
-        text.set_text(plain(text.get_text(), newlines=newlines))
+    _plain_texts(fig, newlines)
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
         fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -854,6 +852,14 @@ def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = N
 
         text = re.sub(rf'<g id="{prefix}-([^"]+)">', add_title, text)
     return text
+
+
+def _plain_texts(fig: Figure, newlines: bool = False) -> None:
+    """Every text of the figure through :func:`plain`: drawn (or measured) as the visible escapes."""
+    from matplotlib.text import Text as MplText
+
+    for text in fig.findobj(MplText):
+        text.set_text(plain(text.get_text(), newlines=newlines))
 
 
 def _grid(n: int, one_column_up_to: int = 2) -> tuple[int, int]:
@@ -896,6 +902,8 @@ def place_labels(fig: Figure, ax: Any, items: Sequence[tuple[float, float, str, 
 
     if not items:
         return []
+    _plain_texts(fig)  # measured as they will be drawn
+    items = [(x, y, plain(text), colour) for x, y, text, colour in items]
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     renderer = canvas.get_renderer()
     fig.draw(renderer)  # runs the constrained layout: the axes are where they will be saved
