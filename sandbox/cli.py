@@ -263,7 +263,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     except (report.ReportPathError, report.ReportLogError) as e:
         raise BadInput(str(e)) from None
     report.write_report(args.output, rec)
-    console.print(f"report of {plain(args.events)} written to {plain(args.output)}", markup=False)
+    console.print(f"report of {plain(args.events)} written to {plain(args.output)}", markup=False, soft_wrap=True)
     return EXIT_OK
 
 

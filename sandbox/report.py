@@ -1368,6 +1368,9 @@ def step_data(rec: Recording, rows: Sequence[Row]) -> dict[str, Any]:
 _STEP_JS: Final = """
 (function () {
   "use strict";
+  // The script comes before the diagram it highlights: start once the whole page is parsed.
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
+  function start() {
   var data = JSON.parse(document.getElementById("step-data").textContent);
   var steps = data.steps, n = steps.length;
   var $ = function (id) { return document.getElementById(id); };
@@ -1474,6 +1477,7 @@ _STEP_JS: Final = """
   slider.max = String(n - 1);
   $("stepper").hidden = false;
   show(0, false);
+  }
 })();
 """
 # The page's one script, allowed by its hash and nothing else (see _CSP).
