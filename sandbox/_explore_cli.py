@@ -10,15 +10,19 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .explore import DEFAULT_DB, Exploration, Finding, events_digest, explore, read_replay, replay_run, write_replay
+from .cli import EXIT_OK, EXIT_VIOLATION
 from .narrate import STYLES, Narrator, describe_message
+from .plain import plain
 from .scenario import Scenario, resolve_scenario
 
 __all__ = ["explore_command", "replay_command"]
 
-EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
+# The exit codes are defined once, in sandbox.cli: "found" is its EXIT_VIOLATION (something wrong was found).
+EXIT_FOUND = EXIT_VIOLATION
 # Event kinds --find accepts: every kind the actors emit.
 EVENT_KINDS = frozenset(STYLES) | {"fee"}
 # Show at most this many deliveries of the shrunk interleaving.
@@ -52,7 +56,7 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
     what = f"an interleaving with a {args.find!r} event" if args.find else "a broken invariant"
     how = f"search seed {seed}, not saved to the database" if seed is not None else f"example database {db}"
     console.print(
-        f"exploring [bold]{scenario.name}[/bold]"
+        f"exploring [bold]{escape(plain(scenario.name))}[/bold]"
         + (f" with variant [bold]{args.variant}[/bold]" if args.variant else "")
         + f": up to {args.examples} interleavings for {what} ({how}; {args.workers} worker(s))",
         highlight=False,
@@ -166,8 +170,8 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
     run = replay_run(replay, actors)
     if not args.quiet:
         narrator = Narrator(console)
-        console.rule(f"[bold]replay of {replay.scenario.name}[/bold]"
-                     + (f" with variant {replay.variant}" if replay.variant else ""))
+        console.rule(f"[bold]replay of {escape(plain(replay.scenario.name))}[/bold]"
+                     + (f" with variant {escape(plain(replay.variant))}" if replay.variant else ""))
         for event in run.events:
             narrator(event)
     same = len(run.events) == replay.events and events_digest(run.events) == replay.events_sha256

@@ -8,12 +8,13 @@ documented in docs/reference/scenario-format.md.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.resources
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, Iterable
 
 import attrs
 
@@ -275,6 +276,10 @@ class _Reader:
         self.used.add(name)
         if name not in self.table:
             if required:
+                # A required key that is missing is most often misspelt: name the misspelling.
+                typo = did_you_mean(name, [k for k in self.table if isinstance(k, str) and k not in self.used])
+                if typo is not None:
+                    self.fail(typo, f"unknown key (did you mean {name}? it is required)")
                 self.fail(name, "is required")
             return None
         return self.table[name]
@@ -341,7 +346,14 @@ class _Reader:
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
-            self.fail(unknown[0], "unknown key")
+            close = did_you_mean(unknown[0], sorted(self.used - set(self.table)))
+            self.fail(unknown[0], "unknown key" + (f" (did you mean {close}?)" if close else ""))
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``word`` is most likely a misspelling of, if any is close (difflib's ratio >= 0.75)."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -787,7 +799,9 @@ def resolve_scenario(name_or_path: str) -> Scenario:
     if name_or_path in bundled and not exists:
         return bundled[name_or_path]()
     if not name_or_path.endswith(".toml") and not exists:
+        close = did_you_mean(name_or_path, bundled)
         raise ScenarioError(
-            name_or_path, "", f"no such file, and no bundled scenario of that name (see 'sandbox list')"
+            name_or_path, "", "no such file, and no bundled scenario of that name "
+            + (f"(did you mean {close}? see 'sandbox list')" if close else "(see 'sandbox list')")
         )
     return load_scenario(name_or_path)

@@ -24,7 +24,7 @@ def test_default_run_narrates_the_demo_and_exits_0():
     proc = cli("run")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for phrase in ("demo", "liquidating alice", "3 left over goes to the fund", "insurance fund takes over carol",
+    for phrase in ("demo", "liquidating alice", "3 ETH left over goes to the fund", "insurance fund takes over carol",
                    "insurance fund accepts carol's short 2 BAYC", "all held at every quiet point"):
         assert phrase in out
     assert "\x1b[" not in out  # piped: no colour codes
