@@ -70,14 +70,16 @@ DEFAULT_DB: Final = Path(".hypothesis") / "sandbox-explore"
 # (the ceiling of every budget, and the budget of a run with none given).
 MAX_DELIVERIES: Final = 200_000
 # An example's budget, from the FIFO run of the scenario: this many times its
-# deliveries plus this many more, and this much virtual time past its end.
+# deliveries plus this many more; and in virtual time, its end plus again as
+# long as it ran past the last scripted event (timers, e.g. cooldowns), plus
+# this much.
 BUDGET_FACTOR: Final = 20
 BUDGET_SLACK: Final = 10_000
-BUDGET_TIME_MS: Final = 600_000
+BUDGET_TIME_MS: Final = 60_000
 # Shrinking stops trying new candidates after this many deliveries in all
 # (the shrunk failure so far is kept): a livelock costs a whole budget per
 # candidate, and shrinking must end in seconds, not hours.
-SHRINK_DELIVERIES: Final = 300_000
+SHRINK_DELIVERIES: Final = 200_000
 
 
 @attrs.frozen
@@ -162,21 +164,23 @@ def plan(scenario: Scenario, actors: Mapping[str, type] | None, budget: Budget |
     """Run the scenario once in FIFO order and size the search from it.
 
     Unless ``budget`` is given, an example may deliver ``BUDGET_FACTOR`` times
-    what the FIFO run delivers plus ``BUDGET_SLACK``, and run
-    ``BUDGET_TIME_MS`` of virtual time past the FIFO run's end. If the FIFO
+    what the FIFO run delivers plus ``BUDGET_SLACK``, and run until the FIFO
+    run's end plus its overhang past the last scripted event plus
+    ``BUDGET_TIME_MS`` of virtual time. If the FIFO
     run itself does not end (it meets the given budget, or
-    ``MAX_DELIVERIES`` and ``BUDGET_TIME_MS`` past the last scripted event),
+    ``MAX_DELIVERIES`` or ten times ``BUDGET_TIME_MS`` past the last scripted event),
     the budget is sized from the scripted events alone.
     """
     last_event = max((e.at_ms for e in scenario.events), default=0)
-    cap = budget if budget is not None else Budget(MAX_DELIVERIES, last_event + BUDGET_TIME_MS)
+    cap = budget if budget is not None else Budget(MAX_DELIVERIES, last_event + 10 * BUDGET_TIME_MS)
     counter = _CountingChooser()
     fifo = run_once(scenario, counter, actors=actors, budget=cap)
     looped = fifo.failure is not None and fifo.failure.kind == "livelock"
     steps = 0 if looped else len(fifo.deliveries)
     if budget is None:
         end = last_event if looped else fifo.runtime.now_ms
-        budget = Budget(min(MAX_DELIVERIES, BUDGET_FACTOR * steps + BUDGET_SLACK), end + BUDGET_TIME_MS)
+        budget = Budget(min(MAX_DELIVERIES, BUDGET_FACTOR * steps + BUDGET_SLACK),
+                        2 * end - last_event + BUDGET_TIME_MS)
     return Plan(2 * counter.count + 16, budget, max(steps, 1), fifo.failure)
 
 
