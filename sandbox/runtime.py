@@ -371,7 +371,12 @@ class SeededDelivery:
         self._ready: SortedList = SortedList()
         self._waiting: list[tuple[int, int, tuple[str, str]]] = []
         self._wait_due: dict[tuple[str, str], int] = {}
-        self._heads: SortedList = SortedList()  # (head seq, link) of every non-empty link: the oldest message
+        # The oldest message in flight, without a sorted structure: seqs are
+        # posted in increasing order, so the smallest one still in flight only
+        # moves up; _copies counts the envelopes of each seq in flight (a
+        # duplicate shares its original's seq).
+        self._copies: dict[int, int] = {}
+        self._oldest = 0
         self._into: dict[str, set[tuple[str, str]]] = {}  # recipient -> its non-empty links (for crashes)
         self._runtime: Runtime | None = None
         self.delivered = 0
@@ -412,11 +417,13 @@ class SeededDelivery:
         elif queue[-1][0] > due:
             due = queue[-1][0]
         queue.append((due, envelope))
+        self._copies[envelope.seq] = 1
         if self.watcher is not None:
             self.watcher.posted(envelope)
         if faults.duplicate and envelope.sender != TIMELINE and self.chooser.chance(faults.duplicate):
             copy_ = attrs.evolve(envelope, duplicate=True)
             queue.append((due, copy_))
+            self._copies[envelope.seq] = 2
             if self.watcher is not None:
                 self.watcher.posted(copy_)
             rt.log.record(rt.now_ms, "network", "fault_duplicate", {
@@ -424,7 +431,6 @@ class SeededDelivery:
                 "message": type(envelope.message).__name__,
             })
         if new_head:
-            self._heads.add((envelope.seq, key))
             into = self._into.get(key[1])
             if into is None:
                 into = self._into[key[1]] = set()
@@ -439,8 +445,15 @@ class SeededDelivery:
         return sorted((e for q in self._links.values() for _, e in q), key=lambda e: e.seq)
 
     def oldest_seq(self) -> int | None:
-        """The seq of the oldest message in flight (None if none is)."""
-        return self._heads[0][0] if self._heads else None
+        """The seq of the oldest message in flight (None if none is); amortized O(1)."""
+        copies = self._copies
+        if not copies:
+            return None
+        oldest = self._oldest
+        while oldest not in copies:
+            oldest += 1
+        self._oldest = oldest
+        return oldest
 
     def _due(self, key: tuple[str, str]) -> int:
         due = self._links[key][0][0]
@@ -528,9 +541,12 @@ class SeededDelivery:
             return True
         del ready[index]
         envelope = queue.popleft()[1]
-        self._heads.remove((envelope.seq, key))
+        left = self._copies[envelope.seq] - 1
+        if left:
+            self._copies[envelope.seq] = left
+        else:
+            del self._copies[envelope.seq]
         if queue:
-            self._heads.add((queue[0][1].seq, key))
             self._place(key, now)
         else:
             del links[key]
