@@ -405,8 +405,11 @@ def delivery_msgs_per_s(in_flight: int, deliveries: int, actors: int = 100, seed
 # --- examples to the first failure: hypothesis vs PCT ------------------------------------
 
 
+STRATEGY_COLUMNS: tuple[tuple[str, int], ...] = (("hypothesis", 0), ("pct", 1), ("pct", 2), ("pct", 3))
+
+
 def compare_strategies(seeds: int = 5, examples: int = 2000) -> list[dict[str, Any]]:
-    """For every zoo variant and strategy: examples to the first failure over ``seeds`` searches (0: not found)."""
+    """For every zoo variant, strategy and PCT depth: examples to the first failure of ``seeds`` searches (0: none)."""
     from actors.zoo import VARIANTS
 
     from .explore import explore
@@ -415,25 +418,27 @@ def compare_strategies(seeds: int = 5, examples: int = 2000) -> list[dict[str, A
     rows = []
     for name, variant in VARIANTS.items():
         sc = resolve_scenario(variant.scenario)
-        for strategy in ("hypothesis", "pct"):
+        for strategy, depth in STRATEGY_COLUMNS:
             firsts = [explore(sc, examples=examples, variant=name, actors=variant.actors, database=None, seed=seed,
-                              strategy=strategy).first_failure for seed in range(seeds)]
-            rows.append({"variant": name, "scenario": variant.scenario, "strategy": strategy, "first": firsts})
+                              strategy=strategy, depth=depth or 3).first_failure for seed in range(seeds)]
+            rows.append({"variant": name, "scenario": variant.scenario, "strategy": strategy, "depth": depth,
+                         "first": firsts})
     return rows
 
 
 def _strategy_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| variant | scenario | hypothesis: median (range) | PCT d=3: median (range) |", "|---|---|---|---|"]
-    by = {(r["variant"], r["strategy"]): r for r in rows}
+    heads = ["hypothesis" if not d else f"PCT d={d}" for _, d in STRATEGY_COLUMNS]
+    out = ["| variant | scenario | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
+    by = {(r["variant"], r["strategy"], r["depth"]): r for r in rows}
     for variant, scenario in dict.fromkeys((r["variant"], r["scenario"]) for r in rows):
         cells = []
-        for strategy in ("hypothesis", "pct"):
-            firsts = sorted(by[variant, strategy]["first"])
+        for strategy, depth in STRATEGY_COLUMNS:
+            firsts = sorted(by[variant, strategy, depth]["first"])
             missed = firsts.count(0)
             found = [f for f in firsts if f]
             text = f"{found[len(found) // 2]} ({found[0]}-{found[-1]})" if found else "not found"
             cells.append(text + (f", {missed} missed" if missed else ""))
-        out.append(f"| {variant} | {scenario} | {cells[0]} | {cells[1]} |")
+        out.append(f"| {variant} | {scenario} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
