@@ -17,6 +17,7 @@ from sandbox.messages import (
     AccountFrozen,
     FundBalanceReported,
     FundBalanceRequested,
+    LiquidationEnded,
     PositionTakenOver,
     PositionView,
     TakeOverPosition,
@@ -28,6 +29,7 @@ from ._common import CLEARING, ENGINE, FUND, equity, round_price_down, round_pri
 from .clearing import Account, Clearing
 from .insurance_fund import InsuranceFund, Lot
 from .liquidation_engine import LiquidationEngine, _Liquidation
+from .margin_monitor import MarginMonitor
 
 __all__ = ["Variant", "VARIANTS"]
 
@@ -223,4 +225,53 @@ VARIANTS: Mapping[str, Variant] = {
             find="adl",
         ),
     )
+}
+
+
+# --- 5. a poll that reads a copy: a livelock -------------------------------------------
+# Its own section (and its own VARIANTS entry below) so that it stays apart from
+# the variants above.
+
+
+@attrs.frozen
+class AwaitUnfrozen:
+    """monitor -> itself, a timer: look again whether clearing has unfrozen ``account``."""
+
+    account: str
+    view: tuple[int, tuple[PositionView, ...], bool]  # the monitor's view when it started waiting
+
+
+class PollingStaleCopyMonitor(MarginMonitor):
+    """After a liquidation settles, waits for clearing's word that the account is unfrozen, by polling a copy.
+
+    It expects clearing's last ``AccountUpdated`` of a liquidation to arrive
+    before the engine's ``LiquidationEnded``: true in FIFO order (clearing
+    sends it before it tells the engine), but the two travel different
+    links. When the end overtakes the update, the monitor polls every
+    ``POLL_MS`` virtual ms, and each poll reads the copy of its view that it
+    took when it started waiting, which never changes: it polls forever, and
+    the exchange never goes quiet (a livelock of timers).
+    """
+
+    POLL_MS = 100
+
+    def on_LiquidationEnded(self, msg: LiquidationEnded) -> None:
+        super().on_LiquidationEnded(msg)
+        view = self.accounts.get(msg.account)
+        if msg.outcome == "settled" and view is not None and view[2]:
+            self.send_later(self.POLL_MS, AwaitUnfrozen(msg.account, view))
+
+    def on_AwaitUnfrozen(self, msg: AwaitUnfrozen) -> None:
+        if msg.view[2]:  # the bug: the copy in the message, not self.accounts[msg.account]
+            self.send_later(self.POLL_MS, msg)
+
+
+VARIANTS = {
+    **VARIANTS,
+    "monitor_polls_stale_copy": Variant(
+        "monitor_polls_stale_copy", "race_partial_fill",
+        {"margin_monitor": PollingStaleCopyMonitor},
+        "after a liquidation settles, the monitor polls for the unfreeze on a copy of its view: when the "
+        "engine's word overtakes clearing's last update, it polls forever (a livelock)",
+    ),
 }

@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", type=Path, default=None, metavar="FILE.html",
                      help="write a self-contained HTML report of the run (charts and a message sequence diagram)")
     _narration_options(run)
+    _actor_option(run)
 
     report = sub.add_parser("report", help="build the HTML report of a run saved with 'sandbox run --out DIR'")
     report.add_argument("events", type=Path, metavar="EVENTS.jsonl", help="the run's DIR/events.jsonl")
@@ -124,10 +125,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="hypothesis example database directory (default .hypothesis/sandbox-explore)")
     ex.add_argument("--workers", type=_positive("--workers"), default=1,
                     help="processes sharing one example database (default 1)")
+    from ._search_args import add_search_options
+
+    add_search_options(ex, _positive)
+    _actor_option(ex)
 
     rp = sub.add_parser("replay", help="rerun a replay file written by 'sandbox explore'")
     rp.add_argument("file", type=Path)
     rp.add_argument("--quiet", action="store_true", help="no narration")
+    _actor_option(rp)
 
     sub.add_parser("variants", help="list the deliberately wrong actor variants (the bug zoo)")
     check = sub.add_parser(
@@ -164,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=None,
                        help="directory of the rows, summary and plot (default: out/sweep-SCENARIO); "
                             "a rerun with the same --out skips the runs already done")
+    _actor_option(sweep)
     return p
 
 
@@ -189,6 +196,22 @@ def _version() -> str:
         return version("perp-risk-sandbox")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+def _actor_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", dest="actors", action="append", default=[], metavar="ROLE=module:Class",
+                   help="replace a role's actor with your subclass (module:Class or path/to/file.py:Class); "
+                        "this imports and runs your code (repeat for several roles)")
+
+
+def _load_actors(texts: list[str], base: Any = None) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """The --actor classes (over a variant's), or BadInput naming the bad reference."""
+    from .actorref import ActorRefError, load_actor_refs
+
+    try:
+        return load_actor_refs(texts, base)
+    except ActorRefError as e:
+        raise BadInput(str(e)) from None
 
 
 def _positive(flag: str) -> Any:
@@ -364,6 +387,7 @@ def _prepare_out(out: Path) -> None:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     scenario = resolve_scenario(args.scenario)  # every check before anything runs
+    actors, _ = _load_actors(args.actors)
     recorder = None
     if args.report is not None:
         from . import report  # matplotlib is loaded only when a report is asked for
@@ -402,7 +426,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         log.subscribe(events_file)
     try:
         result = trio.run(
-            lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log, **hooks)
+            lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log,
+                                 actors=actors, **hooks)
         )
     finally:
         if events_file is not None:
@@ -473,8 +498,9 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         raise BadInput("--workers is for the local pool; with --scheduler the cluster's workers run the sweep")
     if args.scheduler is not None and not re.fullmatch(r"tcp://[^\s:/]+:\d{1,5}", args.scheduler):
         raise BadInput(f"--scheduler {args.scheduler!r}: expected tcp://HOST:PORT")
+    _, actor_refs = _load_actors(args.actors)  # checked here; each worker loads them again
     try:  # every check (scenario, each --set key and value, --out) before anything is written
-        plan = sw.load_sweep(args.scenario, args.sets, args.seeds)
+        plan = sw.load_sweep(args.scenario, args.sets, args.seeds, actor_refs)
         out = args.out if args.out is not None else Path("out") / f"sweep-{plan.name}"
         sw.prepare_out(out, plan)
     except sw.SweepError as e:

@@ -60,6 +60,7 @@ __all__ = [
     "check_quiet",
     "check_all",
     "check_step",
+    "InFlight",
     "open_interest",
 ]
 
@@ -183,7 +184,45 @@ def _paused_by_stale_oracle(oracle: Any, markets: Iterable[str]) -> bool:
     return any(policy.is_stale(oracle.valid_at[m], oracle.now_ms) for m in markets)
 
 
-def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) -> list[Violation]:
+class InFlight:
+    """A running tally of the money and positions travelling in messages (a delivery watcher).
+
+    :func:`check_step` needs, after every delivery, the sum over every message
+    in flight of what it carries. Summing a list of them each time costs as
+    much as the list is long, so a run that keeps many messages in flight
+    slows down as it goes; this tally is updated as each message is posted
+    and taken (O(1) each) and gives the same sums. A message's value depends
+    on the current mark (``size * (mark - price)``), so per market it keeps
+    the sizes and the ``size * price`` separately; integers, so the result is
+    exactly the sum a scan would give.
+    """
+
+    def __init__(self) -> None:
+        self.size: dict[str, int] = {}  # market -> sum of sizes of fills and takeovers in flight
+        self.value: dict[str, int] = {}  # market -> sum of size * price of the same
+        self.amount = 0  # money in transfers to or from the fund in flight
+
+    def _add(self, envelope: Envelope, sign: int) -> None:
+        if envelope.duplicate:
+            return  # its receiver will ignore it
+        msg = envelope.message
+        if isinstance(msg, (Fill, PositionTakenOver)):
+            self.size[msg.market] = self.size.get(msg.market, 0) + sign * msg.size
+            self.value[msg.market] = self.value.get(msg.market, 0) + sign * msg.size * msg.price
+        elif isinstance(msg, _MONEY_MESSAGES):
+            self.amount += sign * msg.amount
+
+    def posted(self, envelope: Envelope) -> None:
+        self._add(envelope, 1)
+
+    def taken(self, envelope: Envelope) -> None:
+        self._add(envelope, -1)
+
+
+_MONEY_MESSAGES = (SurplusTransferred, FundingContributed, FundingRemainderTransferred, FeeShareTransferred)
+
+
+def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope] | InFlight) -> list[Violation]:
     """The invariants that hold after *every* delivery, counting what is in flight.
 
     Money and positions travel in these messages: a :class:`Fill` not yet
@@ -193,20 +232,16 @@ def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) ->
     :class:`FundingRemainderTransferred`, :class:`FeeShareTransferred`). Counting those,
     money is conserved and positions net to zero at every step, not only at
     quiet points; and the fund's balance is never negative at any step.
+    ``in_flight`` is the messages themselves or an :class:`InFlight` tally of them.
     """
     marks = rt[ORACLE].marks
     gap = conservation_gap(rt, initial_fund)
     net = {m: long - short for m, (long, short) in open_interest(rt).items()}
-    for envelope in in_flight:
-        if envelope.duplicate:
-            continue  # its receiver will ignore it
-        msg = envelope.message
-        if isinstance(msg, (Fill, PositionTakenOver)):
-            gap += msg.size * (marks[msg.market] - msg.price)
-            net[msg.market] += msg.size
-        elif isinstance(msg, (SurplusTransferred, FundingContributed, FundingRemainderTransferred,
-                              FeeShareTransferred)):
-            gap += msg.amount
+    tally = in_flight if isinstance(in_flight, InFlight) else _tally(in_flight)
+    for market, size in tally.size.items():
+        gap += size * marks[market] - tally.value[market]
+        net[market] += size
+    gap += tally.amount
     out = check_fund_non_negative(rt) + check_unowned_losses(rt)
     if gap:
         out.append(_v(rt, "money is conserved", f"books and messages in flight differ by {fmt_money(gap)}"))
@@ -216,6 +251,13 @@ def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) ->
         if n
     ]
     return out
+
+
+def _tally(envelopes: Iterable[Envelope]) -> InFlight:
+    tally = InFlight()
+    for envelope in envelopes:
+        tally.posted(envelope)
+    return tally
 
 
 def check_all(rt: Runtime, initial_fund: int, *, quiet: bool = True) -> list[Violation]:
