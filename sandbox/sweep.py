@@ -195,6 +195,9 @@ class Job:
     # SHA-256 of every data file the scenario read (a stochastic csv), by name:
     # the plan depends on them as much as on the TOML.
     data: tuple[tuple[str, str], ...] = ()
+    # --actor ROLE=REF: loaded again in each worker (a class from a file cannot
+    # travel by pickle), so a worker must see the same module or file.
+    actors: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -218,12 +221,17 @@ class Sweep:
         return out
 
     def spec(self) -> dict[str, Any]:
-        return {"scenario": self.name, "source": self.job.source, "digest": self.job.digest,
-                "data": {name: sha for name, sha in self.job.data},
+        spec = {"scenario": self.name, "source": self.job.source, "digest": self.job.digest,
                 "set": {k: list(v) for k, v in self.sets}, "seeds": self.seeds}
+        if self.job.data:  # only then, as for actors: a plan of a scenario without data files reads as before
+            spec["data"] = dict(self.job.data)
+        if self.job.actors:  # only then, so an --out written before --actor existed still resumes
+            spec["actors"] = dict(self.job.actors)
+        return spec
 
 
-def load_sweep(scenario: str, sets: Sequence[str], seeds: int, *, allow_outside_paths: bool = False) -> Sweep:
+def load_sweep(scenario: str, sets: Sequence[str], seeds: int,
+               actors: tuple[tuple[str, str], ...] = (), *, allow_outside_paths: bool = False) -> Sweep:
     """Read the scenario and check every combination of the grid before anything runs."""
     # ScenarioError for a bad file, as for 'sandbox run'
     base = resolve_scenario(scenario, allow_outside_paths=allow_outside_paths)
@@ -231,7 +239,7 @@ def load_sweep(scenario: str, sets: Sequence[str], seeds: int, *, allow_outside_
         document = base.template  # the generator document, with any csv already read in
     else:
         document = tomllib.loads(base.text)  # the very text that was validated, not a second read
-    job = Job(document, base.source, base.digest, tuple((d.name, d.sha256) for d in base.data_files))
+    job = Job(document, base.source, base.digest, tuple((d.name, d.sha256) for d in base.data_files), actors)
     grid: list[tuple[str, tuple[str, ...]]] = []
     fund: dict[tuple[tuple[str, str], ...], str] = {}  # each combination's initial fund, for checking rows
     for text in sets:
@@ -281,7 +289,12 @@ def execute(job: Job, task: RunTask) -> dict[str, Any]:
         doc = dict(_override_all(job, task.params))
         doc["seed"] = task.seed  # a stochastic scenario is generated from the run's seed
         scenario = parse_scenario(doc, job.source, job.digest)
-        result = run_scenario_sync(scenario, seed=task.seed, check=True)
+        actors = None
+        if job.actors:
+            from .actorref import load_actor
+
+            actors = {role: load_actor(role, ref) for role, ref in job.actors}
+        result = run_scenario_sync(scenario, seed=task.seed, check=True, actors=actors)
         row = measure(task, scenario.fund_balance, result.events, result.log.counts, result.violations)
         if result.stopped is not None:  # the run's work limits (docs/guarantees.md): a result, not a crash
             row["status"] = "stopped"
@@ -549,21 +562,16 @@ def _check_spec(folder: OutDir, sweep: Sweep) -> None:
         raise SweepError(f"--out {out}: has {RUNS_FILE} but no {SPEC_FILE}; use another --out")
 
 
-def _old(old: dict[str, Any], key: str) -> Any:
-    # A plan written before "data" was recorded had no data files to record, or it is refused.
-    return old.get(key, {} if key == "data" else None)
-
-
 def _same_sweep(old: Any, new: dict[str, Any]) -> bool:
     # The same file named another way (a relative path from elsewhere) is the same sweep: its digest says so.
-    return isinstance(old, dict) and all(_old(old, k) == new[k] for k in new if k != "source")
+    return isinstance(old, dict) and all(old.get(k) == new.get(k) for k in set(new) | set(old) if k != "source")
 
 
 def _difference(old: Any, new: dict[str, Any]) -> str:
     if not isinstance(old, dict):
         return "unreadable"
-    changed = [k for k in new if k != "source" and _old(old, k) != new[k]]
-    return ", ".join(f"{k} was {json.dumps(_old(old, k))[:200]}" for k in changed) or "format"
+    changed = [k for k in {**old, **new} if k != "source" and old.get(k) != new.get(k)]
+    return ", ".join(f"{k} was {json.dumps(old.get(k))[:200]}" for k in changed) or "format"
 
 
 # --- backends -------------------------------------------------------------------------------------

@@ -11,31 +11,36 @@
   in-flight message goes next, and each message's latency), and
   :func:`run_schedule` / :func:`run_schedule_sync` to run a scenario under one,
   checking every invariant after every delivery. A failing schedule shrinks
-  towards plain FIFO delivery.
+  towards plain FIFO delivery. :class:`ScriptedSchedule` replays exact
+  recorded decisions. ``sandbox explore`` prints each shrunk failure as a
+  test written with these (:mod:`sandbox.failtest`).
 """
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from hypothesis import strategies as st
 
 from .exchange import RunResult, run_scenario, run_scenario_sync
-from .explore import Run, TapeChooser, run_once, run_once_async
+from .explore import Budget, Run, TapeChooser, run_once, run_once_async
 from .invariants import check_all
-from .runtime import Runtime, Violation
+from .runtime import Runtime, ScriptedChooser, Violation
 from .scenario import Scenario, parse_scenario
 
 __all__ = [
     "scenarios",
     "scenario_dicts",
     "policy_dicts",
+    "cross_margin_dicts",
     "run",
     "run_sync",
     "check_invariants",
     "summary_conserves_money",
     "Schedule",
+    "ScriptedSchedule",
     "schedules",
     "run_schedule",
     "run_schedule_sync",
@@ -51,7 +56,7 @@ def _dec(value: Decimal) -> str:
 
 @st.composite
 def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    """A random ``[policy]`` table: any mix of the venues' rules (see README, "Scenario format")."""
+    """A random ``[policy]`` table: any mix of the venues' rules (see docs/reference/scenario-format.md)."""
     policy: dict[str, Any] = {}
     if draw(st.booleans()):
         policy.update(liquidation="partial", partial_threshold=draw(st.sampled_from(["0", "50", "200"])),
@@ -59,7 +64,9 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
                       partial_cooldown=draw(st.sampled_from(["0", "0.5", "30"])))
     policy["liquidation_fee"] = draw(st.sampled_from(["0", "0.005", "0.01"]))
     policy["adl_ranking"] = draw(st.sampled_from(["pnl_x_leverage", "pnl_x_margin_ratio", "pnl_pct"]))
-    policy["fund_inventory"] = draw(st.sampled_from(["close", "keep"]))
+    policy["fund_inventory"] = draw(st.sampled_from(["work", "close", "keep"]))
+    policy["fund_price_band"] = draw(st.sampled_from(["0.02", "0.1", "0.5", "0.9"]))
+    policy["bankruptcy_split"] = draw(st.sampled_from(["loss", "maintenance_margin"]))
     policy["fee_to_fund"] = draw(st.sampled_from(["0", "0.5", "1"]))
     policy["funding_interval"] = draw(st.sampled_from(["1", "2", "3600"]))
     policy["funding_divisor"] = draw(st.integers(1, 24))
@@ -176,6 +183,80 @@ def scenario_dicts(
     return document
 
 
+@st.composite
+def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int = 5) -> dict[str, Any]:
+    """A random cross-margin crash as the dict a TOML file would parse to.
+
+    Two or three markets; accounts holding positions in several of them at
+    entry prices that need not net (a real snapshot), one balancing
+    counterparty per market, thin books (zero to two levels a side), crashes
+    and pumps of 5% to 95% in one tick, a random ``[policy]`` and a network
+    latency: the kinds of state where cross-margin bankruptcy, the fund's
+    budgeting and ADL are hardest to get right.
+    """
+    n_markets = draw(st.integers(2, max_markets))
+    markets, marks = [], {}
+    for symbol in SYMBOLS[:n_markets]:
+        im = draw(st.sampled_from(["0.02", "0.05", "0.1"]))
+        mark = Decimal(draw(st.integers(20, 200)))
+        marks[symbol] = mark
+        markets.append({
+            "symbol": symbol, "mark_price": str(mark), "initial_margin": im,
+            "maintenance_margin": str(Decimal(im) / 2), "tick_size": "0.01", "lot_size": "0.01",
+        })
+    accounts: list[dict[str, Any]] = [{"id": "mm", "deposit": "1000000"}]
+    net = {m: Decimal(0) for m in marks}
+    for i in range(draw(st.integers(1, max_accounts))):
+        held = draw(st.lists(st.sampled_from(sorted(marks)), min_size=1, max_size=n_markets, unique=True))
+        positions, notional = [], Decimal(0)
+        for symbol in held:
+            size = Decimal(draw(st.integers(1, 300))) / 100 * draw(st.sampled_from([1, -1]))
+            entry = marks[symbol] * (1 + Decimal(draw(st.integers(-10, 10))) / 100)
+            positions.append({"market": symbol, "size": str(size), "entry_price": _dec(entry)})
+            net[symbol] += size
+            notional += abs(size) * entry
+        deposit = notional * Decimal(draw(st.integers(2, 40))) / 100
+        accounts.append({"id": f"x{i}", "deposit": _dec(deposit), "positions": positions})
+    imbalance = Decimal(0)
+    for symbol, size in net.items():
+        if size:  # the other side, opened at the mark, margined to survive every move drawn below
+            accounts.append({"id": f"c{symbol.lower()}", "deposit": _dec(abs(size) * marks[symbol] * 20),
+                             "positions": [{"market": symbol, "size": str(-size), "entry_price": str(marks[symbol])}]})
+    for a in accounts:
+        for p in a.get("positions", ()):
+            imbalance -= Decimal(p["size"]) * Decimal(p["entry_price"])
+    orders = []
+    for symbol, mark in marks.items():
+        for side, direction in (("buy", -1), ("sell", 1)):
+            for _ in range(draw(st.integers(0, 2))):
+                offset = mark * Decimal(draw(st.integers(1, 60))) / 100
+                orders.append({"account": "mm", "market": symbol, "side": side,
+                               "price": _dec(max(mark + direction * offset, Decimal("0.01"))),
+                               "size": str(Decimal(draw(st.integers(1, 200))) / 100)})
+    events: list[dict[str, Any]] = []
+    current = dict(marks)
+    for k in range(draw(st.integers(1, 4))):
+        symbol = draw(st.sampled_from(sorted(marks)))
+        move = Decimal(draw(st.integers(5, 95))) / 100 * draw(st.sampled_from([-1, 1]))
+        current[symbol] = max(current[symbol] * (1 + move), Decimal("0.05"))
+        events.append({"at": k + 1, "type": "mark_price", "market": symbol, "price": _dec(current[symbol])})
+    policy = draw(policy_dicts())
+    for key in ("funding_interval", "funding_divisor", "oracle_staleness", "stale_liquidations", "oracle_band",
+                "mark_price", "impact_notional"):
+        policy.pop(key, None)  # no index prices here: funding and the median mark need one
+    latency = draw(st.sampled_from(["0", "0.001", "0.01"]))
+    return {
+        "name": "cross_margin", "seed": draw(st.integers(0, 2**32)),
+        # The fund holds at least what the opening entry costs do not net to: a
+        # snapshot's books lack that much, and when every position is closed
+        # somebody pays it (see Scenario.opening_imbalance).
+        "insurance_fund": {"balance": str(draw(st.sampled_from([0, 1, 10, 100, 1000, 1_000_000]))
+                                          + math.ceil(abs(imbalance)))},
+        "network": {"latency": {"min": "0", "max": latency}},
+        "markets": markets, "accounts": accounts, "orders": orders, "events": events, "policy": policy,
+    }
+
+
 def scenarios(**kwargs: Any) -> st.SearchStrategy[Scenario]:
     """A hypothesis strategy of random valid :class:`Scenario` objects."""
     return scenario_dicts(**kwargs).map(lambda d: parse_scenario(d, "<generated>"))
@@ -201,7 +282,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
     Independent of :mod:`sandbox.invariants`: the summary's own numbers must
     show balances + fund + fees + unrealized PnL == deposits - withdrawals +
-    initial fund.
+    initial fund + the opening imbalance.
     """
     marks = {m: Decimal(v["mark_price"]) for m, v in summary["markets"].items()}
 
@@ -211,7 +292,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
     total = Decimal(summary["insurance_fund"]["final"]) + Decimal(summary["fees"])
     total += upnl(summary["insurance_fund"]["positions"])
-    external = Decimal(initial_fund)
+    external = Decimal(initial_fund) + Decimal(summary.get("opening_imbalance", "0"))
     for acct in summary["accounts"].values():
         total += Decimal(acct["balance"]) + upnl(acct["positions"])
         external += Decimal(acct["deposited"]) - Decimal(acct["withdrawn"])
@@ -231,26 +312,47 @@ class Schedule:
         return f"Schedule({self.tape!r})"
 
 
+class ScriptedSchedule:
+    """A schedule of exact recorded decisions, as a replay file holds them (see :class:`ScriptedChooser`).
+
+    Strict where :class:`Schedule` is tolerant: a run that asks for a
+    different decision raises :class:`sandbox.runtime.ReplayDiverged`.
+    """
+
+    def __init__(self, decisions: Sequence[tuple[str, int, int, int]]) -> None:
+        self.decisions = [tuple(d) for d in decisions]
+
+    def chooser(self) -> ScriptedChooser:
+        return ScriptedChooser(self.decisions)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"ScriptedSchedule({self.decisions!r})"
+
+
 def schedules(length: int = 256) -> st.SearchStrategy[Schedule]:
     """Schedules of ``length`` decisions (later decisions deliver the oldest message, no latency)."""
     return st.binary(min_size=length, max_size=length).map(Schedule)
 
 
 async def run_schedule(
-    scenario: Scenario, schedule: Schedule, *, actors: Mapping[str, type] | None = None, find: str | None = None
+    scenario: Scenario, schedule: Schedule | ScriptedSchedule, *, actors: Mapping[str, type] | None = None,
+    find: str | None = None, budget: Budget | None = None,
 ) -> Run:
     """Run ``scenario`` under ``schedule`` (inside trio, e.g. a pytest-trio test).
 
     Every invariant is checked after every delivery and at every quiet point;
     the run stops at the first failure. ``run.failure`` says what failed (None
     if nothing did), ``run.events`` is the event log, ``run.runtime`` holds
-    every actor's final state and ``run.decisions`` replays the run.
+    every actor's final state and ``run.decisions`` replays the run. A run
+    that exceeds ``budget`` (see :class:`sandbox.explore.Budget`) stops as a
+    ``livelock``.
     """
-    return await run_once_async(scenario, schedule.chooser(), actors=actors, find=find)
+    return await run_once_async(scenario, schedule.chooser(), actors=actors, find=find, budget=budget)
 
 
 def run_schedule_sync(
-    scenario: Scenario, schedule: Schedule, *, actors: Mapping[str, type] | None = None, find: str | None = None
+    scenario: Scenario, schedule: Schedule | ScriptedSchedule, *, actors: Mapping[str, type] | None = None,
+    find: str | None = None, budget: Budget | None = None,
 ) -> Run:
     """:func:`run_schedule` from synchronous code."""
-    return run_once(scenario, schedule.chooser(), actors=actors, find=find)
+    return run_once(scenario, schedule.chooser(), actors=actors, find=find, budget=budget)

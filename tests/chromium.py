@@ -5,11 +5,19 @@ is started with ``--remote-debugging-pipe`` and reads DevTools commands from
 file descriptor 3 and writes replies and events to descriptor 4, each message
 a JSON object ended by a NUL byte. That is all a test needs to load a page,
 collect every console message, exception and network request, measure
-elements and take a screenshot.
+elements, click and press keys as a person would (:meth:`Chromium.click`,
+:meth:`Chromium.press`), read what the page shows and take a screenshot.
 
-Also a command, to refresh the README's screenshot::
+Which browser: ``$CHROMIUM`` if it names an executable, else the first of
+``/usr/bin/chromium``, ``/usr/bin/chromium-browser``, ``/usr/bin/google-chrome``
+and ``chromium`` on ``PATH`` (:func:`find_chromium`). With none, the browser
+tests skip with a one-line reason, unless ``SANDBOX_REQUIRE_BROWSER=1``
+(``.ci/run`` sets it after installing Chromium): then they fail
+(:func:`require_chromium`). See docs/how-to/run-the-tests.md.
 
-    python -m tests.chromium screenshot REPORT.html docs/report.png [MAX_HEIGHT]
+Also a command, to refresh the documentation's screenshots::
+
+    python -m tests.chromium screenshot PAGE.html|URL docs/report.png [MAX_HEIGHT [WIDTH]]
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Chromium", "PageLoad", "find_chromium", "BrowserError"]
+__all__ = ["Chromium", "PageLoad", "find_chromium", "require_chromium", "BrowserError", "REQUIRE_BROWSER"]
 
 CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
@@ -48,6 +56,10 @@ FLAGS = (
 )
 
 
+# Set to 1 where a browser must be there (CI): a missing one fails the browser tests instead of skipping them.
+REQUIRE_BROWSER = "SANDBOX_REQUIRE_BROWSER"
+
+
 class BrowserError(RuntimeError):
     pass
 
@@ -57,6 +69,20 @@ def find_chromium() -> str | None:
         if path and os.access(path, os.X_OK):
             return path
     return None
+
+
+def require_chromium() -> str:
+    """The browser for a test; without one, skip the test (or fail it under ``SANDBOX_REQUIRE_BROWSER=1``)."""
+    import pytest
+
+    path = find_chromium()
+    if path is not None:
+        return path
+    where = f"$CHROMIUM={os.environ['CHROMIUM']!r} is not executable and no" if os.environ.get("CHROMIUM") else "no"
+    reason = (f"{where} Chromium found (set CHROMIUM=/path/to/chromium, or apt-get install chromium)")
+    if os.environ.get(REQUIRE_BROWSER) == "1":
+        pytest.fail(f"{REQUIRE_BROWSER}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 class PageLoad:
@@ -228,16 +254,63 @@ class Chromium:
             raise BrowserError(f"evaluate: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, path: str | Path, full_page: bool = True, max_height: int | None = None) -> Path:
-        """A PNG of the page (the whole page, or its top ``max_height`` pixels)."""
+    # -- acting on the page as a person would ---------------------------------------------
+
+    def text(self, selector: str) -> str:
+        """The visible text (innerText) of the first element matching ``selector``."""
+        value = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                              " return e === null ? null : e.innerText; })()")
+        if value is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        return str(value)
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (press and release of the left button) at the middle of the element.
+
+        The element is scrolled into view first; the click goes through
+        Chromium's input pipeline (Input.dispatchMouseEvent), so it reaches
+        whatever is on top at that point, as a person's click would: a hidden
+        or covered button is not clicked.
+        """
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (e === null) return null;"
+            " e.scrollIntoView({block: 'nearest'}); const r = e.getBoundingClientRect();"
+            " return [r.left + r.width / 2, r.top + r.height / 2, r.width, r.height]; })()")
+        if box is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        x, y, width, height = box
+        if width <= 0 or height <= 0:
+            raise BrowserError(f"{selector!r} is not displayed")
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=1, clickCount=1)
+
+    _KEYS = {"ArrowRight": 39, "ArrowLeft": 37, "Home": 36, "End": 35, " ": 32, "Enter": 13}
+
+    def press(self, key: str) -> None:
+        """A key pressed and released on the focused element (Input.dispatchKeyEvent), e.g. "ArrowRight"."""
+        code = self._KEYS[key]
+        name = "Space" if key == " " else key
+        text = {" ": " ", "Enter": "\r"}.get(key)
+        down: dict[str, Any] = {"type": "keyDown" if text else "rawKeyDown", "key": key, "code": name,
+                                "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code}
+        if text:
+            down["text"] = text
+        self.call("Input.dispatchKeyEvent", **down)
+        self.call("Input.dispatchKeyEvent", type="keyUp", key=key, code=name, windowsVirtualKeyCode=code,
+                  nativeVirtualKeyCode=code)
+
+    def screenshot(self, path: str | Path, full_page: bool = True, max_height: int | None = None,
+                   top: int = 0) -> Path:
+        """A PNG of the page (the whole page, or ``max_height`` pixels of it from ``top``)."""
         height = self.height
         if full_page:
-            height = int(self.evaluate("document.documentElement.scrollHeight"))
+            height = int(self.evaluate("document.documentElement.scrollHeight")) - top
         if max_height is not None:
             height = min(height, max_height)
         self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=height, deviceScaleFactor=1,
                   mobile=False)
-        clip = {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}
+        clip = {"x": 0, "y": top, "width": self.width, "height": height, "scale": 1}
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)["data"]
         self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
                   deviceScaleFactor=1, mobile=False)
@@ -248,12 +321,14 @@ class Chromium:
 
 def _main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] != "screenshot":
-        print("usage: python -m tests.chromium screenshot PAGE.html OUT.png [MAX_HEIGHT]", file=sys.stderr)
+        print("usage: python -m tests.chromium screenshot PAGE.html|URL OUT.png [MAX_HEIGHT [WIDTH]]", file=sys.stderr)
         return 2
-    page, out = Path(argv[1]).resolve(), Path(argv[2])
+    page, out = argv[1], Path(argv[2])  # a file, or an http:// address (a served site)
+    url = page if page.startswith(("http://", "https://")) else Path(page).resolve().as_uri()
     max_height = int(argv[3]) if len(argv) > 3 else None
-    with Chromium(width=1100) as browser:
-        load = browser.load(page.as_uri())
+    width = int(argv[4]) if len(argv) > 4 else 1100
+    with Chromium(width=width) as browser:
+        load = browser.load(url)
         if load.errors:
             print("\n".join(load.errors), file=sys.stderr)
             return 1
