@@ -1,11 +1,22 @@
 """The ``sandbox`` command.
 
-Exit status: 0 the run finished and every invariant held; 1 an invariant was
-violated; 2 bad input (the message names the file, the key and the problem;
-nothing is run or written); 3 an actor raised an unexpected exception (the
-message names the actor, the message and its seq; events.jsonl keeps every
-event up to there and summary.json says "failed"). ``check-log``: 0 the log is good, 1 a bad line
-(reported), 2 the file cannot be read.
+Exit status, the same for every subcommand (``sandbox --help`` shows this
+table too; ``docs/narration.md`` explains each case):
+
+====  ==========================================================================
+0     done: the run finished and every invariant held; ``explore`` found
+      nothing; ``replay`` reproduced the run; ``check-log``: the log is good
+1     something was found: an invariant was violated (``run``, ``soak``,
+      ``sweep``: a run not ok); ``explore`` found what it searched for;
+      ``replay`` did not reproduce, or reproduced a failure; ``check-log``: a
+      bad line (reported)
+2     bad input: one line names the file, the key and the problem; nothing is
+      run or written (argument errors too, with a "did you mean" when close)
+3     an actor raised an unexpected exception (the message names the actor,
+      the message and its seq; events.jsonl keeps every event up to there and
+      summary.json says "failed")
+130   interrupted (Ctrl-C during a sweep: the finished runs are kept)
+====  ==========================================================================
 """
 
 from __future__ import annotations
@@ -18,22 +29,32 @@ import sys
 import tempfile
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Final, Sequence
 
 import trio
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .checklog import check_log
 from .eventlog import EventFile, EventLog
 from .exchange import RunResult, run_scenario
-from .narrate import Narrator
+from .narrate import FOLD_ABOVE, LEGEND, Narrator, glossary, print_hanging, theme_for
+from .plain import plain, plain_text
 from .scenario import Scenario, ScenarioError, bundled_scenarios, resolve_scenario
 
 __all__ = ["main"]
 
 DEFAULT_SCENARIO = "demo"
-EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_CRASH = 0, 1, 2, 3
+# The one definition of the exit codes (see the table above); other modules import them from here.
+EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES: Final = {
+    EXIT_OK: "done, nothing wrong found",
+    EXIT_VIOLATION: "something found: an invariant violated, a finding, a replay that differs, a bad log line",
+    EXIT_BAD_INPUT: "bad input (one line on stderr; nothing run or written)",
+    EXIT_CRASH: "an actor crashed",
+    EXIT_INTERRUPTED: "interrupted",
+}
 
 
 class BadInput(Exception):
@@ -42,11 +63,32 @@ class BadInput(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no traceback
-        self.exit(EXIT_BAD_INPUT, f"sandbox: {message} (see 'sandbox --help')\n")
+        choice = re.search(r"invalid choice: '((?:[^'\\]|\\.)*)' \(choose from (.*)\)$", message)
+        if choice is not None:  # a mistyped subcommand or option value: say which was probably meant
+            from .scenario import did_you_mean
+
+            close = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+            if close is not None:
+                message += f"; did you mean {close!r}?"
+        elif message.startswith("unrecognized arguments: "):  # a mistyped option of any subcommand
+            from .scenario import did_you_mean
+
+            options = {o for parser in self._all_parsers() for a in parser._actions for o in a.option_strings}
+            typo = next((t for t in message.split()[2:] if t.startswith("--")), None)
+            close = did_you_mean(typo.split("=", 1)[0], options) if typo else None
+            if close is not None:
+                message += f"; did you mean {close}?"
+        self.exit(EXIT_BAD_INPUT, f"sandbox: {plain(message)} (see 'sandbox --help')\n")
+
+    def _all_parsers(self) -> list[argparse.ArgumentParser]:
+        subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        return [self, *(p for a in subs for p in a.choices.values())]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sandbox", description="A sandbox of a perpetual-futures exchange's risk machinery.")
+    p = _Parser(prog="sandbox", description="A sandbox of a perpetual-futures exchange's risk machinery.",
+                epilog="exit status: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()))
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a scenario and narrate it")
@@ -60,6 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-json", action="store_true", help="also send every event as JSON lines to stderr")
     run.add_argument("--report", type=Path, default=None, metavar="FILE.html",
                      help="write a self-contained HTML report of the run (charts and a message sequence diagram)")
+    _narration_options(run)
+    _actor_option(run)
+
+    report = sub.add_parser("report", help="build the HTML report of a run saved with 'sandbox run --out DIR'")
+    report.add_argument("events", type=Path, metavar="EVENTS.jsonl", help="the run's DIR/events.jsonl")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html", help="the report to write")
+    report.add_argument("--scenario", default=None, metavar="FILE.toml",
+                        help="the scenario the run used, if it is not the bundled one of that name")
 
     sub.add_parser("list", help="list the bundled scenarios")
 
@@ -75,10 +125,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="hypothesis example database directory (default .hypothesis/sandbox-explore)")
     ex.add_argument("--workers", type=_positive("--workers"), default=1,
                     help="processes sharing one example database (default 1)")
+    from ._search_args import add_search_options
+
+    add_search_options(ex, _positive)
+    _actor_option(ex)
 
     rp = sub.add_parser("replay", help="rerun a replay file written by 'sandbox explore'")
     rp.add_argument("file", type=Path)
     rp.add_argument("--quiet", action="store_true", help="no narration")
+    _actor_option(rp)
 
     sub.add_parser("variants", help="list the deliberately wrong actor variants (the bug zoo)")
     check = sub.add_parser(
@@ -115,7 +170,48 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=None,
                        help="directory of the rows, summary and plot (default: out/sweep-SCENARIO); "
                             "a rerun with the same --out skips the runs already done")
+    _actor_option(sweep)
     return p
+
+
+def _narration_options(run: argparse.ArgumentParser) -> None:
+    """The options of the narrated timeline (see docs/narration.md)."""
+    from .narrate import FOLD_ABOVE, THEMES
+
+    run.add_argument("--theme", choices=list(THEMES), default="auto",
+                     help="colours for a dark or light terminal (default auto: readable on both)")
+    run.add_argument("--fold", action=argparse.BooleanOptionalAction, default=None,
+                     help="fold market makers' re-quotes into one line per account and instant "
+                          f"(default: on when the scenario has more than {FOLD_ABOVE} scripted events)")
+    run.add_argument("--width", type=_positive("--width"), default=None, metavar="COLUMNS",
+                     help="wrap the narration at this width with a hanging indent (default: the terminal's "
+                          "width on a terminal; piped, one event per line)")
+    run.add_argument("--explain", action="store_true", help="after the run, a glossary of the terms it used")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("perp-risk-sandbox")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _actor_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", dest="actors", action="append", default=[], metavar="ROLE=module:Class",
+                   help="replace a role's actor with your subclass (module:Class or path/to/file.py:Class); "
+                        "this imports and runs your code (repeat for several roles)")
+
+
+def _load_actors(texts: list[str], base: Any = None) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """The --actor classes (over a variant's), or BadInput naming the bad reference."""
+    from .actorref import ActorRefError, load_actor_refs
+
+    try:
+        return load_actor_refs(texts, base)
+    except ActorRefError as e:
+        raise BadInput(str(e)) from None
 
 
 def _positive(flag: str) -> Any:
@@ -165,9 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sweep(args, console)
         if args.command == "bench":
             return _bench(args, console)
+        if args.command == "report":
+            return _report(args, console)
         return _run(args, console)
     except (ScenarioError, BadInput) as e:
-        print(f"sandbox: {e}", file=sys.stderr)
+        print(f"sandbox: {plain(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -175,7 +273,20 @@ def _list(console: Console) -> int:
     for name, load in bundled_scenarios().items():
         scenario = load()
         first = re.split(r"(?<=[.?!]) ", scenario.description, maxsplit=1)[0].rstrip(".")
-        console.print(f"{name:<28} {first}", markup=False, soft_wrap=True)
+        console.print(plain(f"{name:<28} {first}"), markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from . import report
+
+    try:
+        report.check_report_path(args.output)
+        rec = report.recording_from_log(args.events, args.scenario)
+    except (report.ReportPathError, report.ReportLogError) as e:
+        raise BadInput(str(e)) from None
+    report.write_report(args.output, rec)
+    console.print(f"report of {plain(args.events)} written to {plain(args.output)}", markup=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -276,6 +387,7 @@ def _prepare_out(out: Path) -> None:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     scenario = resolve_scenario(args.scenario)  # every check before anything runs
+    actors, _ = _load_actors(args.actors)
     recorder = None
     if args.report is not None:
         from . import report  # matplotlib is loaded only when a report is asked for
@@ -288,12 +400,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.out is not None:
         _prepare_out(args.out)
     log = EventLog()
+    narrator = None
     if not args.quiet:
-        console.rule(f"[bold]{scenario.name}[/bold]")
+        console.push_theme(theme_for(args.theme))
+        if args.width is not None:
+            console.width = args.width
+        console.rule(plain_text(scenario.name, "bold"))
         if scenario.description:
-            console.print(scenario.description, markup=False, style="italic")
+            console.print(plain_text(scenario.description, "italic", newlines=True))
+        print_hanging(console, Text("legend: ", style="narr.quiet"), Text(LEGEND, style="narr.quiet"))
         console.print()
-        log.subscribe(Narrator(console))
+        fold = args.fold if args.fold is not None else len(scenario.events) > FOLD_ABOVE
+        narrator = Narrator(console, wrap=True if args.width is not None else None, fold=fold)
+        log.subscribe(narrator)
     if args.log_json:
         log.subscribe(_json_logger())
     hooks = {}
@@ -307,20 +426,25 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         log.subscribe(events_file)
     try:
         result = trio.run(
-            lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log, **hooks)
+            lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log,
+                                 actors=actors, **hooks)
         )
     finally:
         if events_file is not None:
             events_file.close()
+    if narrator is not None:
+        narrator.flush()
     summary = result.summary()
     if args.out is not None:
         _write_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if result.error is not None:
-        print(f"sandbox: {scenario.source}: {result.error}", file=sys.stderr)
+        print(f"sandbox: {plain(scenario.source)}: {plain(result.error)}", file=sys.stderr)
         return EXIT_CRASH
     if recorder is not None:
         report.write_report(args.report, recorder.finish(result))
     _print_summary(console, scenario, result, summary)
+    if args.explain:
+        _print_glossary(console, {e["kind"] for e in result.events})
     if recorder is not None:
         console.print(f"report written to {args.report}", markup=False)
     return EXIT_OK if result.ok else EXIT_VIOLATION
@@ -334,7 +458,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _print_summary(console: Console, scenario: Scenario, result: RunResult, summary: dict[str, Any]) -> None:
     console.print()
-    table = Table(title=f"{scenario.name}: seed {result.seed}, {result.mode} delivery", show_header=False)
+    table = Table(title=plain_text(f"{scenario.name}: seed {result.seed}, {result.mode} delivery"), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     fund = summary["insurance_fund"]
@@ -349,6 +473,14 @@ def _print_summary(console: Console, scenario: Scenario, result: RunResult, summ
     else:
         table.add_row("invariants", f"[bold red]{len(result.violations)} violated[/bold red]")
     console.print(table)
+
+
+def _print_glossary(console: Console, kinds: set[str]) -> None:
+    """The terms the narration of this run used, each with one sentence (``--explain``)."""
+    console.print()
+    console.print("Terms used above:", style="bold", markup=False)
+    for term, text in glossary(kinds):
+        print_hanging(console, Text.assemble("  ", (term, "bold"), ": "), Text(text))
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
@@ -366,8 +498,9 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         raise BadInput("--workers is for the local pool; with --scheduler the cluster's workers run the sweep")
     if args.scheduler is not None and not re.fullmatch(r"tcp://[^\s:/]+:\d{1,5}", args.scheduler):
         raise BadInput(f"--scheduler {args.scheduler!r}: expected tcp://HOST:PORT")
+    _, actor_refs = _load_actors(args.actors)  # checked here; each worker loads them again
     try:  # every check (scenario, each --set key and value, --out) before anything is written
-        plan = sw.load_sweep(args.scenario, args.sets, args.seeds)
+        plan = sw.load_sweep(args.scenario, args.sets, args.seeds, actor_refs)
         out = args.out if args.out is not None else Path("out") / f"sweep-{plan.name}"
         sw.prepare_out(out, plan)
     except sw.SweepError as e:
@@ -402,7 +535,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     except KeyboardInterrupt:
         print(f"sandbox: interrupted; the finished runs are in {out / sw.RUNS_FILE}: "
               "run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         if close is not None:
             close()

@@ -3,8 +3,9 @@
 ``sandbox run SCENARIO --report FILE.html`` records a run with a
 :class:`Recorder` and writes it with :func:`write_report`. The page works
 offline: every chart is an SVG that matplotlib renders into the HTML itself,
-there is no script, and a Content-Security-Policy forbids loading anything
-from anywhere.
+the one script (the stepping view, :func:`stepper_html`) is inline and
+allowed by its hash, and a Content-Security-Policy forbids every other
+script and loading anything from anywhere.
 
 What it shows: the mark price of each market (with the trades, and the
 bankruptcy prices of liquidations); the equity of the most interesting
@@ -32,8 +33,11 @@ the events and of ``summary.json``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import io
+import json
 import math
 import os
 import re
@@ -45,12 +49,13 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Sequence
 
 import attrs
 
-from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, equity, maintenance_margin
+from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, book_name, equity, maintenance_margin
 
 from . import messages as msgs
 from .eventlog import EventLog, time_seconds
-from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_price, fmt_size
+from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, fmt_price, fmt_size
 from .narrate import narrate
+from .plain import plain
 from .runtime import Envelope, Runtime
 
 if TYPE_CHECKING:
@@ -66,6 +71,10 @@ __all__ = [
     "Arrow",
     "Gap",
     "ReportPathError",
+    "ReportLogError",
+    "recording_from_log",
+    "stepper_html",
+    "step_data",
     "check_report_path",
     "summarise_trace",
     "choose_accounts",
@@ -77,6 +86,8 @@ __all__ = [
 
 # The sequence diagram draws at most this many rows; beyond it, it summarises.
 SEQUENCE_LIMIT: Final = 300
+# The stepping view shows this many price levels of each side of a book.
+STEP_BOOK_LEVELS: Final = 3
 # At most this many accounts get an equity chart.
 MAX_ACCOUNTS: Final = 8
 # Inside each band of the x axis the cascade is drawn between these fractions.
@@ -142,6 +153,8 @@ class Recording:
     accounts: dict[str, list[tuple[int, tuple[int, int]]]]  # (p, (equity, maintenance margin))
     fund: list[tuple[int, tuple[int, int]]]  # (p, (balance, available))
     events: list[tuple[int, dict[str, Any]]]  # (p, event)
+    # For the stepping view: per delivery, what it changed (see Recorder.after_delivery); None = nothing.
+    steps: list[dict[str, Any] | None] = attrs.field(factory=list)
 
 
 def _put(series: list[tuple[int, Any]], p: int, value: Any) -> None:
@@ -179,6 +192,9 @@ class Recorder:
         self._pending: list[dict[str, Any]] = []
         self._held: dict[str, dict[str, int]] = {}  # account -> market -> size
         self._oi: dict[str, list[int]] = {}  # market -> [long, short] over accounts (not the fund)
+        # The stepping view's state as last shown: what a delivery changed is the difference.
+        self.steps: list[dict[str, Any] | None] = []
+        self._shown: dict[str, dict[str, Any]] = {"books": {}, "accounts": {}, "marks": {}, "fund": {}}
 
     def attach(self, log: EventLog) -> None:
         log.subscribe(self._pending.append)
@@ -189,32 +205,82 @@ class Recorder:
     # Events are recorded inside a handler; they belong to the delivery that is
     # under way, so they wait until after_delivery knows its position. Events
     # recorded at a quiet point (invariant violations) are placed by observe.
-    def _flush(self, p: int) -> None:
-        self.events.extend((p, e) for e in self._pending)
+    def _flush(self, p: int) -> list[dict[str, Any]]:
+        flushed = list(self._pending)
+        self.events.extend((p, e) for e in flushed)
         self._pending.clear()
+        return flushed
 
     def after_delivery(self, runtime: Runtime, envelope: Envelope) -> None:
         if not self.deliveries and envelope.recipient not in _STATEFUL:
             self._sample(runtime, 0, None)  # nothing sampled has changed yet: this is the start
         message = envelope.message
-        self.deliveries.append(Delivered(
-            len(self.deliveries), runtime.now_ms, envelope.sender, envelope.recipient, type(message).__name__,
-            describe(message), category(message, envelope.sender, envelope.recipient),
+        self.deliveries.append(Delivered(  # the names and details may quote user text: made plain here
+            len(self.deliveries), runtime.now_ms, plain(envelope.sender), plain(envelope.recipient),
+            type(message).__name__, plain(describe(message)), category(message, envelope.sender, envelope.recipient),
         ))
         p = len(self.deliveries)
-        self._flush(p)
+        said = self._flush(p)
+        account = getattr(message, "account", None)
+        accounts: tuple[str, ...] | None = ()
         if p == 1 or envelope.recipient == ORACLE:
-            self._sample(runtime, p, None)
+            accounts = None
         elif envelope.recipient == CLEARING:
-            account = getattr(message, "account", None)
-            self._sample(runtime, p, (account,) if isinstance(account, str) else None)
-        elif envelope.recipient == FUND:
-            self._sample(runtime, p, ())
+            accounts = (account,) if isinstance(account, str) else None
+        if accounts != () or envelope.recipient == FUND:
+            self._sample(runtime, p, accounts)
+        book = envelope.recipient if envelope.recipient.startswith("book:") else None
+        self.steps.append(self._step(runtime, accounts, None if p == 1 else book, said,
+                                     account if isinstance(account, str) else None))
 
     def observe(self, runtime: Runtime) -> None:
         p = len(self.deliveries)
-        self._flush(p)
+        said = self._flush(p)
         self._sample(runtime, p, None)
+        if self.steps:  # what a quiet point finds belongs to the delivery before it
+            self.steps[-1] = _merge_steps([self.steps[-1], self._step(runtime, None, None, said, None)])
+
+    def _step(self, rt: Runtime, accounts: Iterable[str] | None, book: str | None, said: list[dict[str, Any]],
+              account: str | None) -> dict[str, Any] | None:
+        """What the stepping view shows as changed by one delivery, as exact decimal strings.
+
+        The same accounts as :meth:`_sample` reads (None: every account), the
+        book the message went to (None: every book), the marks and the fund;
+        only values that differ from the last shown are kept.
+        """
+        clearing, fund, marks = rt[CLEARING], rt[FUND], rt[ORACLE].marks
+        shown = self._shown
+        delta: dict[str, Any] = {}
+
+        def put(part: str, key: str, value: Any) -> None:
+            if shown[part].get(key) != value:
+                shown[part][key] = value
+                delta.setdefault(part, {})[key] = value
+
+        for market, price in marks.items():
+            put("marks", market, fmt_price(price))
+        books = [book_name(m) for m in clearing.markets] if book is None else [book]
+        for name in books:
+            actor = rt[name]
+            put("books", name[len("book:"):], {side: [[fmt_price(px), fmt_size(sz)] for px, sz in
+                                                       actor.depth(side)[:STEP_BOOK_LEVELS]]
+                                               for side in ("buy", "sell")})
+        for acct_id in clearing.accounts if accounts is None else accounts:
+            acct = clearing.accounts.get(acct_id)
+            if acct is None:
+                continue
+            eq, mm, triples = _account_values(clearing, acct, marks)
+            put("accounts", acct_id, [fmt_money(acct.balance), fmt_money(eq), fmt_money(mm),
+                                      ", ".join(f"{fmt_held(fmt_size(sz))} {m}" for m, sz, _ in triples) or "none"])
+        available = fund.available
+        put("fund", "fund", [fmt_money(fund.balance), fmt_money(fund.balance - available), fmt_money(available)])
+        involved = list(dict.fromkeys(([account] if account is not None else []) + list(delta.get("accounts", ()))))
+        if involved:
+            delta["involved"] = involved
+        sentences = [x for e in said if (x := narrate(e)) is not None]
+        if sentences:
+            delta["said"] = sentences
+        return delta or None
 
     def _sample(self, rt: Runtime, p: int, accounts: Iterable[str] | None) -> None:
         """Sample at position p: the marks, the fund, and ``accounts`` (None: every account)."""
@@ -228,9 +294,8 @@ class Recorder:
             acct = clearing.accounts.get(account)
             if acct is None:
                 continue
-            triples = [(m, pos.size, pos.entry_value) for m, pos in acct.positions.items() if pos.size]
-            value = (equity(acct.balance, triples, marks), maintenance_margin(triples, marks, clearing.markets))
-            _put(self.accounts.setdefault(account, []), p, value)
+            eq, mm, triples = _account_values(clearing, acct, marks)
+            _put(self.accounts.setdefault(account, []), p, (eq, mm))
             held = {m: size for m, size, _ in triples}
             before = self._held.get(account, {})
             if held != before:
@@ -248,11 +313,32 @@ class Recorder:
 
     def finish(self, result: Any) -> Recording:
         """The recording of a finished run (``result`` is its :class:`~sandbox.RunResult`)."""
-        self._flush(len(self.deliveries))
+        said = self._flush(len(self.deliveries))
+        if said and self.steps:
+            self.steps[-1] = _merge_steps([self.steps[-1], {"said": [x for e in said if (x := narrate(e))]}])
         return Recording(
             result.scenario, result.seed, result.mode, result.summary(), list(result.violations),
-            self.deliveries, self.marks, self.open_interest, self.accounts, self.fund, self.events,
+            self.deliveries, self.marks, self.open_interest, self.accounts, self.fund, self.events, self.steps,
         )
+
+
+def _account_values(clearing: Any, acct: Any, marks: dict[str, int]) -> tuple[int, int, list[tuple[str, int, int]]]:
+    """An account's equity and maintenance margin at ``marks``, and its open positions (market, size, entry)."""
+    triples = [(m, pos.size, pos.entry_value) for m, pos in acct.positions.items() if pos.size]
+    return equity(acct.balance, triples, marks), maintenance_margin(triples, marks, clearing.markets), triples
+
+
+def _merge_steps(steps: Iterable[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Several deliveries' changes as one step: later values win, accounts and sentences add up."""
+    out: dict[str, Any] = {}
+    for step in steps:
+        for part, value in (step or {}).items():
+            if part in ("involved", "said"):
+                out[part] = list(dict.fromkeys(out.get(part, []) + value)) if part == "involved" else \
+                    out.get(part, []) + value
+            else:
+                out.setdefault(part, {}).update(value)
+    return out or None
 
 
 def _signed_trade(size: int) -> str:
@@ -719,6 +805,9 @@ _RC: Final = {
     "grid.linewidth": 0.6,
     "legend.frameon": False,
     "legend.fontsize": 8,
+    # Account ids and symbols are user text: "$x$" must be drawn as it is, not parsed as mathtext or TeX.
+    "text.parse_math": False,
+    "text.usetex": False,
 }
 
 
@@ -731,14 +820,19 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = None, min_scale: float = 0.0) -> str:
+def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = None, min_scale: float = 0.0,
+         newlines: bool = False) -> str:
     """The figure as inline SVG, ids made unique to this figure, with tooltips.
 
     The SVG scales down to the page's width, but not below ``min_scale`` of
-    its natural size (the page scrolls sideways instead).
+    its natural size (the page scrolls sideways instead). Every text drawn
+    goes through :func:`plain` first (titles, labels and legends quote
+    account ids and symbols); ``newlines`` keeps line breaks, for a chart
+    whose own labels have them.
     """
     import matplotlib
 
+    _plain_texts(fig, newlines)
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
         fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -754,10 +848,18 @@ def _svg(fig: Figure, prefix: str, label: str, titles: dict[str, str] | None = N
     if titles:
         def add_title(m: re.Match[str]) -> str:
             title = titles.get(m.group(1))
-            return m.group(0) if title is None else f"{m.group(0)}<title>{html.escape(title)}</title>"
+            return m.group(0) if title is None else f"{m.group(0)}<title>{html.escape(plain(title))}</title>"
 
         text = re.sub(rf'<g id="{prefix}-([^"]+)">', add_title, text)
     return text
+
+
+def _plain_texts(fig: Figure, newlines: bool = False) -> None:
+    """Every text of the figure through :func:`plain`: drawn (or measured) as the visible escapes."""
+    from matplotlib.text import Text as MplText
+
+    for text in fig.findobj(MplText):
+        text.set_text(plain(text.get_text(), newlines=newlines))
 
 
 def _grid(n: int, one_column_up_to: int = 2) -> tuple[int, int]:
@@ -769,14 +871,95 @@ def _event_points(rec: Recording, kind: str, market: str | None = None) -> list[
     return [(p, e) for p, e in rec.events if e["kind"] == kind and (market is None or e.get("market") == market)]
 
 
-def _label(ax: Any, bands: Bands, p: int, y: float, text: str, colour: str, where: str = "above") -> None:
-    """A short label next to a point ("above", "level" with or "below" it), on the side where there is room."""
-    x = bands.x(p)
-    left = x > 0.72 * bands.end
-    dy = {"above": 8, "level": 0, "below": -8}[where]
-    va = {"above": "bottom", "level": "center", "below": "top"}[where]
-    ax.annotate(text, (x, y), xytext=(-7 if left else 7, dy), textcoords="offset points",
-                ha="right" if left else "left", va=va, fontsize=7.5, color=colour)
+# The mark price is a solid dark line, a bankruptcy price a short dashed brown one: told apart in the legend
+# by style as well as colour.
+_MARK_COLOUR: Final = "#263238"
+_BANKRUPTCY_COLOUR: Final = "#8d4e2a"
+_BANKRUPTCY_DASH: Final = (0, (2.2, 1.4))
+# At most this many labels in one chart's axes.
+_MAX_LABELS: Final = 12
+# Where a label may go, in points from its marker (dx, dy): the nearest ring first, then further up and down.
+_LABEL_SPOTS: Final = tuple((dx, dy) for ring in (7, 19, 31, 43, 55) for dy in (ring, -ring) for dx in (7, -7))
+# Beyond the first ring a label gets a leader line to its marker.
+_LEADER_FROM: Final = 10
+
+
+def place_labels(fig: Figure, ax: Any, items: Sequence[tuple[float, float, str, str]], *, crowded: str = "overlap",
+                 fontsize: float = 7.5) -> list[Any]:
+    """Label points (x, y, text, colour) in data coordinates so that no two labels overlap.
+
+    A greedy placement, left to right: each label takes the first of
+    :data:`_LABEL_SPOTS` (beside its marker, then further above and below it)
+    where its box stays inside the axes and overlaps no label already placed
+    and no other marker; a label that had to move away from its marker gets a
+    thin leader line to it. When no spot is free, ``crowded="overlap"`` takes
+    the spot that overlaps least, ``crowded="skip"`` leaves the label out.
+    The layout is measured on the finished figure (constrained layout run
+    first); the labels take no part in the layout, so it does not move after.
+    The labels placed are returned.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not items:
+        return []
+    _plain_texts(fig)  # measured as they will be drawn
+    items = [(x, y, plain(text), colour) for x, y, text, colour in items]
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    fig.draw(renderer)  # runs the constrained layout: the axes are where they will be saved
+    frame = ax.get_window_extent(renderer)
+    px = fig.dpi / 72  # pixels per point
+    anchors = [tuple(ax.transData.transform((x, y))) for x, y, _, _ in items]
+    pad = 5 * px
+    markers = [(ax_ - pad, ay - pad, ax_ + pad, ay + pad) for ax_, ay in anchors]
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+
+    def overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > 0 and h > 0 else 0.0
+
+    order = sorted(range(len(items)), key=lambda k: (anchors[k][0], anchors[k][1]))
+    for k in order:
+        x, y, text, colour = items[k]
+        right_edge = anchors[k][0] > frame.x0 + 0.72 * frame.width
+        spots = sorted(_LABEL_SPOTS, key=lambda s: (abs(s[1]), (s[0] > 0) == right_edge, s[1] < 0))
+        best: tuple[float, Any, tuple[float, float, float, float]] | None = None
+        for dx, dy in spots:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                              ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+                              fontsize=fontsize, color=colour, zorder=5, annotation_clip=False)
+            ann.set_in_layout(False)
+            bb = ann.get_window_extent(renderer)
+            box = (bb.x0 - px, bb.y0 - px, bb.x1 + px, bb.y1 + px)
+            outside = box[0] < frame.x0 or box[2] > frame.x1 or box[1] < frame.y0 or box[3] > frame.y1
+            cost = sum(overlap(box, b) for b in placed) + sum(
+                overlap(box, m) for j, m in enumerate(markers) if j != k) + (1e9 if outside else 0.0)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, ann, box)
+            else:
+                ann.remove()
+            if cost == 0:
+                break
+        assert best is not None
+        cost, ann, box = best
+        if cost > 0 and crowded == "skip":
+            ann.remove()
+            continue
+        if abs(ann.xyann[1]) > _LEADER_FROM:  # moved away from its marker: a leader line back to it
+            ha, va, offset = ann.get_ha(), ann.get_va(), ann.xyann
+            ann.remove()
+            ann = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va,
+                              fontsize=fontsize, color=colour, zorder=5, annotation_clip=False,
+                              arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.7, "shrinkA": 0, "shrinkB": 4,
+                                          "relpos": (0.0 if ha == "left" else 1.0, 0.0 if va == "bottom" else 1.0)})
+            ann.set_in_layout(False)
+        placed.append(box)
+        out.append(ann)
+    return out
 
 
 def chart_marks(rec: Recording, bands: Bands) -> str:
@@ -788,13 +971,14 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
     with matplotlib.rc_context(_RC):
         fig = _figure(10, 1.1 + 2.1 * rows)
         axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
+        to_label: list[tuple[Any, list[tuple[float, float, str, str]]]] = []
         for i, market in enumerate(markets):
             ax = axes[i // cols][i % cols]
             bands.decorate(ax)
             xs, ys = _steps(bands, rec.marks[market], _price)
-            ax.step(xs, ys, where="post", color="#263238", lw=2, label="mark price")
+            ax.step(xs, ys, where="post", color=_MARK_COLOUR, lw=2, ls="-", label="mark price")
             trades = _event_points(rec, "trade", market)
-            labels: list[tuple[int, float, str, str, str]] = []  # p, price, text, colour, where
+            labels: list[tuple[int, float, str, str]] = []  # p, price, text, colour
             for kind, colour, label, says in (
                 ("trader", "#90a4ae", "trade", None),
                 ("liquidation", COLOURS[LIQUIDATION], "liquidation order fill", "liquidation order fills at {}"),
@@ -805,25 +989,25 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
                     ax.scatter([bands.x(p) for p, _, _ in pts], [y for _, y, _ in pts], s=30, color=colour,
                                zorder=3, label=label, edgecolors="white", linewidths=0.6)
                     if says:
-                        labels += [(p, y, says.format(text), colour, "level") for p, y, text in pts]
+                        labels += [(p, y, says.format(text), colour) for p, y, text in pts]
             adl = [(p, e) for p, e in _event_points(rec, "adl", market)]
             if adl:
                 ax.scatter([bands.x(p) for p, _ in adl], [_dec(e["price"]) for _, e in adl], s=34,
                            color=COLOURS[ADL_FLOW], marker="s", zorder=3, label="ADL at the bankruptcy price",
                            edgecolors="white", linewidths=0.6)
-                labels += [(p, _dec(e["price"]), f"ADL closes {e['account']} at {e['price']}", COLOURS[ADL_FLOW],
-                            "above") for p, e in adl]
+                labels += [(p, _dec(e["price"]), f"ADL closes {e['account']} at {e['price']}", COLOURS[ADL_FLOW])
+                           for p, e in adl]
             bk = [(p, e["account"], e["bankruptcy_prices"][market])
                   for p, e in _event_points(rec, "liquidation_started") if market in e["bankruptcy_prices"]]
-            if bk:
-                ax.scatter([bands.x(p) for p, _, _ in bk], [_dec(price) for _, _, price in bk], s=260,
-                           color="#000000", marker="_", zorder=4, linewidths=2,
-                           label="bankruptcy price of a liquidation")
-                labels += [(p, _dec(price), f"{acct}'s bankruptcy price {price}", "#000000", "below")
-                           for p, acct, price in bk]
-            if len(labels) <= 6:  # few enough to say what each one is
-                for p, y, text, colour, where in labels:
-                    _label(ax, bands, p, y, text, colour, where)
+            for p, acct, price in bk:  # a short dashed segment: another style than the mark's solid line
+                x = bands.x(p)
+                ax.plot([x - 0.1, x + 0.1], [_dec(price)] * 2, color=_BANKRUPTCY_COLOUR, lw=2.2,
+                        ls=_BANKRUPTCY_DASH, zorder=4, label="bankruptcy price of a liquidation")
+            labels += [(p, _dec(price), f"{acct}'s bankruptcy price {price}", _BANKRUPTCY_COLOUR)
+                       for p, acct, price in bk]
+            # The rarer kinds first (bankruptcy prices, ADL, then fills), as many as fit without overlap.
+            labels.sort(key=lambda t: (t[3] != _BANKRUPTCY_COLOUR, t[3] != COLOURS[ADL_FLOW], t[0]))
+            to_label.append((ax, [(bands.x(p), y, text, colour) for p, y, text, colour in labels[:_MAX_LABELS]]))
             ax.set_title(f"{market}: mark price", loc="left")
             ax.set_ylabel("ETH per contract")
             ax.margins(y=0.2)
@@ -833,6 +1017,8 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
             axes[j // cols][j % cols].set_visible(False)
         fig.legend(list(legend.values()), list(legend), loc="outside upper center", ncols=min(len(legend), 6))
         fig.supxlabel(_XLABEL, fontsize=8.5)
+        for ax, items in to_label:
+            place_labels(fig, ax, items, crowded="skip")
     return _svg(fig, "marks", "Mark price per market over time")
 
 
@@ -954,10 +1140,6 @@ def chart_fund(rec: Recording, bands: Bands) -> str:
             ax.scatter([bands.x(p) for p, _ in pts], ys, s=60, color=colour, marker=marker, zorder=4,
                        label=legend, edgecolors="white", linewidths=0.7)
             points += [(p, y, short(e), colour) for (p, e), y in zip(pts, ys)]
-        if len(points) <= 12:  # few enough to label each one
-            points.sort(key=lambda t: t[0])
-            for k, (p, y, text, colour) in enumerate(points):
-                _label(ax, bands, p, y, text, colour, "above" if k % 2 == 0 else "below")
         ax.set_title("Insurance fund (one for all markets)")
         ax.set_ylabel("ETH")
         ax.margins(y=0.25)
@@ -965,6 +1147,8 @@ def chart_fund(rec: Recording, bands: Bands) -> str:
         ax.set_ylim(-0.04 * top, top)  # so a line at zero stays visible
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=7.5)
         ax.set_xlabel(_XLABEL, fontsize=8.5)
+        points.sort(key=lambda t: t[0])
+        place_labels(fig, ax, [(bands.x(p), y, text, colour) for p, y, text, colour in points[:_MAX_LABELS]])
     return _svg(fig, "fund", "Insurance fund balance over time")
 
 
@@ -991,6 +1175,9 @@ def chart_open_interest(rec: Recording, bands: Bands) -> str:
 # --- the sequence diagram --------------------------------------------------------------------
 
 _HEADER_EVERY: Final = 50
+# 9.5 pt in the SVG's units; the diagram is never scaled below its natural
+# size (min_scale 1), so every label is at least 9.5 x 4/3 = 12.7 CSS px.
+_SEQ_FONT: Final = 9.5
 _FIXED_ORDER: Final = ("timeline", "traders", ORACLE, MONITOR, ENGINE, CLEARING, "books", FUND, ADL)
 
 
@@ -1064,8 +1251,8 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
         lines.append(("row", r))
         since_header += 1
     what_started = _stimuli(rec)
-    height = 1.1 + 0.235 * (len(lines) + 2)
-    width = max(8.0, 0.98 * len(columns) + 1.0)
+    height = 1.1 + 0.29 * (len(lines) + 2)
+    width = max(9.5, 1.3 * len(columns) + 1.2)
     titles: dict[str, str] = {}
     with matplotlib.rc_context({**_RC, "axes.grid": False}):
         fig = Figure(figsize=(width, height))
@@ -1077,7 +1264,7 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
         ax.axis("off")
         def names(y: float, va: str) -> None:
             for c, i in xpos.items():
-                ax.text(i, y, c.replace("_", "\n", 1), ha="center", va=va, fontsize=8, fontweight="bold",
+                ax.text(i, y, c.replace("_", "\n", 1), ha="center", va=va, fontsize=_SEQ_FONT, fontweight="bold",
                         color="#263238", linespacing=1.1, zorder=4,
                         bbox={"boxstyle": "round,pad=0.35", "fc": "#eceff1", "ec": "#90a4ae", "lw": 0.8},
                         clip_on=False)
@@ -1085,6 +1272,7 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
         for i in xpos.values():
             ax.plot([i, i], [-0.5, n + 0.4], color="#b0bec5", lw=0.8, ls=(0, (3, 3)), zorder=0)
         names(-1.0, "bottom")
+        gaps = 0
         for y, (what, item) in enumerate(lines):
             if what == "gap":
                 continue
@@ -1094,12 +1282,13 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
             if what == "time":
                 ax.axhline(y, color="#455a64", lw=0.8, zorder=1)
                 ax.text(-0.88, y - 0.12, f"t = {fmt_time(item)}{what_started.get(item, '')}", ha="left",
-                        va="bottom", fontsize=8, fontweight="bold", color="#455a64")
+                        va="bottom", fontsize=_SEQ_FONT, fontweight="bold", color="#455a64")
                 continue
             if isinstance(item, Gap):
                 ax.axhspan(y - 0.42, y + 0.42, color="#fff8e1", zorder=0.5, lw=0)
-                ax.text((len(columns) - 1) / 2, y, "⋯ " + item.label(), ha="center", va="center", fontsize=7.5,
-                        style="italic", color="#6d4c41", zorder=3)
+                ax.text((len(columns) - 1) / 2, y, "⋯ " + item.label(), ha="center", va="center", fontsize=_SEQ_FONT,
+                        style="italic", color="#6d4c41", zorder=3, gid=f"gap{gaps}")
+                gaps += 1
                 continue
             d = item.first
             x0, x1 = xpos[column(d.sender)], xpos[column(d.recipient)]
@@ -1119,8 +1308,219 @@ def chart_sequence(rec: Recording, rows: Sequence[Row]) -> str:
             arrow.set_gid(gid)
             ax.add_patch(arrow)
             ax.text((x0 + x1) / 2 if x0 != x1 else x0 + 0.12, y - 0.04, label, ha="center" if x0 != x1 else "left",
-                    va="bottom", fontsize=7.5, color=colour, zorder=3)
-    return _svg(fig, "seq", "Message sequence diagram of the actors", titles, min_scale=0.9)
+                    va="bottom", fontsize=_SEQ_FONT, color=colour, zorder=3, gid=f"msg{d.index}-label")
+    return _svg(fig, "seq", "Message sequence diagram of the actors", titles, min_scale=1.0, newlines=True)
+
+
+# --- the stepping view ---------------------------------------------------------------------------
+
+# At most this many narrated sentences are listed for one step.
+_STEP_SAID: Final = 8
+# At most this many accounts are shown as involved in one step.
+_STEP_ACCOUNTS: Final = 6
+
+
+def _plain_data(value: Any) -> Any:
+    """Every string in a JSON-able value, keys too, made plain (see :func:`plain`)."""
+    if isinstance(value, str):
+        return plain(value)
+    if isinstance(value, dict):
+        return {plain(k): _plain_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_data(v) for v in value]
+    return value
+
+
+def step_data(rec: Recording, rows: Sequence[Row]) -> dict[str, Any]:
+    """What the stepping view steps through: one step per row of the sequence diagram.
+
+    A row is a message (or ×N identical ones) or a run of messages not
+    drawn; its step carries what the deliveries it stands for changed (see
+    :meth:`Recorder._step`), merged, so stepping through the rows of a cut
+    diagram still reaches every state, the last one included. ``id`` is the
+    SVG id of the row's arrow or gap, which the page highlights.
+    """
+    steps = []
+    cursor = 0
+    gaps = 0
+    for row in rows:
+        covered = rec.steps[cursor:cursor + row.count]
+        cursor += row.count
+        delta = _merge_steps(covered) or {}
+        involved = delta.pop("involved", [])
+        said = delta.pop("said", [])
+        if isinstance(row, Arrow):
+            d = row.first
+            ident = f"seq-msg{d.index}"
+            head = (f"#{d.index} at t = {fmt_time(d.time_ms)}: {d.sender} → {d.recipient}: {d.type}"
+                    + (f" ({row.detail})" if row.detail else "") + (f", {row.count} times" if row.count > 1 else ""))
+        else:
+            ident = f"seq-gap{gaps}"
+            gaps += 1
+            head = row.label()
+        if len(said) > _STEP_SAID:
+            said = said[:_STEP_SAID] + [f"… and {len(said) - _STEP_SAID} more"]
+        steps.append({"id": ident, "head": head, "said": said, "involved": involved[:_STEP_ACCOUNTS],
+                      "more": max(0, len(involved) - _STEP_ACCOUNTS), "d": delta})
+    return _plain_data({"steps": steps})
+
+
+_STEP_JS: Final = """
+(function () {
+  "use strict";
+  // The script comes before the diagram it highlights: start once the whole page is parsed.
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
+  function start() {
+  var data = JSON.parse(document.getElementById("step-data").textContent);
+  var steps = data.steps, n = steps.length;
+  var $ = function (id) { return document.getElementById(id); };
+  var slider = $("step-slider"), play = $("step-play");
+  var current = -1, timer = null;
+  if (!n) { return; }
+  function stateAt(k) {
+    var s = {books: {}, accounts: {}, marks: {}, fund: {}};
+    for (var i = 0; i <= k; i++) {
+      var d = steps[i].d;
+      for (var part in d) { for (var key in d[part]) { s[part][key] = d[part][key]; } }
+    }
+    return s;
+  }
+  function cell(row, text, cls) {
+    var td = document.createElement(row.parentNode && row.parentNode.tagName === "THEAD" ? "th" : "td");
+    td.textContent = text;
+    if (cls) { td.className = cls; }
+    row.appendChild(td);
+  }
+  function levels(list) {
+    return list.length ? list.map(function (l) { return l[0] + " × " + l[1]; }).join(", ") : "none";
+  }
+  function mark(id, on) {
+    [id, id + "-label"].forEach(function (x) {
+      var el = $(x);
+      if (el) { el.classList.toggle("current", on); }
+    });
+  }
+  function show(k, scroll) {
+    k = Math.max(0, Math.min(n - 1, k));
+    if (current >= 0) { mark(steps[current].id, false); }
+    current = k;
+    var st = steps[k], s = stateAt(k), d = st.d;
+    mark(st.id, true);
+    slider.value = String(k);
+    $("step-count").textContent = "step " + (k + 1) + " of " + n;
+    $("step-head").textContent = st.head;
+    var said = $("step-said");
+    said.textContent = "";
+    st.said.forEach(function (x) { var li = document.createElement("li"); li.textContent = x; said.appendChild(li); });
+    if (!st.said.length) { var li = document.createElement("li"); li.className = "none"; li.textContent = "(no event narrated)"; said.appendChild(li); }
+    var books = $("step-books");
+    books.textContent = "";
+    Object.keys(s.books).forEach(function (m) {
+      var tr = document.createElement("tr");
+      books.appendChild(tr);
+      cell(tr, m, d.books && d.books[m] ? "changed" : "");
+      cell(tr, levels(s.books[m].buy), "num");
+      cell(tr, levels(s.books[m].sell), "num");
+    });
+    var accts = $("step-accounts");
+    accts.textContent = "";
+    st.involved.forEach(function (a) {
+      var v = s.accounts[a];
+      if (!v) { return; }
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-account", a);
+      accts.appendChild(tr);
+      var changed = d.accounts && d.accounts[a] ? "changed" : "";
+      cell(tr, a, changed);
+      for (var i = 0; i < 3; i++) { cell(tr, v[i], "num " + changed); }
+      cell(tr, v[3], changed);
+    });
+    $("step-accounts-more").textContent = st.more ? "and " + st.more + " more" : (st.involved.length ? "" : "none in this step");
+    var f = s.fund.fund || ["", "", ""];
+    $("step-fund-balance").textContent = f[0];
+    $("step-fund-reserved").textContent = f[1];
+    $("step-fund-available").textContent = f[2];
+    $("step-fund").className = d.fund ? "changed" : "";
+    $("step-marks").textContent = Object.keys(s.marks).map(function (m) { return m + " " + s.marks[m]; }).join(" · ");
+    $("step-marks").className = d.marks ? "changed" : "";
+    if (scroll) {
+      var el = $(st.id);
+      if (el && el.scrollIntoView) { el.scrollIntoView({block: "center", inline: "nearest"}); }
+    }
+  }
+  function stop() {
+    if (timer !== null) { clearInterval(timer); timer = null; }
+    play.textContent = "▶ play";
+    play.setAttribute("aria-pressed", "false");
+  }
+  function toggle() {
+    if (timer !== null) { stop(); return; }
+    if (current >= n - 1) { show(0, true); }
+    play.textContent = "❚❚ pause";
+    play.setAttribute("aria-pressed", "true");
+    timer = setInterval(function () { if (current >= n - 1) { stop(); } else { show(current + 1, true); } }, 800);
+  }
+  $("step-first").addEventListener("click", function () { stop(); show(0, true); });
+  $("step-prev").addEventListener("click", function () { stop(); show(current - 1, true); });
+  $("step-next").addEventListener("click", function () { stop(); show(current + 1, true); });
+  $("step-last").addEventListener("click", function () { stop(); show(n - 1, true); });
+  play.addEventListener("click", toggle);
+  slider.addEventListener("input", function () { stop(); show(parseInt(slider.value, 10), true); });
+  document.addEventListener("keydown", function (e) {
+    if (e.target === slider || e.altKey || e.ctrlKey || e.metaKey) { return; }
+    var keys = {ArrowRight: function () { stop(); show(current + 1, true); },
+                ArrowLeft: function () { stop(); show(current - 1, true); },
+                Home: function () { stop(); show(0, true); }, End: function () { stop(); show(n - 1, true); },
+                " ": toggle};
+    if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
+  });
+  slider.max = String(n - 1);
+  $("stepper").hidden = false;
+  show(0, false);
+  }
+})();
+"""
+# The page's one script, allowed by its hash and nothing else (see _CSP).
+_STEP_JS_HASH: Final = "sha256-" + base64.b64encode(hashlib.sha256(_STEP_JS.encode()).digest()).decode()
+
+
+def _json_for_html(value: Any) -> str:
+    """JSON to put inside <script type="application/json">: no "<", ">" or "&" that could end the element."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def stepper_html(rec: Recording, rows: Sequence[Row]) -> str:
+    """The stepping view: controls, the message of the step, and the state it changed; data and script."""
+    data = step_data(rec, rows)
+    n = len(data["steps"])
+    return "".join([
+        '<div id="stepper" class="stepper" hidden>',
+        '<div class="controls">',
+        '<button type="button" id="step-first" title="first step (Home)">« first</button>',
+        '<button type="button" id="step-prev" title="previous step (←)">◀ prev</button>',
+        '<button type="button" id="step-play" title="play or pause (space)" aria-pressed="false">▶ play</button>',
+        '<button type="button" id="step-next" title="next step (→)">next ▶</button>',
+        '<button type="button" id="step-last" title="last step (End)">last »</button>',
+        f'<input type="range" id="step-slider" min="0" max="{max(n - 1, 0)}" value="0" aria-label="step">',
+        '<span id="step-count"></span></div>',
+        '<p id="step-head" class="step-head"></p>',
+        '<ul id="step-said" class="step-said"></ul>',
+        '<div class="step-state">',
+        '<div><h3>Books (best 3 levels: price × size)</h3><table><thead><tr><th>market</th><th>bids</th>'
+        '<th>asks</th></tr></thead><tbody id="step-books"></tbody></table></div>',
+        '<div><h3>Accounts involved</h3><table><thead><tr><th>account</th><th>balance</th><th>equity</th>'
+        '<th>maint. margin</th><th>positions</th></tr></thead><tbody id="step-accounts"></tbody></table>'
+        '<p id="step-accounts-more" class="note"></p></div>',
+        '<div><h3>Insurance fund (ETH)</h3><p id="step-fund">balance <b id="step-fund-balance"></b> · '
+        'reserved <b id="step-fund-reserved"></b> · available <b id="step-fund-available"></b></p>'
+        '<h3>Mark prices (ETH)</h3><p id="step-marks"></p></div>',
+        "</div></div>",
+        '<noscript><p class="note">The stepping view needs JavaScript; the diagram below shows every step.</p>'
+        "</noscript>",
+        f'<script type="application/json" id="step-data">{_json_for_html(data)}</script>',
+        f"<script>{_STEP_JS}</script>",
+    ])
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -1154,16 +1554,35 @@ ol.story .t { display: inline-block; width: 70px; color: var(--muted); }
 ol.story .a { display: inline-block; width: 150px; color: var(--muted); }
 .legend-key { display: inline-block; width: 14px; height: 3px; vertical-align: middle; margin: 0 4px 0 10px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; }
+.stepper { position: sticky; top: 0; z-index: 5; background: #fff; border: 1px solid var(--line);
+           border-radius: 6px; padding: 8px 12px; margin: 8px 0; box-shadow: 0 2px 6px rgba(0,0,0,.08);
+           font-size: 13.5px; }
+.stepper .controls { display: flex; align-items: center; gap: 6px; flex-wrap: wrap; }
+.stepper button { font: inherit; padding: 3px 10px; border: 1px solid #90a4ae; border-radius: 4px;
+                  background: #eceff1; cursor: pointer; }
+.stepper input[type=range] { flex: 1; min-width: 160px; }
+.step-head { margin: 6px 0 2px; font-weight: bold; }
+.step-said { margin: 0 0 4px; padding-left: 18px; } .step-said li.none { color: var(--muted); list-style: none; }
+.step-state { display: grid; grid-template-columns: 1fr 1.6fr 1fr; gap: 12px; }
+.step-state h3 { font-size: 13px; margin: 4px 0 2px; color: var(--muted); }
+.step-state table { margin: 0; font-size: 12.5px; }
+.step-state .changed { background: #fff3c4; }
+.seq g.current path { stroke-width: 4px !important; }
+.seq g.current { filter: drop-shadow(0 0 3px #ffb300); }
+.seq g.current text { font-weight: bold; }
 """
 
 # Nothing may be fetched, from anywhere: the page must work offline.
-_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+# The one script the page has (the stepping view) runs because its hash is listed; any other script,
+# inline or not, is refused, and so is every request.
+_CSP: Final = f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src '{_STEP_JS_HASH}'"
 
 _STORY_KINDS_LEFT_OUT: Final = frozenset({"order_placed"})
 
 
-def _esc(text: object) -> str:
-    return html.escape(str(text))
+def _esc(text: object, newlines: bool = False) -> str:
+    """User text in HTML: control, bidi and zero-width characters made visible, then HTML-escaped."""
+    return html.escape(plain(text, newlines=newlines))
 
 
 def _card(value: object, label: str, cls: str = "") -> str:
@@ -1200,7 +1619,7 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
         f"{n_msgs:,} messages delivered · {len(rec.events):,} events · virtual time 0 to "
         f"{_esc(fmt_time(rec.deliveries[-1].time_ms if rec.deliveries else 0))}</p>")
     if rec.scenario.description:
-        add(f'<p class="description">{_esc(rec.scenario.description)}</p>')
+        add(f'<p class="description">{_esc(rec.scenario.description, newlines=True)}</p>')
 
     add('<section id="summary"><h2>Summary</h2><div class="cards">')
     add(_card(f"{fund['initial']} → {fund['final']}", "insurance fund (ETH)"))
@@ -1227,8 +1646,8 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
     add('<section id="mark-price"><h2>Mark price per market</h2>')
     add('<p class="explain">The mark price is the exchange’s reference price: it values every open position and '
         "decides who is liquidated. It moves only when the oracle publishes a new price. Dots are trades in the "
-        "book; a red dot is a liquidation order filling, a purple one the insurance fund’s own order. The black "
-        "dash is the <b>bankruptcy price</b> of a liquidated account: the price at which its equity is exactly "
+        "book; a red dot is a liquidation order filling, a purple one the insurance fund’s own order. The short "
+        "brown dashed line is the <b>bankruptcy price</b> of a liquidated account: the price at which its equity is exactly "
         "zero. A fill better than it leaves money over for the fund; no fill at all means the account is "
         "bankrupt.</p>")
     add(f"<figure>{chart_marks(rec, bands)}</figure></section>")
@@ -1279,6 +1698,12 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
                      "ADL request, then the second of each, and so on, as many as fit in "
                      f"{limit} rows")
         add(f'<p class="note">{_esc(note)}.</p>')
+    add('<p class="explain"><b>Step through the run.</b> The panel below replays it one row of the diagram at a '
+        "time: the message just delivered is highlighted in the diagram, and the panel shows what it changed: the "
+        "books’ best levels, the accounts it concerns (balance, equity and maintenance margin at the mark), the "
+        "insurance fund’s balance with what it has reserved, and the marks. Changed values are shaded. Use the "
+        "buttons, the slider or the keys ← → (space plays and pauses).</p>")
+    add(stepper_html(rec, rows))
     add(f'<figure class="seq">{chart_sequence(rec, rows)}</figure></section>')
 
     story = [(e["time"], e["actor"], sentence) for _, e in rec.events
@@ -1313,6 +1738,89 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
         f"{_esc(rec.mode)} delivery.</footer>")
     add("</main></body></html>")
     return "\n".join(parts) + "\n"
+
+
+# --- a report from a saved run ------------------------------------------------------------------
+
+
+class ReportLogError(ValueError):
+    """A saved run's events.jsonl cannot be turned into a report (the message says why)."""
+
+
+# The first line (opening_state) is small; a longer one is not a log of this program.
+_MAX_FIRST_LINE: Final = 1 << 20
+
+
+def recording_from_log(path: str | os.PathLike[str], scenario_path: str | None = None) -> Recording:
+    """The recording of the run that wrote ``path`` (an ``events.jsonl``), for :func:`render_html`.
+
+    The report draws what only a live run has: every delivered message (the
+    sequence diagram, the stepping view) and the state between deliveries
+    (equity below maintenance margin just before a liquidation). The log
+    does not hold those, but it determines them: its first line names the
+    scenario with the sha256 of its file, the seed and the delivery mode,
+    and a seeded run is a pure function of those. So the run is rebuilt by
+    running that scenario again with that seed, and every line of the log is
+    compared, byte for byte, with the rerun's events: the report is made
+    only if they are the same run. A live run (trio chose its interleaving)
+    cannot be rebuilt; nor can a log that was edited or cut short.
+
+    ``scenario_path`` is the scenario file when it is not the bundled one of
+    the name in the log. Raises :class:`ReportLogError`, or
+    :class:`~sandbox.scenario.ScenarioError` for a bad ``scenario_path``.
+    """
+    import trio
+
+    from .exchange import run_scenario
+    from .scenario import bundled_scenarios, resolve_scenario
+
+    log_path = Path(path)
+    where = plain(log_path)
+    if not log_path.exists():
+        raise ReportLogError(f"report: {where}: no such file")
+    if not log_path.is_file():
+        raise ReportLogError(f"report: {where}: not a regular file (expected a run's events.jsonl)")
+    try:
+        with open(log_path, "rb") as f:
+            first = f.readline(_MAX_FIRST_LINE)
+    except OSError as e:
+        raise ReportLogError(f"report: {where}: cannot be read ({e.strerror or e})") from None
+    try:
+        opening = json.loads(first)
+        if not isinstance(opening, dict) or opening.get("kind") != "opening_state":
+            raise ValueError
+        name, digest, seed, mode = (opening[k] for k in ("scenario", "digest", "seed", "mode"))
+    except (ValueError, KeyError, UnicodeDecodeError):
+        raise ReportLogError(f"report: {where}: line 1 is not the opening_state of a run "
+                             "(expected the events.jsonl of 'sandbox run --out DIR')") from None
+    if mode != "seeded":
+        raise ReportLogError(f"report: {where}: a {plain(mode)} run cannot be rebuilt (trio chose its interleaving); "
+                             "use 'sandbox run --live --report FILE.html' to report it as it runs")
+    if scenario_path is not None:
+        scenario = resolve_scenario(scenario_path)
+    elif isinstance(name, str) and name in bundled_scenarios():
+        scenario = bundled_scenarios()[name]()
+    else:
+        raise ReportLogError(f"report: {where}: the run used scenario {plain(name)!r}, which is not bundled: "
+                             "pass its file with --scenario FILE.toml")
+    if scenario.digest != digest:
+        raise ReportLogError(f"report: {where}: {plain(scenario.source)} is not the scenario file the run used "
+                             "(its sha256 differs from the one in the log)")
+    log = EventLog()
+    recorder = Recorder()
+    recorder.attach(log)
+    result = trio.run(lambda: run_scenario(scenario, seed=seed, log=log, **recorder.run_options()))
+    events = result.events
+    n = 0
+    with open(log_path, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            if n > len(events) or line.rstrip(b"\n") != EventLog.dumps(events[n - 1]).encode():
+                raise ReportLogError(f"report: {where}: line {n} is not what the run of {plain(scenario.name)} with "
+                                     f"seed {seed} records: the log was edited, or written by other actors")
+    if n < len(events):
+        raise ReportLogError(f"report: {where}: ends at line {n}, before the run finished (it has "
+                             f"{len(events)} events): a report needs the whole run")
+    return recorder.finish(result)
 
 
 # --- writing ----------------------------------------------------------------------------------

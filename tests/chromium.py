@@ -5,7 +5,8 @@ is started with ``--remote-debugging-pipe`` and reads DevTools commands from
 file descriptor 3 and writes replies and events to descriptor 4, each message
 a JSON object ended by a NUL byte. That is all a test needs to load a page,
 collect every console message, exception and network request, measure
-elements and take a screenshot.
+elements, click and press keys as a person would (:meth:`Chromium.click`,
+:meth:`Chromium.press`), read what the page shows and take a screenshot.
 
 Which browser: ``$CHROMIUM`` if it names an executable, else the first of
 ``/usr/bin/chromium``, ``/usr/bin/chromium-browser``, ``/usr/bin/google-chrome``
@@ -253,16 +254,63 @@ class Chromium:
             raise BrowserError(f"evaluate: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, path: str | Path, full_page: bool = True, max_height: int | None = None) -> Path:
-        """A PNG of the page (the whole page, or its top ``max_height`` pixels)."""
+    # -- acting on the page as a person would ---------------------------------------------
+
+    def text(self, selector: str) -> str:
+        """The visible text (innerText) of the first element matching ``selector``."""
+        value = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                              " return e === null ? null : e.innerText; })()")
+        if value is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        return str(value)
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (press and release of the left button) at the middle of the element.
+
+        The element is scrolled into view first; the click goes through
+        Chromium's input pipeline (Input.dispatchMouseEvent), so it reaches
+        whatever is on top at that point, as a person's click would: a hidden
+        or covered button is not clicked.
+        """
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (e === null) return null;"
+            " e.scrollIntoView({block: 'nearest'}); const r = e.getBoundingClientRect();"
+            " return [r.left + r.width / 2, r.top + r.height / 2, r.width, r.height]; })()")
+        if box is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        x, y, width, height = box
+        if width <= 0 or height <= 0:
+            raise BrowserError(f"{selector!r} is not displayed")
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=1, clickCount=1)
+
+    _KEYS = {"ArrowRight": 39, "ArrowLeft": 37, "Home": 36, "End": 35, " ": 32, "Enter": 13}
+
+    def press(self, key: str) -> None:
+        """A key pressed and released on the focused element (Input.dispatchKeyEvent), e.g. "ArrowRight"."""
+        code = self._KEYS[key]
+        name = "Space" if key == " " else key
+        text = {" ": " ", "Enter": "\r"}.get(key)
+        down: dict[str, Any] = {"type": "keyDown" if text else "rawKeyDown", "key": key, "code": name,
+                                "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code}
+        if text:
+            down["text"] = text
+        self.call("Input.dispatchKeyEvent", **down)
+        self.call("Input.dispatchKeyEvent", type="keyUp", key=key, code=name, windowsVirtualKeyCode=code,
+                  nativeVirtualKeyCode=code)
+
+    def screenshot(self, path: str | Path, full_page: bool = True, max_height: int | None = None,
+                   top: int = 0) -> Path:
+        """A PNG of the page (the whole page, or ``max_height`` pixels of it from ``top``)."""
         height = self.height
         if full_page:
-            height = int(self.evaluate("document.documentElement.scrollHeight"))
+            height = int(self.evaluate("document.documentElement.scrollHeight")) - top
         if max_height is not None:
             height = min(height, max_height)
         self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=height, deviceScaleFactor=1,
                   mobile=False)
-        clip = {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}
+        clip = {"x": 0, "y": top, "width": self.width, "height": height, "scale": 1}
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)["data"]
         self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
                   deviceScaleFactor=1, mobile=False)

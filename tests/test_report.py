@@ -8,8 +8,13 @@ error, nothing loaded from anywhere but the file itself.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,10 +37,13 @@ from sandbox.report import (
     Recording,
     ReportPathError,
     change_positions,
+    chart_marks,
     check_report_path,
     choose_accounts,
+    place_labels,
     render_html,
     rows_count,
+    step_data,
     summarise_trace,
     write_report,
 )
@@ -338,14 +346,20 @@ def test_the_report_is_one_self_contained_file(demo_report):
     text = demo_report.read_text(encoding="utf-8")
     assert [p.name for p in demo_report.parent.iterdir()] == ["demo.html"]  # no temporary file left
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
-    assert "<script" not in text and "<link" not in text and "@import" not in text
+    assert "<link" not in text and "@import" not in text
+    # Two script elements: the stepping view's data (not executable) and its code, allowed by its hash alone.
+    assert text.count("<script") == 2 and '<script type="application/json" id="step-data">' in text
+    code = text.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in text and "unsafe-inline'; img-src" in text
+    assert "'unsafe-inline'" not in text.split("script-src", 1)[1].split('"', 1)[0]
     for attribute in ("src=", "href="):
         for chunk in text.split(attribute)[1:]:
             assert chunk[1] in "#", f"{attribute}{chunk[:60]}"  # only links inside the page
     assert text.count("<svg") == 5
     assert 50_000 < len(text) < 1_000_000
     for phrase in ("Scenario “demo”", "The whole liquidation flow across two markets", "5 → 5",
-                   "All 64 messages are drawn", "insurance fund pays 3 for carol&#x27;s bankruptcy (fund 5)"):
+                   "All 64 messages are drawn", "insurance fund pays 3 ETH for carol&#x27;s bankruptcy (fund 5 ETH)"):
         assert phrase in text
 
 
@@ -379,7 +393,8 @@ MEASURE = """
       drawnTexts: svg ? [...svg.querySelectorAll('text')].filter(t => t.getBBox().width > 0).length : 0,
     };
   }
-  out.arrows = document.querySelectorAll('#sequence svg g[id^="seq-msg"]').length;
+  out.arrows = document.querySelectorAll('#sequence svg g[id^="seq-msg"]:not([id$="-label"])').length;
+  out.labels = document.querySelectorAll('#sequence svg g[id^="seq-msg"][id$="-label"]').length;
   out.tooltips = [...document.querySelectorAll('#sequence svg g[id^="seq-msg"] > title')].map(t => t.textContent);
   out.cards = [...document.querySelectorAll('.card b')].map(b => b.textContent);
   return out;
@@ -402,10 +417,10 @@ def test_the_demo_report_renders_in_chromium_without_errors(browser, demo_report
     assert "Insurance fund (one for all markets)" in page["insurance-fund"]["texts"]
     assert "+3 surplus from alice" in page["insurance-fund"]["texts"]
     assert "Open interest per market (longs = shorts)" in page["open-interest"]["texts"]
-    assert {"timeline", "oracle", "clearing", "adl", "t = 2 s · mark price of BAYC: 50 -> 58",
+    assert {"timeline", "oracle", "clearing", "adl", "t = 2 s · mark price of BAYC: 50 -> 58 ETH",
             "LiquidationRequested: alice"} <= set(
         page["sequence"]["texts"])
-    assert page["arrows"] == 64
+    assert page["arrows"] == 64 and page["labels"] == 64  # each label is tied to its arrow, to highlight both
     assert "#14 at t = 1 s: margin_monitor → liquidation_engine: LiquidationRequested (alice)" in page["tooltips"]
     assert page["cards"][:2] == ["5 → 5", "2"]
 
@@ -448,3 +463,243 @@ def test_the_harness_catches_errors_and_requests_elsewhere(browser, demo_report,
 def test_the_same_run_gives_the_same_report(demo, demo_report):
     # Recorded here, rendered here; the fixture's report came from another process.
     assert render_html(demo) == demo_report.read_text(encoding="utf-8")
+
+
+# --- the charts' labels and legend ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cascade() -> Recording:
+    return record("cascade_adl")[1]
+
+
+def legend_entries(svg: str, prefix: str) -> dict[str, str]:
+    """Each legend label of a chart's SVG and the style of the line drawn beside it ("" for a marker)."""
+    block = svg[svg.index(f'id="{prefix}-legend_1"'):]
+    entries: dict[str, str] = {}
+    style = ""
+    for m in re.finditer(r'<path[^>]*style="([^"]*stroke:[^"]*)"|<text[^>]*>([^<]*)</text>|<use ', block):
+        if m.group(1) is not None:
+            style = m.group(1)
+        elif m.group(2) is not None:
+            entries[m.group(2)] = style
+            style = ""
+        else:
+            style = ""
+        if len(entries) >= 6:
+            break
+    return entries
+
+
+def test_mark_and_bankruptcy_prices_have_distinct_line_styles_in_the_legend(cascade):
+    svg = chart_marks(cascade, Bands(cascade.deliveries, change_positions(cascade)))
+    entries = legend_entries(svg, "marks")
+    mark, bankruptcy = entries["mark price"], entries["bankruptcy price of a liquidation"]
+    assert "stroke-dasharray" not in mark and "stroke-dasharray" in bankruptcy
+    colour = lambda style: re.search(r"stroke: (#[0-9a-f]{6})", style).group(1)  # noqa: E731
+    assert colour(mark) != colour(bankruptcy)
+
+
+def test_labels_never_overlap_and_a_moved_label_has_a_leader_line():
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)
+    # Five markers on one spot, one alone: the crowd must stack up and down its marker.
+    items = [(5.0, 5.0, f"label number {k}", "#000000") for k in range(5)] + [(1.0, 2.0, "alone", "#000000")]
+    placed = place_labels(fig, ax, items)
+    assert len(placed) == 6
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(a, renderer) for a in placed]  # the text, without its leader line
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b)
+    for a in placed:
+        moved = abs(a.xyann[1]) > 10
+        assert (a.arrow_patch is not None) == moved  # a leader line exactly when it moved off its marker
+    alone = next(a for a in placed if a.get_text() == "alone")
+    assert alone.arrow_patch is None and abs(alone.xyann[0]) == abs(alone.xyann[1]) == 7  # right beside it
+
+
+def test_crowded_labels_can_be_left_out_instead():
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    fig = Figure(figsize=(3, 1.2), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    items = [(0.5, 0.5, f"a rather long label {k}", "#000000") for k in range(30)]
+    placed = place_labels(fig, ax, items, crowded="skip")
+    assert 0 < len(placed) < 30
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(a, renderer) for a in placed]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+@pytest.fixture(scope="module")
+def cascade_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cascade") / "cascade.html"
+    proc = cli("run", "cascade_adl", "--quiet", "--report", str(path))
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+OVERLAPS = """
+(id => {
+  const boxes = [...document.querySelectorAll(`#${id} svg text`)].map(t => [t.textContent, t.getBoundingClientRect()])
+    .filter(([_, r]) => r.width > 0);
+  const out = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const [a, r] = boxes[i], [b, s] = boxes[j];
+    const w = Math.min(r.right, s.right) - Math.max(r.left, s.left), h = Math.min(r.bottom, s.bottom) - Math.max(r.top, s.top);
+    if (w > 0.5 && h > 0.5) out.push([a, b]);
+  }
+  return {texts: boxes.map(([t]) => t), overlaps: out};
+})
+"""
+
+
+def test_cascade_labels_are_drawn_and_do_not_overlap_in_the_browser(browser, cascade_report):
+    load = browser.load(cascade_report.resolve().as_uri())
+    assert load.errors == []
+    fund = browser.evaluate(f"{OVERLAPS}('insurance-fund')")
+    marks = browser.evaluate(f"{OVERLAPS}('mark-price')")
+    assert fund["overlaps"] == [] and marks["overlaps"] == []
+    assert {"takes over L1's long 1 PUNK", "−2 paid for L1", "ADL: S2 buys 1 PUNK", "ADL: S3 buys 1 PUNK"} <= \
+        set(fund["texts"])
+    # The mark-price chart now says what its markers are.
+    assert {"L1's bankruptcy price 90", "the fund's order fills at 88", "ADL closes S2 at 80"} <= set(marks["texts"])
+
+
+def test_sequence_labels_are_at_least_12_css_pixels(browser, demo_report):
+    browser.load(demo_report.resolve().as_uri())
+    sizes = browser.evaluate("""[...document.querySelectorAll('#sequence svg text')]
+        .map(t => parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)""")
+    assert len(sizes) > 64 and min(sizes) >= 12, min(sizes)
+
+
+# --- the stepping view -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
+    """The demo's report, with the events.jsonl and summary.json of the same run."""
+    base = tmp_path_factory.mktemp("stepping")
+    proc = cli("run", "--quiet", "--out", str(base), "--report", str(base / "demo.html"))
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in (base / "events.jsonl").read_text().splitlines()]
+    return base / "demo.html", events, json.loads((base / "summary.json").read_text())
+
+
+def shown(browser: Any) -> dict[str, Any]:
+    return browser.evaluate("""({
+      count: document.getElementById('step-count').innerText,
+      head: document.getElementById('step-head').innerText,
+      said: document.getElementById('step-said').innerText,
+      balance: document.getElementById('step-fund-balance').innerText,
+      reserved: document.getElementById('step-fund-reserved').innerText,
+      books: document.getElementById('step-books').innerText,
+      accounts: [...document.querySelectorAll('#step-accounts tr')].map(r => [...r.cells].map(c => c.innerText)),
+      current: [...document.querySelectorAll('#sequence .current')].map(e => e.id),
+      slider: document.getElementById('step-slider').value,
+    })""")
+
+
+def test_the_stepping_view_steps_through_the_run_by_clicks_and_keys(browser, saved_demo, demo):
+    page, events, summary = saved_demo
+    load = browser.load(page.resolve().as_uri())
+    assert load.errors == [] and load.requests == [page.resolve().as_uri()]
+    assert browser.evaluate("document.getElementById('stepper').hidden") is False
+    first = shown(browser)
+    assert first["count"] == "step 1 of 64" and first["current"] == ["seq-msg0", "seq-msg0-label"]
+    assert first["balance"] == summary["insurance_fund"]["initial"] == "5"
+
+    surplus = next(e for e in events if e["kind"] == "fund_surplus")
+    payout = next(e for e in events if e["kind"] == "fund_payout")
+    clicks, seen_book, before = 0, None, first
+    while "surplus from alice" not in (now := shown(browser))["said"]:
+        before = now
+        browser.click("#step-next")
+        clicks += 1
+        assert clicks <= 64
+        if seen_book is None and "clearing → book:PUNK: SubmitOrder (mm buy 1 PUNK @ 93 GTC)" in shown(browser)["head"]:
+            seen_book = shown(browser)["books"]
+    # The step that delivered SurplusTransferred: the fund's balance is the one events.jsonl records.
+    p = next(p for p, e in demo.events if e["kind"] == "fund_surplus")
+    assert clicks == p - 1  # one click a delivery: every message of the demo is a step
+    assert now["count"] == f"step {p} of 64" and now["slider"] == str(p - 1)
+    d = demo.deliveries[p - 1]
+    assert (d.recipient, d.type) == ("insurance_fund", "SurplusTransferred")
+    assert now["head"] == f"#{p - 1} at t = 1 s: {d.sender} → insurance_fund: SurplusTransferred (alice)"
+    assert now["balance"] == surplus["balance"] == "8" and before["balance"] == "5"
+    assert now["current"] == [f"seq-msg{p - 1}", f"seq-msg{p - 1}-label"]
+    assert ["alice", "0", "0", "0", "none"] in now["accounts"]
+    assert seen_book is not None and "PUNK\t93 × 1\tnone" in seen_book
+
+    browser.click("#step-prev")
+    back = shown(browser)
+    assert back["count"] == f"step {p - 1} of 64" and back["balance"] == "5"
+    assert back["current"] == [f"seq-msg{p - 2}", f"seq-msg{p - 2}-label"]
+    browser.press("ArrowRight")
+    assert shown(browser)["balance"] == "8"
+
+    # Step on until the fund reserves what it may lose closing carol's short: all 8 it has.
+    while shown(browser)["reserved"] != "8":
+        browser.press("ArrowRight")
+        assert int(shown(browser)["slider"]) < 63
+    browser.press("End")
+    last = shown(browser)
+    assert last["count"] == "step 64 of 64" and last["balance"] == payout["balance"] == \
+        summary["insurance_fund"]["final"]
+    browser.click("#step-first")
+    assert shown(browser)["count"] == "step 1 of 64"
+
+
+def test_play_and_pause(browser, saved_demo):
+    page, _, _ = saved_demo
+    browser.load(page.resolve().as_uri())
+    browser.click("#step-play")
+    assert browser.text("#step-play") == "❚❚ pause"
+    for _ in range(200):  # until the player has moved on twice (no wall-clock time is asserted)
+        if int(shown(browser)["slider"]) >= 2:
+            break
+        time.sleep(0.1)
+    assert int(shown(browser)["slider"]) >= 2
+    browser.click("#step-play")
+    assert browser.text("#step-play") == "▶ play"
+    paused = shown(browser)["slider"]
+    time.sleep(1.2)  # longer than a step of the player: a paused player has not moved
+    assert shown(browser)["slider"] == paused
+
+
+def test_the_page_runs_its_own_script_and_no_other(browser, saved_demo, tmp_path):
+    page, _, _ = saved_demo
+    text = page.read_text(encoding="utf-8")
+    injected = tmp_path / "injected.html"
+    injected.write_text(text.replace("</main>", '<script>document.title = "pwned";</script></main>'),
+                        encoding="utf-8")
+    load = browser.load(injected.as_uri())
+    assert any("Content Security Policy" in e for e in load.errors)
+    assert browser.evaluate("document.title") != "pwned"
+    assert browser.text("#step-count") == "step 1 of 64"  # the page's own, hashed script ran
+
+
+def test_step_data_of_a_cut_diagram_still_reaches_the_end_state(cascade):
+    rows = summarise_trace(cascade.deliveries, limit=12)
+    assert any(isinstance(r, Gap) for r in rows)
+    steps = step_data(cascade, rows)["steps"]
+    assert len(steps) == len(rows)
+    state: dict[str, Any] = {}
+    for step in steps:
+        for part, values in step["d"].items():
+            state.setdefault(part, {}).update(values)
+    fund = cascade.summary["insurance_fund"]
+    assert state["fund"]["fund"][0] == fund["final"]
+    for acct, a in cascade.summary["accounts"].items():
+        assert state["accounts"][acct][0] == a["balance"]
+    assert {s["id"] for s in steps if s["id"].startswith("seq-gap")} == \
+        {f"seq-gap{k}" for k in range(sum(isinstance(r, Gap) for r in rows))}
