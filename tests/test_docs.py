@@ -10,7 +10,8 @@ How each block is treated, by the language after its opening fence:
   ``<!-- docs-test: fragment of NAME -->`` (the block's tables are merged into
   the bundled scenario NAME, which is then run) or ``<!-- docs-test: refused -->``
   (an example of a mistake: writing it to its title, loading it must fail).
-* ``python``: executed, in the page's working folder.
+* ``python``: executed, in the page's working folder; with ``title="NAME.py"``
+  it is first written to NAME.py there.
 * ``console``: a session. Each ``$ command`` is run there (``sandbox ...`` through
   the real command, and ``cp``); the lines after it are its expected output,
   where a line ``...`` stands for anything, and each stretch between them must
@@ -185,6 +186,8 @@ def run_toml(block: Block, work: Path) -> None:
 
 
 def run_python(block: Block, work: Path) -> None:
+    if block.title is not None:  # a file the page's later commands use
+        (work / block.title).write_text(block.text, encoding="utf-8")
     code = compile(block.text, block.where, "exec")
     here = os.getcwd()
     os.chdir(work)
