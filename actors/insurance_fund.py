@@ -292,6 +292,7 @@ class InsuranceFund(Actor):
             self._held(lot)
         else:
             self._offer(lot)
+        self._check_drained()
 
     def _offer(self, lot: Lot) -> None:
         """Send ``lot``'s held part to the book: an IOC within the price band and the budget."""
@@ -302,8 +303,10 @@ class InsuranceFund(Actor):
         by_budget = fund_limit_price(size, basis, self.budget(lot), tick)
         by_band = band_limit_price(size, self.marks[lot.market], self.policy.fund_price_band, tick)
         limit = max(by_budget, by_band) if size > 0 else min(by_budget, by_band)
-        if size < 0 and limit < tick:
-            return self._held(lot)  # no price at which the fund can afford to buy
+        if size < 0 and limit < tick:  # no price at which the fund can afford to buy
+            if self.policy.fund_inventory == "close":
+                return self._deleverage(lot, "unfilled")
+            return self._held(lot)
         lot.state, lot.limit = ORDER, limit
         self.emit(
             "fund_order", lot_id=lot.lot_id, market=lot.market, size=fmt_size(size),
@@ -324,6 +327,7 @@ class InsuranceFund(Actor):
             lot.held = lot.size
         if lot.size == 0:
             self._close(lot)
+            self._check_drained()
 
     def on_OrderClosed(self, msg: OrderClosed) -> None:
         lot = self.lots.get(self._lot_id(msg.order_id))
@@ -356,7 +360,9 @@ class InsuranceFund(Actor):
         for lot in list(self.lots.values()):
             if self.available >= 0:
                 break
-            if lot.state in (HELD, KEPT) and lot.held:
+            # A kept lot ADL just failed to place is offered again by its timer
+            # (and on the next mark), not here: that would ask ADL again at once.
+            if lot.state == HELD and lot.held:
                 self._deleverage(lot, "drained")
 
     def _deleverage(self, lot: Lot, reason: str) -> None:
@@ -369,17 +375,19 @@ class InsuranceFund(Actor):
         lot = self.lots[msg.lot_id]
         lot.state = KEPT
         lot.held = msg.remaining  # lot.size may still count ADL fills in flight
-        if self._net(lot):
-            return
-        self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
-        if lot.tries < self.policy.fund_retries:
-            lot.tries += 1
-            self.send_later(self.policy.fund_retry_ms, FundRetryDue(lot.lot_id))
+        if not self._net(lot):
+            self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
+            if lot.tries < self.policy.fund_retries:
+                lot.tries += 1
+                self.send_later(self.policy.fund_retry_ms, FundRetryDue(lot.lot_id))
+        # Back in inventory, the lot is reserved at its mark again: other lots may now have to go.
+        self._check_drained()
 
     def on_FundRetryDue(self, msg: FundRetryDue) -> None:
         lot = self.lots.get(msg.lot_id)
         if lot is None or lot.state != KEPT or not lot.held:
             return
+        lot.state = HELD  # offered again like any held lot
         if self.policy.fund_inventory == "keep":
             self._check_drained()
         else:
@@ -393,8 +401,10 @@ class InsuranceFund(Actor):
         When both sides of a market go bankrupt together, the fund can hold a
         long and a short of the same market. Crossed at the mark, the two
         realize what they lose at the mark together, which their reservations
-        cover (module doc). Only the part of a lot that is certainly held is
-        crossed; a lot closes when its size, in-flight fills included, is zero.
+        cover (module doc); a crossing whose realized loss the balance cannot
+        pay is not made (the lots stay held, for ADL). Only the part of a lot
+        that is certainly held is crossed; a lot closes when its size, in-flight
+        fills included, is zero.
         """
         price = self.marks[lot.market]
         for other in list(self.lots.values()):
@@ -404,10 +414,14 @@ class InsuranceFund(Actor):
                     or other.held == 0 or (other.held > 0) == (lot.held > 0)):
                 continue
             qty = min(abs(lot.held), abs(other.held))
+            trades = [(each, -qty if each.held > 0 else qty) for each in (other, lot)]
+            # What the crossing realizes, on the lots it closes: never more than the fund has.
+            realized = sum(-(each.basis + trade * price) for each, trade in trades if each.size + trade == 0)
+            if self.balance + realized < 0:
+                continue
             self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
                       lots=[other.lot_id, lot.lot_id])
-            for each in (other, lot):
-                trade = -qty if each.held > 0 else qty
+            for each, trade in trades:
                 each.size += trade
                 each.basis += trade * price
                 each.held += trade

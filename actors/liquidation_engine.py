@@ -15,6 +15,16 @@ Steps, after NFEX's cross-margin procedure (docs/concepts/venues.md):
 4. Clearing settles the account once every position is closed: a fill better
    than the bankruptcy price leaves equity, which goes to the fund.
 
+Partial liquidation (``liquidation = "partial"``), Hyperliquid's stated rule:
+a liquidatable position whose mark notional exceeds ``partial_threshold`` is
+first sent one order for ``partial_fraction`` (20%) of it; the account is then
+handed back, whatever its margin. For ``partial_cooldown`` (30 s) after that,
+every liquidation of the account is for the entire position. (Hyperliquid
+sends a market order and never freezes the account; the sandbox freezes it
+while its one order is in flight, so the snapshot the order was priced on is
+final, and limits the order at the bankruptcy price, so the slice cannot take
+the account below zero.)
+
 Bankruptcy prices (cross margin). The bankruptcy prices are the prices at
 which closing every position leaves the account's balance at exactly zero.
 With equity ``Q`` (balance + unrealized PnL at mark):
@@ -56,7 +66,6 @@ from sandbox.messages import (
     AccountFrozen,
     AccountSnapshotRequested,
     FreezeAccount,
-    LiquidationCooldownEnded,
     LiquidationEnded,
     LiquidationRequested,
     LiquidationSettled,
@@ -235,6 +244,8 @@ class LiquidationEngine(Actor):
         # When each mark was accepted by the oracle (virtual ms), for staleness.
         self.valid_at = {m: 0 for m in self.markets}
         self.paused: dict[str, LiquidationRequested] = {}  # account -> its held request
+        # Partial liquidation: when each account was last handed back after a slice (virtual ms).
+        self.last_partial: dict[str, int] = {}
 
     def is_stale(self, market: str) -> bool:
         return self.policy.is_stale(self.valid_at[market], self.now_ms)
@@ -283,7 +294,12 @@ class LiquidationEngine(Actor):
         triples = [(p.market, p.size, p.entry_value) for p in positions]
         eq = equity(balance, triples, self.marks)
         mm = maintenance_margin(triples, self.marks, self.markets)
-        if not positions or eq > mm:
+        if liq.slices or not positions or eq > mm:
+            # Hyperliquid: one order for a slice, then the account is its owner's
+            # again, whatever its margin; if it is still liquidatable, the next
+            # liquidation (within the cooldown) closes the entire position.
+            if liq.slices:
+                self.last_partial[msg.account] = self.now_ms
             del self.active[msg.account]
             outcome = "restored" if liq.slices else "cancelled"
             self.emit(
@@ -327,9 +343,12 @@ class LiquidationEngine(Actor):
         """How much of each position this round closes: all of it, or a slice (module doc)."""
         policy = self.policy
         sizes: dict[str, int] = {}
+        last = self.last_partial.get(liq.account)
+        recent = last is not None and self.now_ms - last < policy.partial_cooldown_ms
         for p in positions:
             size = abs(p.size)
-            if policy.liquidation == "partial" and size * self.marks[p.market] > policy.partial_threshold:
+            if (policy.liquidation == "partial" and not recent
+                    and size * self.marks[p.market] > policy.partial_threshold):
                 lot = self.markets[p.market].lot_size
                 start = liq.initial.setdefault(p.market, size)
                 one_slice = ceil_div(ceil_div(start * policy.partial_fraction, RATE_ONE), lot) * lot
@@ -348,20 +367,15 @@ class LiquidationEngine(Actor):
             self.emit("bankruptcy", account=msg.account, liq_id=liq.liq_id, market=msg.market)
         self.take_over(liq, msg.market, remaining, price)
         if not liq.open_orders and any(liq.keep.values()):
-            # A slice is done and the account keeps part of a position: wait
-            # out the cooldown, then judge it again on a fresh snapshot.
-            self.send_later(self.policy.partial_cooldown_ms, LiquidationCooldownEnded(liq.liq_id, liq.account))
+            # A slice is done and the account keeps part of a position: hand it
+            # back on the snapshot clearing sends once the slice's fills are applied.
+            self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, liq.account))
 
     def take_over(self, liq: _Liquidation, market: str, size: int, price: int) -> None:
         """Hand what the liquidation order did not fill to the fund, at the bankruptcy price."""
         self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price,
                                              keep=liq.keep.get(market, 0), mark=self.marks[market],
                                              mark_version=self.versions[market]))
-
-    def on_LiquidationCooldownEnded(self, msg: LiquidationCooldownEnded) -> None:
-        liq = self.active.get(msg.account)
-        if liq is not None and liq.liq_id == msg.liq_id:
-            self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, msg.account))
 
     def on_LiquidationSettled(self, msg: LiquidationSettled) -> None:
         liq = self.active.pop(msg.account)

@@ -198,24 +198,32 @@ def test_pump_against_a_fund_that_closes_at_once_deleverages_the_long_instead():
     assert account(result, "pumper")["balance"] == "600"
 
 
-def test_whale_is_liquidated_in_two_slices_and_handed_back():
-    # Slice 1 (t=1): bankruptcy 90, 20 sold at 92: balance 1000 - 160 = 840.
-    #   At 94: equity 840 - 80 x 6 = 360 <= MM 80 x 94 x 0.05 = 376.
-    # Slice 2 (t=31): bankruptcy 94 - 360/80 = 89.50, 20 sold at 91: 840 - 180 = 660.
-    #   At 94: equity 660 - 60 x 6 = 300 > MM 282: handed back at t=61.
+def test_whale_gets_one_slice_then_its_whole_position_is_liquidated():
+    # Hyperliquid: slice 1 (t=1), bankruptcy 90, 20 sold at 92: balance 1000 - 160 = 840;
+    # handed back. At 94: equity 840 - 80 x 6 = 360 <= MM 80 x 94 x 0.05 = 376, and within
+    # the 30 s cooldown: the next liquidation is for all 80, bankruptcy 94 - 360/80 = 89.50:
+    # 20 sold at 91 (840 - 180 = 660), 60 taken over at 89.50 (660 - 630 = 30 left, swept).
     result = run("whale_in_slices")
-    started, second = of(result, "liquidation_started")[0], of(result, "liquidation_slice")[0]
-    assert (started["time"], started["closing"], started["bankruptcy_prices"]) == (1, {"PUNK": "20"}, {"PUNK": "90"})
-    assert (second["time"], second["equity"], second["closing"], second["bankruptcy_prices"]) == (
-        31, "360", {"PUNK": "20"}, {"PUNK": "89.5"})
+    first, second = of(result, "liquidation_started")
+    assert (first["time"], first["closing"], first["bankruptcy_prices"]) == (1, {"PUNK": "20"}, {"PUNK": "90"})
     restored = of(result, "liquidation_restored")[0]
-    assert (restored["time"], restored["equity"], restored["maintenance_margin"]) == (61, "300", "282")
-    assert account(result, "whale") == {
-        "deposited": "1000", "withdrawn": "0", "balance": "660",
-        "positions": {"PUNK": {"size": "60", "entry_value": "6000"}},
-    }
+    assert (restored["equity"], restored["maintenance_margin"], restored["positions"]) == ("360", "376", {"PUNK": "80"})
+    assert (second["time"], second["equity"], second["bankruptcy_prices"]) == (1, "360", {"PUNK": "89.5"})
+    assert "closing" not in second  # the entire position
+    assert [(e["size"], e["price"]) for e in of(result, "liquidation_fill")] == [("-20", "92"), ("-20", "91")]
+    assert [(e["size"], e["price"]) for e in of(result, "fund_takeover")] == [("60", "89.5")]
+    assert account(result, "whale") == {"deposited": "1000", "withdrawn": "0", "balance": "0", "positions": {}}
+    # The fund: +30 surplus, sells the 60 at 89 (a loss of 30): back at 100.
+    assert [(e["kind"], e["amount"]) for e in of(result, "fund_surplus", "fund_payout")] == [
+        ("fund_surplus", "30"), ("fund_payout", "30")]
     assert fund(result)["final"] == "100"
-    assert result.summary()["counts"]["liquidations"] == 1
+
+
+def test_a_partial_liquidation_after_the_cooldown_is_a_slice_again():
+    # With a cooldown of 0 the second liquidation is not "within" it: a second 20% slice.
+    result = run("whale_in_slices", partial_cooldown_ms=0)
+    # (a slice of the size the new liquidation starts from: 20% of 80 = 16)
+    assert [e.get("closing") for e in of(result, "liquidation_started")][:2] == [{"PUNK": "20"}, {"PUNK": "16"}]
 
 
 def test_whale_under_full_liquidation_loses_everything():
