@@ -453,7 +453,7 @@ def explore(
         test = hypothesis_seed(seed)(test)
     # One database entry per (scenario, variant, question), so failures found
     # for one are replayed first for that one only.
-    key = f"{scenario.digest or scenario.name}|{variant}|{find}|{_refs_key(actor_refs)}".encode()
+    key = f"{scenario.digest or scenario.name}|{variant}|{find}{_refs_key(actor_refs)}".encode()
     test._hypothesis_internal_database_key = hashlib.sha256(key).digest()  # type: ignore[attr-defined]
     try:
         test()
@@ -470,7 +470,7 @@ def explore(
 
 def _refs_key(actor_refs: tuple[tuple[str, str], ...]) -> str:
     # Without --actor the key is what it always was, so existing databases still apply.
-    return "" if not actor_refs else ",".join(f"{role}={ref}" for role, ref in actor_refs)
+    return "" if not actor_refs else "|" + ",".join(f"{role}={ref}" for role, ref in actor_refs)
 
 
 def _explore_pct(
