@@ -14,6 +14,12 @@ so the next search tries them first.
 
 A :class:`Finding` carries the recorded decisions; :func:`replay_run` runs
 them again and gets the very same events.
+
+The second strategy, PCT (:mod:`sandbox.pct`), is another chooser: its runs
+carry a probability bound, and what it finds is shrunk by :func:`shrink`.
+Every run has a :class:`Budget` (sized by :func:`plan` from the scenario's
+FIFO run) so that a run that never ends is a ``livelock`` finding in
+seconds rather than a search that hangs; shrinking has a budget too.
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ from .pct import DEFAULT_DEPTH, PCTChooser, pct_seed
 from .scenario import Scenario, ScenarioError, _parse_bytes
 
 __all__ = [
+    "Budget",
+    "Plan",
+    "plan",
+    "STRATEGIES",
+    "shrink",
+    "decisions_to_tape",
     "Exploration",
     "Finding",
     "Failure",
