@@ -331,6 +331,15 @@ def test_every_zoo_variant_is_found_by_both_strategies(name, strategy):
     assert correct.failure is None or correct.failure.kind != result.finding.failure.kind
 
 
+@pytest.mark.parametrize("name", RACES)
+def test_correct_actors_pass_pct_on_every_race_scenario(name):
+    # PCT starves low-priority links for long stretches: the correct exchange
+    # must still break nothing and always go quiet within the budget.
+    result = explore(resolve_scenario(name), examples=500, database=None, seed=0, strategy="pct")
+    assert result.finding is None, result.finding and result.finding.failure.summary
+    assert result.runs == 500 and result.links > 5
+
+
 def test_pct_is_seeded_and_deterministic():
     variant = VARIANTS["withdraw_during_liquidation"]
     sc = resolve_scenario(variant.scenario)
