@@ -139,23 +139,46 @@ def test_cascade_with_plain_pnl_ranking_deleverages_the_largest_pnl_first():
     assert account(result, "S1")["balance"] == "75"  # 50 + (105 - 80)
 
 
-def test_thin_book_crash_the_first_collection_spends_the_shared_fund():
-    # AZUKI surplus 93 - 90 = 3 (10 -> 13); PUNK: long 2 bankrupt at 92, the fund's
-    # limit 92 - 13/2 = 85.50, sold at 86: pays 12 (-> 1); BAYC: limit 92 - 1/2 =
-    # 91.50 > bids at 86: both contracts deleveraged at 92 against bayc_short (+16).
+def test_thin_book_crash_the_fund_holds_through_the_crash_and_nobody_is_deleveraged():
+    # AZUKI surplus 93 - 90 = 3 (10 -> 13). PUNK and BAYC: longs of 2 at 92, each
+    # losing 4 at mark 90: accepted (13 - 4 - 4 = 5 left). Band 2%: limit 88.20 > the
+    # bids at 86: held. t=2: bids at 90, mark 91 (band 89.18): sold at 90, 4 + 4 lost.
     result = run("thin_book_crash")
+    assert [(e["market"], e["accepted"]) for e in of(result, "fund_lot_opened")] == [("PUNK", True), ("BAYC", True)]
+    assert [(e["time"], e["limit"]) for e in of(result, "fund_order")] == [
+        (1, "88.2"), (1, "88.2"), (2, "89.18"), (2, "89.18")]
+    assert [(e["time"], e["market"]) for e in of(result, "fund_inventory_held")] == [(1, "PUNK"), (1, "BAYC")]
+    assert [(e["amount"], e["balance"]) for e in of(result, "fund_payout")] == [("4", "9"), ("4", "5")]
+    assert result.summary()["counts"]["adl"] == 0
+    assert fund(result) == {"initial": "10", "final": "5", "positions": {}}
+
+
+def test_thin_book_crash_under_the_one_shot_policy_deleverages_both_shorts():
+    # The same band, one order each: nothing fills at 88.20, so both lots go to ADL at 92.
+    result = run("thin_book_crash", fund_inventory="close")
+    assert [(e["account"], e["market"], e["size"], e["price"]) for e in of(result, "adl")] == [
+        ("punk_short", "PUNK", "2", "92"), ("bayc_short", "BAYC", "2", "92"),
+    ]
+    assert fund(result)["final"] == "13"
+
+
+def test_thin_book_crash_one_shot_with_a_wide_band_spends_the_shared_fund_on_the_first_collection():
+    # One-shot, 10% band: PUNK's lot is sold at 86 within the budget of 13 (limit 85.50):
+    # pays 12 (-> 1); BAYC: limit 92 - 1/2 = 91.50 > bids at 86: deleveraged at 92 (+16).
+    result = run("thin_book_crash", fund_inventory="close", fund_price_band=100_000)
     assert [e["balance"] for e in of(result, "fund_surplus", "fund_payout")] == ["13", "1"]
     assert [(e["account"], e["market"], e["size"], e["price"]) for e in of(result, "adl")] == [
         ("bayc_short", "BAYC", "2", "92"),
     ]
     assert account(result, "bayc_short")["balance"] == "66"
-    assert fund(result)["final"] == "1"
 
 
 def test_thin_book_crash_in_the_other_order_deleverages_the_other_collection():
     sc = resolve_scenario("thin_book_crash")
-    azuki, punk, bayc = sc.events
-    result = run_scenario_sync(attrs.evolve(sc, events=(azuki, bayc, punk)))
+    azuki, punk, bayc, *later = sc.events
+    sc = attrs.evolve(sc, events=(azuki, bayc, punk, *later),
+                      policy=attrs.evolve(sc.policy, fund_inventory="close", fund_price_band=100_000))
+    result = run_scenario_sync(sc)
     assert result.ok
     assert [(e["account"], e["market"]) for e in of(result, "adl")] == [("punk_short", "PUNK")]
 
@@ -329,6 +352,35 @@ def test_the_median_mark_moves_a_fifth_of_a_spoof():
     assert (computed[7]["impact_mid"], computed[7]["mark"]) == ("100", "100")
     assert of(result, "liquidation_started") == []
     assert account(result, "s")["balance"] == "20"
+
+
+def test_a_spoof_kept_for_two_more_ticks_moves_the_median_mark_a_fifth_each_tick():
+    # Drop the pull at t=6 and tick the index at 6 and 7: basis samples 50, 50, 50 ->
+    # price2 110, 120, 130. At 120 s (short 1 at 100 with 20) has equity 0: liquidated.
+    sc = resolve_scenario("mark_median_spoof")
+    index = next(e for e in sc.events if e.type == "index_price")
+    kept = tuple(e for e in sc.events if e.at_ms < 6000) + (
+        attrs.evolve(index, at_ms=6000), attrs.evolve(index, at_ms=7000))
+    result = run_scenario_sync(attrs.evolve(sc, events=kept))
+    assert [(e["time"], e["mark"]) for e in of(result, "mark_computed")][4:] == [(5, "110"), (6, "120"), (7, "130")]
+    assert [(e["time"], e["account"], e["equity"]) for e in of(result, "liquidation_started")] == [(6, "s", "0")]
+
+
+def test_a_capped_vault_deleverages_while_its_parent_is_rich():
+    # Cap 10. l1's lot (loss 2 at mark 88) is accepted and sold at 86: lost 4, 6 left.
+    # l2's lot loses 2 x (90 - 85) = 10 at the mark > 6: refused, ADL at 90.
+    result = run("capped_vault_adl")
+    assert [(e["account"], e["accepted"]) for e in of(result, "fund_lot_opened")] == [("l1", True), ("l2", False)]
+    assert [(e["account"], e["market"], e["size"], e["price"]) for e in of(result, "adl")] == [
+        ("bayc_short", "BAYC", "2", "90")]
+    assert fund(result)["final"] == "999996"
+
+
+def test_without_the_cap_the_rich_fund_covers_both_bankruptcies():
+    result = run("capped_vault_adl", fund_loss_limit=0)
+    assert result.summary()["counts"]["adl"] == 0
+    assert [e["amount"] for e in of(result, "fund_payout")] == ["4", "12"]
+    assert fund(result)["final"] == "999984"
 
 
 # --- withdrawals, funding, fees ------------------------------------------------------------------

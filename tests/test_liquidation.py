@@ -192,7 +192,7 @@ def test_the_default_fund_accepts_what_it_covers_and_works_it_out_without_adl():
     result = run_scenario_sync(resolve_scenario("demo"))
     assert result.ok, result.violations
     opened = result.log.of_kind("fund_lot_opened")[0]
-    assert (opened["size"], opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("-2", "4", "4", True)
+    assert (opened["size"], opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("-2", "4", "8", True)
     assert [e["limit"] for e in result.log.of_kind("fund_order")] == ["60", "61"]
     held = result.log.of_kind("fund_inventory_held")[0]
     assert (held["size"], held["reserved"]) == ("-1", "5")
