@@ -436,7 +436,8 @@ class InsuranceFund(Actor):
                 each.size += trade
                 each.basis += trade * price
                 each.held += trade
-            for each in (other, lot):
+            # The gain first, so the balance never dips below zero in between.
+            for each in sorted((other, lot), key=lambda one: one.basis):
                 if each.size == 0:
                     self._close(each)
         return lot.size == 0
