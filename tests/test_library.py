@@ -650,3 +650,25 @@ def test_the_library_page_has_a_row_for_every_bundled_scenario_and_no_other():
     page = Path(__file__).resolve().parents[1] / "docs" / "reference" / "scenario-library.md"
     rows = re.findall(r"^\| `([^`]+)` \|", page.read_text(encoding="utf-8"), flags=re.MULTILINE)
     assert sorted(rows) == LIBRARY  # each scenario once, by its own name (no `race_*`)
+
+
+@pytest.mark.parametrize(("name", "ids"), [
+    ("thin_book_crash", {"p", "q"}), ("funding_drain", {"long"}), ("hedged_cross_margin", {"h"}),
+    ("clearance_fee", {"carol"}), ("fill_above_bankruptcy", {"trader"}),
+])
+def test_the_accounts_a_description_says_start_below_initial_margin_do(name, ids):
+    # Equity at the starting marks against the initial margin of the positions (10%, or 1% for BTC):
+    # p, q 16 < 20; long 60 < 100; h 11.90 < 10 + 10; carol 8 < 10; trader 100 < 140.
+    sc = resolve_scenario(name)
+    markets = {m.symbol: m for m in sc.markets}
+    below = set()
+    for acct in sc.accounts:
+        if not acct.positions:
+            continue
+        equity = acct.deposit + sum(p.size * (markets[p.market].mark_price - p.entry_price) for p in acct.positions)
+        margin = sum(abs(p.size) * markets[p.market].mark_price * markets[p.market].initial_margin // 10**6
+                     for p in acct.positions)
+        assert {markets[p.market].initial_margin for p in acct.positions} <= {100_000, 10_000}
+        if equity < margin:
+            below.add(acct.id)
+    assert ids <= below
