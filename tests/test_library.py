@@ -451,6 +451,11 @@ def test_a_fund_grown_in_a_calm_period_cannot_accept_the_whale():
     # keeps 4 x 3 x 0.7 + 5 x 0.0966 = 8.883. Whale: long 50 at 100 with 750, mark 80:
     # equity -250, bankruptcy 100 - 750/50 = 85; its lot loses 50 x 5 = 250 > 18.807.
     result = run("fund_grows_then_whale")
+    assert [(e["account"], e["bankruptcy_prices"]["PUNK"]) for e in of(result, "liquidation_started")][:5] == [
+        ("s1", "90"), ("s2", "89.5"), ("s3", "89"), ("s4", "88.5"), ("s5", "88")]
+    assert [e["price"] for e in of(result, "liquidation_fill")] == ["92"] * 5
+    trades = [e for e in of(result, "fill") if e["account"] in ("t1", "t2")]
+    assert len(trades) == 8 and {(e["size"].lstrip("-"), e["price"], e["fee"]) for e in trades} == {("10", "100", "1.5")}
     surpluses = of(result, "fund_surplus")
     assert [(e["account"], e["amount"]) for e in surpluses] == [
         ("s1", "2"), ("s2", "2.5"), ("s3", "3"), ("s4", "3.5"), ("s5", "4")]
@@ -492,6 +497,9 @@ def test_a_fund_too_large_is_idle_capital():
     # Lots: PUNK 4 at 90, mark 85 (loss 20), sold at 84: pays 4 x 6 = 24; BAYC 6 at 90,
     # mark 80 (loss 60), limit 80 x 0.9 = 72 (reserves 6 x 18 = 108), sold at 78: pays 72.
     result = run("fund_too_large_or_too_small")
+    assert [e["bankruptcy_price"] for e in of(result, "fund_lot_opened")] == ["90", "90"]
+    assert [(e["account"], e["price"]) for e in of(result, "fill") if e["account"] == "mm"] == [
+        ("mm", "84"), ("mm", "78")]
     assert [(e["loss_at_mark"], e["accepted"]) for e in of(result, "fund_lot_opened")] == [("20", True), ("60", True)]
     assert [(e["limit"], e["max_loss"]) for e in of(result, "fund_order")] == [("76.5", "54"), ("72", "108")]
     assert [e["amount"] for e in of(result, "fund_payout")] == ["24", "72"]
@@ -575,6 +583,13 @@ def test_without_a_liquidation_the_mark_stops_at_98_75_and_b_and_c_survive():
     result = spiral(deposits={"a": "20"})
     assert marks_after_warm_up(result)[-1] == "98.75"
     assert of(result, "liquidation_started") == []
+    # Exact, in the sandbox's units (wei; price 1e-9; size 1e-9; rates in ppm).
+    sc = resolve_scenario("liquidation_spiral")
+    b, punk = next(a for a in sc.accounts if a.id == "b"), sc.markets[0]
+    mark = 98_750_000_000
+    equity = b.deposit - 10**9 * (100 * 10**9 - mark)
+    margin = 10**9 * mark * punk.maintenance_margin // 10**6
+    assert (equity, margin) == (4_550_000_000_000_000_000, 4_443_750_000_000_000_000)
 
 
 def test_without_b_liquidation_the_mark_stops_at_98_and_c_survives():
@@ -582,6 +597,30 @@ def test_without_b_liquidation_the_mark_stops_at_98_and_c_survives():
     result = spiral(deposits={"b": "20"})
     assert marks_after_warm_up(result)[-1] == "98"
     assert [e["account"] for e in of(result, "liquidation_started")] == ["a"]
+    sc = resolve_scenario("liquidation_spiral")
+    c, punk = next(a for a in sc.accounts if a.id == "c"), sc.markets[0]
+    mark = 98 * 10**9
+    equity = c.deposit - 10**9 * (100 * 10**9 - mark)
+    margin = 10**9 * mark * punk.maintenance_margin // 10**6
+    assert (equity, margin) == (4_500_000_000_000_000_000, 4_410_000_000_000_000_000)
+
+
+def test_the_spiral_is_set_up_as_its_description_says():
+    # Deposits 5, 5.8, 6.5 on a notional of 100 (20x, 17.2x, 15.4x); rates 5% / 4.5%;
+    # one contract bid at each of 99 .. 89, 50 at 80, 50 offered at 101; impact notional 50,
+    # price2 over the last 5 bases; the seller sells 2 at t=4.5; the index is always 100.
+    sc = resolve_scenario("liquidation_spiral")
+    assert {a.id: a.deposit for a in sc.accounts if a.id in ("a", "b", "c")} == {
+        "a": 5 * 10**18, "b": 58 * 10**17, "c": 65 * 10**17}
+    punk = sc.markets[0]
+    assert (punk.initial_margin, punk.maintenance_margin) == (50_000, 45_000)
+    book = [(o.side, o.price // 10**7, o.size // 10**9) for o in sc.orders]
+    assert book == [("buy", p, 1) for p in (9900, 9800, 9650, 9500, 9350, 9200, 9050, 8900)] + [
+        ("buy", 8000, 50), ("sell", 10100, 50)]
+    assert (sc.policy.impact_notional, sc.policy.basis_window) == (50 * 10**18, 5)
+    seller = [e for e in sc.events if e.type == "order"]
+    assert [(e.at_ms, e.order.side, e.order.size) for e in seller] == [(4500, "sell", 2 * 10**9)]
+    assert {e.price for e in sc.events if e.type == "index_price"} == {100 * 10**9}
 
 
 def test_with_a_deeper_book_a_liquidation_does_not_move_the_mark_and_the_spiral_stops():
@@ -602,7 +641,12 @@ def test_an_oracle_manipulation_drains_the_fund_into_the_attackers_long():
     # 11. The fund accepts (loss at mark 100 x 19 = 1900 <= 2000); its limit is
     # min(band 33, budget 11 + 2000/100 = 31) = 31. It buys from attacker_long at 31:
     # pays 100 x 20 = 2000; attacker_long realizes 100 x 21 = 2100 and withdraws 2200.
+    from actors.insurance_fund import band_limit_price
+
     result = run("oracle_manipulation")
+    # The fund's 10% band alone would let it buy back the short at 30 x 1.1 = 33.
+    assert band_limit_price(-100 * 10**9, 30 * 10**9, 100_000, 10**7) == 33 * 10**9
+    assert [e["price"] for e in of(result, "mark_price")] == ["30", "30", "10"]
     started = of(result, "liquidation_started")[0]
     assert (started["account"], started["equity"], started["bankruptcy_prices"]) == (
         "attacker_short", "-1900", {"MNGO": "11"})
@@ -615,7 +659,8 @@ def test_an_oracle_manipulation_drains_the_fund_into_the_attackers_long():
     assert [(e["amount"], e["balance"]) for e in of(result, "fund_payout")] == [("2000", "0")]
     assert account(result, "attacker_long") == {"deposited": "100", "withdrawn": "2200", "balance": "0",
                                                 "positions": {}}
-    assert account(result, "attacker_short")["balance"] == "0"
+    assert account(result, "attacker_short") == {"deposited": "100", "withdrawn": "0", "balance": "0",
+                                                 "positions": {}}
     assert fund(result) == {"initial": "2000", "final": "0", "positions": {}}
     assert result.summary()["counts"]["adl"] == 0
 
