@@ -1545,6 +1545,8 @@ h2 { font-size: 19px; margin: 38px 0 6px; padding-top: 14px; border-top: 1px sol
 figure { margin: 8px 0 0; }
 svg.chart { display: block; width: 100%; height: auto; }
 .seq { overflow-x: auto; }
+/* The diagram and its stepping panel may be wider than the text: up to 1360 px, centred on the page. */
+#sequence { width: min(1360px, calc(100vw - 24px)); margin-left: calc(50% - min(680px, calc(50vw - 12px))); }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
