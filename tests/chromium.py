@@ -102,13 +102,19 @@ class Chromium:
             a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
             os.dup2(a, 3)
             os.dup2(b, 4)
+            # dup2 onto itself (os.dup returned 3 or 4, free in this process) leaves close-on-exec set.
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
 
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [self.executable, *FLAGS, f"--user-data-dir={self._profile.name}",
              f"--window-size={self.width},{self.height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            pass_fds=(3, 4), preexec_fn=wire,
+            # Not pass_fds=(3, 4): Popen marks those inheritable before wire() runs, which fails when fd 3 or 4
+            # is not open in this process (EBADF). The pipes are not inheritable (PEP 446), so Chromium gets
+            # fds 3 and 4 and what this process opened inheritable on purpose, nothing else of ours.
+            close_fds=False, preexec_fn=wire,
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)

@@ -85,7 +85,7 @@ def shoot_svg(svg: str, out: Path, work: Path) -> None:
 
 def shoot_stepping(out: Path, work: Path) -> None:
     report = work / "demo.html"
-    # In another process: Chromium's pipe needs fds 3 and 4 of this one to be as they were (see Chromium).
+    # Made by the command, as a user makes it.
     subprocess.run([sys.executable, "-m", "sandbox", "run", "demo", "--quiet", "--report", str(report)],
                    check=True, stdout=subprocess.DEVNULL)
     with Chromium(width=1400, height=800) as browser:

@@ -705,3 +705,15 @@ def test_step_data_of_a_cut_diagram_still_reaches_the_end_state(cascade):
         assert state["accounts"][acct][0] == a["balance"]
     assert {s["id"] for s in steps if s["id"].startswith("seq-gap")} == \
         {f"seq-gap{k}" for k in range(sum(isinstance(r, Gap) for r in rows))}
+
+
+def test_the_browser_starts_after_a_report_was_made_in_the_same_process(browser, tmp_path):
+    # Making a report leaves fds 3 and 4 free but the driver's pipes above them (matplotlib's font files
+    # came and went): Popen's pass_fds=(3, 4) then failed with EBADF, and os.dup returning 3 and 4
+    # themselves left them close-on-exec ("Remote debugging pipe file descriptors are not open").
+    code = ("import sys\nfrom sandbox.cli import main\n"
+            f"assert main(['run', 'demo', '--quiet', '--report', {str(tmp_path / 'r.html')!r}]) == 0\n"
+            "from tests.chromium import Chromium\nwith Chromium() as b:\n    print(b.evaluate('1 + 1'))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0 and proc.stdout.endswith("\n2\n"), proc.stderr[-2000:]
