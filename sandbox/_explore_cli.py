@@ -82,7 +82,7 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
     path = args.out / _replay_name(scenario, args.variant, args.find)
     write_replay(finding, path)
     _print_finding(console, finding, result)
-    console.print(f"\nreplay written to {path}\n  sandbox replay {path}", markup=False)
+    console.print(plain(f"\nreplay written to {path}\n  sandbox replay {path}", newlines=True), markup=False)
     return EXIT_FOUND
 
 
@@ -99,7 +99,7 @@ def _print_finding(console: Console, finding: Finding, result: Exploration) -> N
         f"shrunk in {result.runs} runs in all)",
         highlight=False,
     )
-    console.print(f"  {failure.summary}", markup=False)
+    console.print(f"  {plain(failure.summary)}", markup=False)
     shown = list(finding.deliveries[finding.quiet_at:])
     overtaken = sum(d.overtook for d in shown)
     console.print(
@@ -184,6 +184,6 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
                       f"sha256 {events_digest(run.events)[:16]}...; the file recorded {replay.events} events, "
                       f"sha256 {replay.events_sha256[:16]}...", highlight=False)
     if run.failure is not None:
-        console.print(f"[bold red]{run.failure.kind}[/bold red]: {run.failure.summary}", highlight=False)
+        console.print(f"[bold red]{run.failure.kind}[/bold red]: {escape(plain(run.failure.summary))}", highlight=False)
     return EXIT_OK if same and run.failure is None else EXIT_FOUND
 

@@ -284,7 +284,7 @@ def _check_log(path: Path) -> int:
         raise BadInput(f"check-log: {path}: cannot be read ({e.strerror or e})") from None
     if report.unsupported is not None:
         raise BadInput(f"check-log: {path}: {report.unsupported}")
-    print(f"{path}: {report.summary()}")
+    print(plain(f"{path}: {report.summary()}"))  # a bad line's message may quote the log's ids
     return EXIT_OK if report.ok else EXIT_VIOLATION
 
 
@@ -421,7 +421,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.explain:
         _print_glossary(console, {e["kind"] for e in result.events})
     if recorder is not None:
-        console.print(f"report written to {args.report}", markup=False)
+        console.print(f"report written to {plain(args.report)}", markup=False)
     return EXIT_OK if result.ok else EXIT_VIOLATION
 
 
@@ -489,7 +489,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         workers = args.workers or os.cpu_count() or 1
         backend, where, close = sw.local_backend(workers), f"{workers} local worker{'s' * (workers > 1)}", None
     combos = len(plan.combinations())
-    console.print(f"sweep {plan.name}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
+    console.print(f"sweep {plain(plan.name)}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
                   f"{combos * plan.seeds} runs on {where}", markup=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False)
     progress = Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), RunsPerSecond(), TimeElapsedColumn(),
@@ -516,7 +516,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     if outcome.ran:
         console.print(f"{outcome.ran} runs in {outcome.seconds:.2f} s: {outcome.runs_per_second:.2f} runs/s "
                       f"on {where}", markup=False, soft_wrap=True)
-    table = Table(title=f"{plan.name}: {plan.seeds} seeds per combination")
+    table = Table(title=plain_text(f"{plan.name}: {plan.seeds} seeds per combination"))
     for key, _ in plan.sets:
         table.add_column(key)
     for column in ("P(ADL)", "95% interval", "fund drawdown p50", "p90", "p99", "not ok"):
@@ -524,8 +524,9 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     for entry in outcome.summary:
         d = entry["fund_drawdown"]
         low, high = entry["p_adl_95"]
-        table.add_row(*entry["params"].values(), f"{entry['p_adl']:.2%}", f"{low:.1%}-{high:.1%}",
-                      *(f"{Decimal(d[q]):.2f}" for q in ("p50", "p90", "p99")), str(entry["runs"] - entry["ok"]))
+        table.add_row(*(plain_text(v) for v in entry["params"].values()), f"{entry['p_adl']:.2%}",
+                      f"{low:.1%}-{high:.1%}", *(f"{Decimal(d[q]):.2f}" for q in ("p50", "p90", "p99")),
+                      str(entry["runs"] - entry["ok"]))
     console.print(table)
     console.print(f"wrote {out / sw.RUNS_FILE} ({len(outcome.rows)} rows), {out / sw.SUMMARY_FILE}, "
                   f"{out / sw.PLOT_FILE}", markup=False, soft_wrap=True)

@@ -313,9 +313,8 @@ def theme_for(name: str) -> Theme:
     return Theme({**_BASE, **THEMES[name], "narr.stamp": "dim", "narr.actor": "dim"})
 
 
-LEGEND: Final = ("t = virtual time in s, then the actor that recorded the event; amounts in ETH, prices in ETH per "
-                 "contract, sizes in contracts; 'bids'/'asks': an order resting in the book, 'trade:': a fill; "
-                 "--explain lists the terms")
+# One line at 80 columns ("legend: " + this); docs/narration.md says it at length.
+LEGEND: Final = "ETH amounts, sizes in contracts; bids/asks rest; trade: fill; --explain"
 
 # term -> (what it means, the event kinds whose sentence uses it)
 GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
