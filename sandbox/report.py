@@ -1392,7 +1392,7 @@ _STEP_JS: Final = """
     row.appendChild(td);
   }
   function levels(list) {
-    return list.length ? list.map(function (l) { return l[0] + " × " + l[1]; }).join(", ") : "none";
+    return list.length ? list.map(function (l) { return l[0] + " × " + l[1]; }).join("\\n") : "none";
   }
   function mark(id, on) {
     [id, id + "-label"].forEach(function (x) {
@@ -1569,6 +1569,7 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; }
 .step-state h3 { font-size: 13px; margin: 4px 0 2px; color: var(--muted); }
 .step-state table { margin: 0; font-size: 12.5px; }
 .step-state .changed { background: #fff3c4; }
+#step-books td { white-space: pre; }
 .seq g.current path { stroke-width: 4px !important; }
 .seq g.current { filter: drop-shadow(0 0 3px #ffb300); }
 .seq g.current text { font-weight: bold; }

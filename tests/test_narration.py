@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from rich.color import Color
 from rich.console import Console
 from rich.style import Style
 from rich.text import Text
