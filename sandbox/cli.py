@@ -39,7 +39,7 @@ from rich.text import Text
 from .checklog import check_log
 from .eventlog import EventFile, EventLog
 from .exchange import RunResult, run_scenario
-from .narrate import FOLD_ABOVE, LEGEND, Narrator, glossary, print_hanging, theme_for
+from .narrate import FOLD_ABOVE, LEGEND, Narrator, glossary, print_hanging
 from .plain import plain, plain_text
 from .scenario import Scenario, ScenarioError, bundled_scenarios, resolve_scenario
 
@@ -378,16 +378,15 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     log = EventLog()
     narrator = None
     if not args.quiet:
-        console.push_theme(theme_for(args.theme))
         if args.width is not None:
             console.width = args.width
+        fold = args.fold if args.fold is not None else len(scenario.events) > FOLD_ABOVE
+        narrator = Narrator(console, wrap=True if args.width is not None else None, fold=fold, theme=args.theme)
         console.rule(plain_text(scenario.name, "bold"))
         if scenario.description:
             console.print(plain_text(scenario.description, "italic", newlines=True))
         print_hanging(console, Text("legend: ", style="narr.quiet"), Text(LEGEND, style="narr.quiet"))
         console.print()
-        fold = args.fold if args.fold is not None else len(scenario.events) > FOLD_ABOVE
-        narrator = Narrator(console, wrap=True if args.width is not None else None, fold=fold)
         log.subscribe(narrator)
     if args.log_json:
         log.subscribe(_json_logger())

@@ -194,6 +194,14 @@ def test_trade_lines_are_in_the_terminals_own_colour(demo_events):
     assert "\x1b[1m" in out.getvalue() and "97m" not in out.getvalue() and "37m" not in out.getvalue()
 
 
+def test_a_replay_is_narrated_in_colour_too(tmp_path):
+    # Narrator brings its theme: the styles are names, which a console without the theme would drop silently.
+    out = io.StringIO()
+    narrator = Narrator(Console(file=out, width=200, force_terminal=True, color_system="truecolor"), wrap=False)
+    narrator({"kind": "mark_price", "time": 1, "actor": "oracle", "market": "PUNK", "previous": "100", "price": "94"})
+    assert "\x1b[38;2;0;135;175mmark price of PUNK: 100 -> 94 ETH" in out.getvalue()  # auto's #0087af
+
+
 def test_cli_theme_light_colours_the_output():
     proc = subprocess.run([sys.executable, "-c", (
         "import sys; import sandbox.cli as c; from rich.console import Console;"
