@@ -6,7 +6,7 @@ holding the opposite side of that market (a fresh snapshot; accounts under
 liquidation are not candidates), ranks them, and closes them highest first at
 the lot's bankruptcy price until the lot is flat.
 
-Ranking, as BitMEX and NFEX publish it (shared/reference/mechanics.md)::
+Ranking, as BitMEX and NFEX publish it (docs/concepts/venues.md)::
 
     PnL%               = unrealized PnL / |entry value|
     effective leverage = mark value / |mark value - bankrupt value|

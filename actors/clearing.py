@@ -6,7 +6,7 @@ and withdrawals, and freezes accounts under liquidation. It tells the margin
 monitor about every change of an account (``AccountUpdated``): the monitor's
 view is a copy that may be stale by the messages still in flight.
 
-Rules it enforces, from shared/reference/mechanics.md (NFEX):
+Rules it enforces, from docs/concepts/venues.md (NFEX):
 
 * an account under liquidation ("taken over") can place no order, cancel
   nothing, deposit nothing and withdraw nothing;
@@ -133,6 +133,9 @@ class LiquidationHold:
     snapshot_wanted: bool = False
     # |size| x price of every liquidation fill and takeover (for a clearance fee).
     liquidated_notional: int = 0
+    # Takeovers of this round, applied together once the round is done, so the
+    # liquidation's own surplus reaches the fund before the lots it must pay for.
+    takeovers: list[TakeOverPosition] = attrs.Factory(list)
 
 
 @attrs.define(slots=True)
@@ -156,6 +159,8 @@ class Account:
     # Per market: [open buy size, open sell size] of orders not yet closed.
     exposure: dict[str, list[int]] = attrs.Factory(dict)
     hold: LiquidationHold | None = None
+    # Bumped on every AccountUpdated, so the monitor can tell an old view from a new one.
+    version: int = 0
 
     @property
     def frozen(self) -> bool:
@@ -183,6 +188,11 @@ class Clearing(Actor):
         # Funding paid by payers and not yet passed on to receivers (money on clearing's books).
         self.funding_held = 0
         self.pending_funding: dict[int, PendingFunding] = {}
+        # What the opening positions' entry costs do not net to (Scenario.opening_imbalance):
+        # a constant of the conservation equation.
+        self.opening_imbalance = -sum(
+            p.entry_value for acct in self.accounts.values() for p in acct.positions.values()
+        )
 
     # -- margin arithmetic on clearing's own view -------------------------------------
 
@@ -253,6 +263,17 @@ class Clearing(Actor):
                     "order", msg.account, "insufficient margin",
                     required=fmt_money(after), available=fmt_money(available), **fields,
                 )
+        else:
+            # An order that only reduces is checked at its own price (BitMEX checks
+            # PnL at the order price): the loss it realizes plus its taker fee must
+            # be payable from the balance, or the account could end below zero.
+            realized = self._realized_if(acct, msg.market, buy - sell, msg.price)
+            fee = apply_rate_up(msg.price * msg.size, spec.taker_fee)
+            if acct.balance + realized - fee < 0:
+                return self._reject(
+                    "order", msg.account, "its realized loss and fee exceed the balance",
+                    realized_pnl=fmt_money(realized), fee=fmt_money(fee), balance=fmt_money(acct.balance), **fields,
+                )
         acct.orders[msg.order_id] = OpenOrder(msg.market, msg.side, msg.size)
         exposure = acct.exposure.setdefault(msg.market, [0, 0])
         exposure[0] += buy
@@ -266,6 +287,14 @@ class Clearing(Actor):
             "trader", CLEARING, CLEARING,
         )
         self.send(book_name(msg.market), SubmitOrder(order))
+
+    @staticmethod
+    def _realized_if(acct: Account, market: str, size: int, price: int) -> int:
+        """The PnL a trade of ``size`` at ``price`` would realize on ``acct``'s position (no change made)."""
+        position = acct.positions.get(market)
+        if position is None:
+            return 0
+        return apply_trade(Position(position.size, position.entry_value), size, price)
 
     def on_CancelOrder(self, msg: CancelOrder) -> None:
         acct = self.accounts.get(msg.account)
@@ -415,7 +444,7 @@ class Clearing(Actor):
         hold.closed_markets = set()
         hold.targets = {}
         hold.snapshot_wanted = False
-        self.send(ENGINE, AccountFrozen(hold.liq_id, acct.id, acct.balance, acct.views()))
+        self.send(ENGINE, AccountFrozen(hold.liq_id, acct.id, acct.balance, acct.views(), acct.version))
 
     def on_AccountSnapshotRequested(self, msg: AccountSnapshotRequested) -> None:
         acct = self.accounts[msg.account]
@@ -461,19 +490,31 @@ class Clearing(Actor):
         size = self.takeover_size(acct, msg)
         hold.liquidated_notional += abs(size) * msg.price
         if size:
+            hold.takeovers.append(attrs.evolve(msg, size=size))
+        self._maybe_settle(acct)
+
+    def _apply_takeovers(self, acct: Account, hold: LiquidationHold) -> list[PositionTakenOver]:
+        """Move this round's taken-over positions to the fund's side, at their bankruptcy prices."""
+        out = []
+        for msg in hold.takeovers:
             position = acct.positions.setdefault(msg.market, Position())
-            realized = apply_trade(position, -size, msg.price)
+            realized = apply_trade(position, -msg.size, msg.price)
             if position.size == 0:
                 del acct.positions[msg.market]
             acct.balance += realized
             self.emit(
-                "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(size),
+                "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(msg.size),
                 price=fmt_price(msg.price), liq_id=msg.liq_id, realized_pnl=fmt_money(realized),
                 balance=fmt_money(acct.balance),
             )
-            self.send(FUND, PositionTakenOver(msg.liq_id, msg.account, msg.market, size, msg.price, msg.budget))
-        self._publish(acct)
-        self._maybe_settle(acct)
+            out.append(PositionTakenOver(msg.liq_id, msg.account, msg.market, msg.size, msg.price, msg.budget,
+                                         msg.mark, msg.mark_version))
+        hold.takeovers = []
+        return out
+
+    def _hand_over(self, lots: list[PositionTakenOver]) -> None:
+        for lot in lots:
+            self.send(FUND, lot)
 
     def takeover_size(self, acct: Account, msg: TakeOverPosition) -> int:
         """What moves to the fund: exactly the size the engine names.
@@ -493,18 +534,22 @@ class Clearing(Actor):
         assert hold is not None
         if not hold.snapshot_sent or not hold.closed_markets.issuperset(hold.markets):
             return False
-        return all(p.size == hold.targets.get(m, 0) for m, p in acct.positions.items())
+        taken = {t.market: t.size for t in hold.takeovers}
+        return all(p.size - taken.get(m, 0) == hold.targets.get(m, 0) for m, p in acct.positions.items())
 
     def _maybe_settle(self, acct: Account) -> None:
         hold = acct.hold
         assert hold is not None
         if not self._slice_done(acct):
             return
+        lots = self._apply_takeovers(acct, hold)
         if acct.positions:
             # A slice of a partial liquidation is done; the engine asks for the
             # next snapshot once its cooldown is over.
             if self.policy.liquidation_fee and hold.liquidated_notional:
                 self._charge_slice_fee(acct, hold)
+            self._hand_over(lots)
+            self._publish(acct)
             if hold.snapshot_wanted:
                 self._send_snapshot(acct)
             return
@@ -526,7 +571,10 @@ class Clearing(Actor):
         acct.balance -= surplus
         acct.hold = None
         if surplus:
+            # Ahead of the lots on the same link: the fund counts this surplus
+            # before it budgets the positions this liquidation hands it.
             self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, surplus, reason))
+        self._hand_over(lots)
         self.emit("liquidation_settled", account=acct.id, liq_id=hold.liq_id, surplus=fmt_money(surplus),
                   balance=fmt_money(acct.balance), **extra)
         self.send(ENGINE, LiquidationSettled(hold.liq_id, acct.id, surplus))
@@ -549,7 +597,8 @@ class Clearing(Actor):
         position = acct.positions.get(msg.market) if acct is not None else None
         done = 0
         if acct is not None and acct.hold is None and position is not None and sign(position.size) == -sign(msg.size):
-            done = min(abs(msg.size), abs(position.size))
+            done = self._payable(acct, msg.market, sign(msg.size), min(abs(msg.size), abs(position.size)), msg.price)
+        if acct is not None and position is not None and done:
             trade = sign(msg.size) * done
             realized = apply_trade(position, trade, msg.price)
             if position.size == 0:
@@ -560,8 +609,33 @@ class Clearing(Actor):
                 "adl", account=msg.account, market=msg.market, size=fmt_size(trade), price=fmt_price(msg.price),
                 realized_pnl=fmt_money(realized), lot_id=msg.lot_id, balance=fmt_money(acct.balance),
             )
+            # BitMEX cancels a deleveraged trader's open orders in the contract: a
+            # resting order that reduced the old position would otherwise open a
+            # fresh one, never checked against margin.
+            if any(o.market == msg.market for o in acct.orders.values()):
+                self.emit("adl_orders_cancelled", account=msg.account, market=msg.market)
+                self.send(book_name(msg.market), CancelAccountOrders(0, msg.account))
             self._publish(acct)
         self.send(ADL, Deleveraged(msg.adl_id, msg.account, done))
+
+    def _payable(self, acct: Account, market: str, direction: int, size: int, price: int) -> int:
+        """The largest part of ``size`` (whole lots) whose realized loss at ``price`` the balance can pay.
+
+        ADL never leaves a balance below zero: a thinly margined counterparty
+        is deleveraged only as far as it can pay, and ADL asks the next one
+        for the rest.
+        """
+        if acct.balance + self._realized_if(acct, market, direction * size, price) >= 0:
+            return size
+        lot = self.markets[market].lot_size
+        lo, hi = 0, size // lot  # lo lots are payable, hi lots are not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if acct.balance + self._realized_if(acct, market, direction * mid * lot, price) >= 0:
+                lo = mid
+            else:
+                hi = mid
+        return lo * lot
 
     # -- funding -----------------------------------------------------------------------
 
@@ -617,4 +691,5 @@ class Clearing(Actor):
     # -- to the monitor -------------------------------------------------------------------
 
     def _publish(self, acct: Account) -> None:
-        self.send(MONITOR, AccountUpdated(acct.id, acct.balance, acct.views(), acct.frozen))
+        acct.version += 1
+        self.send(MONITOR, AccountUpdated(acct.id, acct.balance, acct.views(), acct.frozen, acct.version))

@@ -8,27 +8,56 @@ its spending is the loss of closing them badly.
 A taken-over position becomes a *lot*: its size, its bankruptcy price, and
 ``basis``, the cost of the lot minus the proceeds of what has been sold of it
 (so the lot's value at mark is ``size x mark - basis``, and when it is flat,
-``-basis`` is its realized PnL, with no division anywhere). For each lot the
-fund sends one IOC order limited at the price where closing the whole lot
-would lose exactly the fund's *available* balance (its balance minus what
-other open lots may still lose), and reserves that worst-case loss. Whatever
-the order does not fill goes to ADL at the bankruptcy price, where the lot
-loses nothing. So the worst the fund can end with is ``balance - reserved >= 0``:
-the reservation is what makes "never negative" hold when several
-bankruptcies are in flight at once. The limit is rounded to the tick towards
-a smaller loss (up for a sale, down for a purchase).
+``-basis`` is its realized PnL, with no division anywhere).
 
-By default (NFEX) the fund keeps no inventory once a flow is done: every lot
-is closed by the book or by ADL.
+Reservations. Each open lot reserves the most it can still lose:
+``max(0, basis - size x price)`` over the prices it may still be closed at:
+its mark (held, or sold in the book near the mark), its bankruptcy price (ADL
+closes it there) and, while an order of the fund is in the book, that order's
+limit. ``available = balance - reserved``. A reservation is recomputed
+whenever its inputs change, so it is released down to the realized loss as
+soon as an order closes or a lot is deleveraged, and it follows the mark while
+the fund holds the lot. Every order the fund sends is limited so that its
+worst fill keeps ``available >= 0``; so realized losses never exceed the
+balance, and the fund's balance never goes below zero, whatever the order in
+which concurrent bankruptcies reach it.
 
-Policies (``sandbox.scenario.Policy``):
+The rule (``policy.fund_inventory``), NFEX's by default:
 
-* ``fund_inventory = "keep"``: the fund holds a taken-over position as
-  inventory instead of closing it (Hyperliquid's backstop vault, which took
-  over JELLY's short). It reserves nothing for it and watches its value at
-  mark (``fund_inventory_marked``): the balance stays >= 0, but the fund's
-  equity (balance + inventory PnL) can fall below zero, which is the risk
-  that policy takes.
+* ``"work"``: NFEX says ADL happens only when "the assets in the insurance
+  fund pool are depleted, and the insurance fund protocol is unable to accept
+  positions from the liquidation engine". The fund *accepts* a lot when its
+  available assets, after what its held inventory would lose at the mark,
+  cover the new lot's loss at the mark; it accepts a lot whole or not at all
+  (a lot is one position of one liquidation; taking part of it would leave
+  the same bankruptcy split between two owners for no gain in solvency).
+  An accepted lot is offered to the book at once with an IOC limited within
+  ``fund_price_band`` of the mark (and within its budget); what does not fill
+  is held as inventory, valued at the mark, and offered again on every later
+  mark of its market, at the new mark: the fund steps its price as the market
+  moves, as BitMEX's fund did in March 2020, when ADL was prevented
+  completely. A lot the fund cannot accept goes to ADL whole, at once. When
+  held inventory later *drains* the fund (``available < 0`` after a mark
+  moves against it, or after its orders filled badly), its oldest held lots
+  go to ADL until ``available >= 0`` again.
+* ``"close"``: the sandbox's former default, an immediate takeover as Bybit
+  and Binance describe theirs: one IOC within the band and the budget, and
+  whatever does not fill goes to ADL at once, whatever the fund holds.
+* ``"keep"``: the fund holds every lot and never trades it (Hyperliquid's
+  backstop vault took over JELLY's short and held it); ADL only when drained.
+
+ADL closes a lot, held or fresh, at the lot's *bankruptcy price*: the
+counterparty is deleveraged at the price the bankrupt account was closed at,
+as BitMEX and NFEX describe it, however long the fund has held the lot. A lot
+ADL could not place (every opposing account was under liquidation) is kept,
+offered again after ``fund_retry_ms`` up to ``fund_retries`` times, and on
+every later mark. The fund nets a long and a short lot of one market *at the
+mark*: that realizes exactly what the two lots lose at the mark together,
+which their reservations already cover, so netting never realizes a loss the
+fund did not reserve.
+
+Also (``sandbox.scenario.Policy``):
+
 * funding: asked for a contribution (receivers are owed more than payers
   paid, because the fund's inventory is on the paying side), the fund pays
   what it has available, never more (``FundingContributed``); it receives the
@@ -36,6 +65,11 @@ Policies (``sandbox.scenario.Policy``):
 * ``fee_to_fund``: its share of trading fees (``FeeShareTransferred``).
 * ``liquidation_fee``: the clearance fee arrives as a ``SurplusTransferred``
   with reason "clearance_fee".
+
+Extension hooks (see docs, "Your own variant"): :attr:`RESERVES` (False:
+reserve nothing), :meth:`reserve` (what a lot may still lose),
+:meth:`accepts` (may the fund take this lot over), :meth:`budget` (what
+closing a lot may lose).
 """
 
 from __future__ import annotations
@@ -52,6 +86,7 @@ from sandbox.messages import (
     FundingContributed,
     FundingContributionRequested,
     FundingRemainderTransferred,
+    FundRetryDue,
     MarkPriceUpdated,
     Order,
     OrderClosed,
@@ -59,13 +94,17 @@ from sandbox.messages import (
     SubmitOrder,
     SurplusTransferred,
 )
-from sandbox.money import ceil_div, fmt_money, fmt_price, fmt_size
+from sandbox.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size
 from sandbox.runtime import Actor
 from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import ADL, CLEARING, FUND, FUND_ACCOUNT, book_name, round_price_down, round_price_up
 
-__all__ = ["InsuranceFund", "Lot", "fund_limit_price"]
+__all__ = ["InsuranceFund", "Lot", "fund_limit_price", "band_limit_price"]
+
+# A lot's state: an IOC of the fund's in the book, held as inventory, handed to
+# ADL, or kept after ADL could place none of it.
+ORDER, HELD, IN_ADL, KEPT = "order", "held", "adl", "kept"
 
 
 @attrs.define(slots=True)
@@ -75,27 +114,49 @@ class Lot:
     size: int  # signed, the fund's side
     basis: int  # cost minus proceeds so far, in wei
     bankruptcy_price: int
-    reserved: int
     liq_id: int
     account: str
-    kept: bool = False  # ADL found nobody: the fund holds it as inventory
-    # The part of a kept lot that is certainly the fund's (signed): ADL fills of
-    # the lot may still be on their way when ADL gives up (clearing -> fund and
-    # adl -> fund are different links), and only this much may be netted.
+    state: str = HELD
+    limit: int | None = None  # the limit of the fund's order in the book (state ORDER)
+    # The part that is certainly the fund's (signed): ADL fills of the lot may
+    # still be on their way when ADL gives up (clearing -> fund and adl -> fund
+    # are different links), and only this much may be netted or offered again.
     held: int = 0
+    tries: int = 0  # retries after ADL could place none of it
+    hint: int | None = None  # a budget handed in with the takeover (the zoo's check-then-act)
+
+    @property
+    def kept(self) -> bool:
+        return self.state == KEPT
+
+    def loss_at(self, price: int) -> int:
+        """What closing the whole lot at ``price`` would realize as a loss (negative: a gain)."""
+        return self.basis - self.size * price
 
 
-def fund_limit_price(size: int, bankruptcy_price: int, available: int, tick: int) -> int:
-    """The limit at which closing ``size`` taken over at ``bankruptcy_price`` loses at most ``available``."""
-    if size > 0:  # the fund sells: loss = size x (bankruptcy - limit)
-        return max(round_price_up(ceil_div(size * bankruptcy_price - available, size), tick), tick)
-    qty = -size  # the fund buys: loss = qty x (limit - bankruptcy)
-    return round_price_down((qty * bankruptcy_price + available) // qty, tick)
+def fund_limit_price(size: int, basis: int, budget: int, tick: int) -> int:
+    """The limit at which closing ``size`` with cost ``basis`` loses at most ``budget``.
+
+    A sale (``size > 0``) loses ``basis - size x limit``: the limit is rounded
+    up to the tick (a smaller loss), and never below one tick. A purchase loses
+    ``basis + qty x limit`` (``basis < 0``): rounded down.
+    """
+    if size > 0:
+        return max(round_price_up(ceil_div(basis - budget, size), tick), tick)
+    qty = -size
+    return round_price_down((budget - basis) // qty, tick)
+
+
+def band_limit_price(size: int, mark: int, band_ppm: int, tick: int) -> int:
+    """The furthest price from ``mark`` the fund's order may trade at: ``mark x (1 -/+ band)``, inside the band."""
+    if size > 0:
+        return max(round_price_up(ceil_div(mark * (RATE_ONE - band_ppm), RATE_ONE), tick), tick)
+    return round_price_down(mark * (RATE_ONE + band_ppm) // RATE_ONE, tick)
 
 
 class InsuranceFund(Actor):
-    # Reserve each open lot's worst-case loss so that concurrent lots cannot
-    # together lose more than the balance.
+    # Reserve what each open lot may still lose, so that concurrent lots
+    # cannot together lose more than the balance.
     RESERVES: ClassVar[bool] = True
     policy: Policy = DEFAULT_POLICY
 
@@ -105,12 +166,32 @@ class InsuranceFund(Actor):
         self.balance = balance
         self.lots: dict[int, Lot] = {}
         self._next_lot = 0
-        # Only a fund that keeps inventory hears of marks (policy fund_inventory = "keep").
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
+        self.versions = {m: 0 for m in self.markets}
+
+    def _adopt(self, market: str, price: int, version: int) -> bool:
+        """Take a mark newer than the fund's own (the oracle's, or one a takeover carries)."""
+        if version <= self.versions[market]:
+            return False
+        self.marks[market], self.versions[market] = price, version
+        return True
+
+    # -- what the fund has --------------------------------------------------------------
+
+    def reserve(self, lot: Lot) -> int:
+        """What ``lot`` may still lose (module doc); 0 for a fund that does not reserve."""
+        if not self.RESERVES:
+            return 0
+        if lot.state == IN_ADL:
+            return max(0, lot.loss_at(lot.bankruptcy_price))
+        worst = max(0, lot.loss_at(self.marks[lot.market]), lot.loss_at(lot.bankruptcy_price))
+        if lot.state == ORDER and lot.limit is not None:
+            worst = max(worst, lot.loss_at(lot.limit))
+        return worst
 
     @property
     def reserved(self) -> int:
-        return sum(lot.reserved for lot in self.lots.values())
+        return sum(self.reserve(lot) for lot in self.lots.values())
 
     @property
     def available(self) -> int:
@@ -132,6 +213,8 @@ class InsuranceFund(Actor):
             if market is None or lot.market == market
         )
 
+    # -- income ---------------------------------------------------------------------------
+
     def on_SurplusTransferred(self, msg: SurplusTransferred) -> None:
         self.balance += msg.amount
         kind = "fund_liquidation_fee" if msg.reason == "clearance_fee" else "fund_surplus"
@@ -150,65 +233,95 @@ class InsuranceFund(Actor):
         self.emit("fund_funding_paid", market=msg.market, funding_id=msg.funding_id, amount=fmt_money(amount),
                   owed=fmt_money(msg.amount), balance=fmt_money(self.balance))
         self.send(CLEARING, FundingContributed(msg.market, msg.funding_id, amount))
+        self._check_drained()
 
     def on_FundingRemainderTransferred(self, msg: FundingRemainderTransferred) -> None:
         self.balance += msg.amount
         self.emit("fund_funding_received", market=msg.market, funding_id=msg.funding_id,
                   amount=fmt_money(msg.amount), balance=fmt_money(self.balance))
 
+    # -- marks: value the inventory, work it out ------------------------------------------
+
     def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
-        self.marks[msg.market] = msg.price
+        # A takeover may have brought this mark already: value and offer again only once.
+        if not self._adopt(msg.market, msg.price, msg.version):
+            return
         held = sum(lot.size for lot in self.lots.values() if lot.market == msg.market)
         if held:
             self.emit(
                 "fund_inventory_marked", market=msg.market, size=fmt_size(held), mark_price=fmt_price(msg.price),
                 unrealized_pnl=fmt_money(self.unrealized_pnl(msg.market)), balance=fmt_money(self.balance),
                 equity=fmt_money(self.balance + self.unrealized_pnl()),
+                available=fmt_money(self.available),
             )
+        self._check_drained()
+        if self.policy.fund_inventory != "keep":
+            for lot in list(self.lots.values()):
+                if lot.market == msg.market and lot.state in (HELD, KEPT) and lot.held:
+                    self._offer(lot)
 
-    def budget(self, msg: PositionTakenOver) -> int:
-        """What closing this lot may lose: what no other open lot may still lose."""
-        return self.available
+    # -- taking a position over -------------------------------------------------------------
+
+    def accepts(self, lot: Lot) -> bool:
+        """May the fund take ``lot`` over (it is already counted in ``available``)?"""
+        return self.policy.fund_inventory == "close" or self.available >= 0
+
+    def budget(self, lot: Lot) -> int:
+        """What closing ``lot`` may lose: its own reservation plus what no other lot may still lose."""
+        return self.available + self.reserve(lot)
 
     def on_PositionTakenOver(self, msg: PositionTakenOver) -> None:
-        if self.policy.fund_inventory == "keep":
-            return self.keep(msg)
+        # The mark the liquidation judged by: the oracle's copy to the fund may
+        # still be on its way, and the lot is valued and priced at a mark at
+        # least that new, whatever the delivery order.
+        self._adopt(msg.market, msg.mark, msg.mark_version)
         self._next_lot += 1
-        tick = self.markets[msg.market].tick_size
-        limit = fund_limit_price(msg.size, msg.price, self.budget(msg), tick)
-        max_loss = abs(msg.size) * abs(msg.price - limit)
-        lot = Lot(
-            self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price,
-            max_loss if self.RESERVES else 0, msg.liq_id, msg.account,
-        )
+        lot = Lot(self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price, msg.liq_id, msg.account,
+                  held=msg.size, hint=msg.budget)
         self.lots[lot.lot_id] = lot
+        accepted = self.accepts(lot)
         self.emit(
-            "fund_order", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
-            bankruptcy_price=fmt_price(msg.price), limit=fmt_price(limit), max_loss=fmt_money(max_loss),
-            liq_id=msg.liq_id, account=msg.account,
+            "fund_lot_opened", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
+            bankruptcy_price=fmt_price(msg.price), liq_id=msg.liq_id, account=msg.account,
+            loss_at_mark=fmt_money(lot.loss_at(self.marks[msg.market])), available=fmt_money(self.available),
+            accepted=accepted,
+        )
+        if not accepted:
+            self._deleverage(lot, "cannot accept")
+        elif self.policy.fund_inventory == "keep":
+            self._held(lot)
+        else:
+            self._offer(lot)
+
+    def _offer(self, lot: Lot) -> None:
+        """Send ``lot``'s held part to the book: an IOC within the price band and the budget."""
+        tick = self.markets[lot.market].tick_size
+        size = lot.held
+        # The held part's share of the basis (all of it unless ADL fills are in flight).
+        basis = lot.basis if size == lot.size else lot.basis * size // lot.size
+        by_budget = fund_limit_price(size, basis, self.budget(lot), tick)
+        by_band = band_limit_price(size, self.marks[lot.market], self.policy.fund_price_band, tick)
+        limit = max(by_budget, by_band) if size > 0 else min(by_budget, by_band)
+        if size < 0 and limit < tick:
+            return self._held(lot)  # no price at which the fund can afford to buy
+        lot.state, lot.limit = ORDER, limit
+        self.emit(
+            "fund_order", lot_id=lot.lot_id, market=lot.market, size=fmt_size(size),
+            bankruptcy_price=fmt_price(lot.bankruptcy_price), limit=fmt_price(limit),
+            max_loss=fmt_money(self.reserve(lot)), liq_id=lot.liq_id, account=lot.account,
         )
         order = Order(
-            self._order_id(lot), FUND_ACCOUNT, msg.market, "sell" if msg.size > 0 else "buy", limit,
-            abs(msg.size), "ioc", "fund", FUND, FUND,
+            self._order_id(lot), FUND_ACCOUNT, lot.market, "sell" if size > 0 else "buy", limit,
+            abs(size), "ioc", "fund", FUND, FUND,
         )
-        self.send(book_name(msg.market), SubmitOrder(order))
-
-    def keep(self, msg: PositionTakenOver) -> None:
-        """Hold the position as inventory at the bankruptcy price (policy fund_inventory = "keep")."""
-        self._next_lot += 1
-        lot = Lot(self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price, 0, msg.liq_id,
-                  msg.account, kept=True, held=msg.size)
-        self.lots[lot.lot_id] = lot
-        self.emit("fund_inventory_taken", lot_id=lot.lot_id, market=msg.market, account=msg.account,
-                  size=fmt_size(msg.size), price=fmt_price(msg.price))
-        # Kept lots are not netted against each other: crossing a long and a short
-        # realizes their PnL, and a fund that reserves nothing for its inventory
-        # could realize more than its balance. Held side by side they offset at mark.
+        self.send(book_name(lot.market), SubmitOrder(order))
 
     def on_Fill(self, msg: Fill) -> None:
         lot = self.lots[self._lot_id(msg.order_id)]
         lot.size += msg.size
         lot.basis += msg.size * msg.price
+        if lot.state != KEPT:
+            lot.held = lot.size
         if lot.size == 0:
             self._close(lot)
 
@@ -217,49 +330,87 @@ class InsuranceFund(Actor):
         if lot is None:
             return  # fully filled and already closed
         # Fills travel the same link ahead of this message, so lot.size is what is left.
-        if self._net_against_inventory(lot):
+        lot.limit = None
+        if self.policy.fund_inventory == "close":
+            lot.state = HELD
+            if not self._net(lot):
+                self._deleverage(lot, "unfilled")
             return
-        self.send(ADL, DeleverageRequested(lot.lot_id, lot.market, lot.size, lot.bankruptcy_price))
+        self._held(lot)
+
+    def _held(self, lot: Lot) -> None:
+        lot.state, lot.held = HELD, lot.size
+        if self._net(lot):
+            return
+        self.emit("fund_inventory_held", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.size),
+                  mark_price=fmt_price(self.marks[lot.market]), reserved=fmt_money(self.reserve(lot)),
+                  available=fmt_money(self.available))
+        self._check_drained()
+
+    # -- ADL -----------------------------------------------------------------------------------
+
+    def _check_drained(self) -> None:
+        """Held inventory has drained the fund: its oldest held lots go to ADL until it covers the rest."""
+        if self.available >= 0 or self.policy.fund_inventory == "close":
+            return
+        for lot in list(self.lots.values()):
+            if self.available >= 0:
+                break
+            if lot.state in (HELD, KEPT) and lot.held:
+                self._deleverage(lot, "drained")
+
+    def _deleverage(self, lot: Lot, reason: str) -> None:
+        lot.state = IN_ADL
+        self.emit("fund_adl_requested", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held),
+                  price=fmt_price(lot.bankruptcy_price), reason=reason, available=fmt_money(self.available))
+        self.send(ADL, DeleverageRequested(lot.lot_id, lot.market, lot.held, lot.bankruptcy_price))
 
     def on_DeleverageAbandoned(self, msg: DeleverageAbandoned) -> None:
         lot = self.lots[msg.lot_id]
-        lot.kept = True
+        lot.state = KEPT
         lot.held = msg.remaining  # lot.size may still count ADL fills in flight
-        if not self._net_against_inventory(lot, msg.remaining):
-            self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
+        if self._net(lot):
+            return
+        self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
+        if lot.tries < self.policy.fund_retries:
+            lot.tries += 1
+            self.send_later(self.policy.fund_retry_ms, FundRetryDue(lot.lot_id))
 
-    def _net_against_inventory(self, lot: Lot, nettable: int | None = None) -> bool:
-        """Cross ``lot`` with kept lots of the other side in its market; True if it is flat.
+    def on_FundRetryDue(self, msg: FundRetryDue) -> None:
+        lot = self.lots.get(msg.lot_id)
+        if lot is None or lot.state != KEPT or not lot.held:
+            return
+        if self.policy.fund_inventory == "keep":
+            self._check_drained()
+        else:
+            self._offer(lot)
 
-        When both sides of a market go bankrupt together, ADL may find no
-        candidate (accounts under liquidation are not deleveraged) and the fund
-        is left holding a long and a short of the same market. Those offset:
-        they are crossed with each other at ``lot``'s bankruptcy price. The
-        price only moves PnL between two lots of the fund, so it costs nothing.
-        Only the part of a kept lot that is certainly held is crossed
-        (``nettable`` for ``lot``, ``held`` for the others); a lot closes when
-        its size, in-flight fills included, reaches zero.
+    # -- netting and closing ------------------------------------------------------------------
+
+    def _net(self, lot: Lot) -> bool:
+        """Cross ``lot`` with held lots of the other side in its market, at the mark; True if it is flat.
+
+        When both sides of a market go bankrupt together, the fund can hold a
+        long and a short of the same market. Crossed at the mark, the two
+        realize what they lose at the mark together, which their reservations
+        cover (module doc). Only the part of a lot that is certainly held is
+        crossed; a lot closes when its size, in-flight fills included, is zero.
         """
-        own = lot.size if nettable is None else nettable
+        price = self.marks[lot.market]
         for other in list(self.lots.values()):
-            if own == 0:
+            if lot.held == 0:
                 break
-            if other is lot or not other.kept or other.market != lot.market or (other.held > 0) == (own > 0):
+            if (other is lot or other.state not in (HELD, KEPT) or other.market != lot.market
+                    or other.held == 0 or (other.held > 0) == (lot.held > 0)):
                 continue
-            qty = min(abs(own), abs(other.held))
-            if qty == 0:
-                continue
-            price = lot.bankruptcy_price
+            qty = min(abs(lot.held), abs(other.held))
             self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
                       lots=[other.lot_id, lot.lot_id])
             for each in (other, lot):
-                trade = -qty if each.size > 0 else qty
+                trade = -qty if each.held > 0 else qty
                 each.size += trade
                 each.basis += trade * price
-            other.held += -qty if other.held > 0 else qty
-            own += -qty if own > 0 else qty
-            if lot.kept:
-                lot.held = own
+                each.held += trade
             for each in (other, lot):
                 if each.size == 0:
                     self._close(each)

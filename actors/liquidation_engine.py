@@ -1,6 +1,6 @@
 """The liquidation engine: takes an account over and closes its positions at the bankruptcy price.
 
-Steps, after NFEX's cross-margin procedure (shared/reference/mechanics.md):
+Steps, after NFEX's cross-margin procedure (docs/concepts/venues.md):
 
 1. On ``LiquidationRequested`` it asks clearing to freeze the account; clearing
    cancels the account's open orders and answers with the final balance and
@@ -15,16 +15,35 @@ Steps, after NFEX's cross-margin procedure (shared/reference/mechanics.md):
 4. Clearing settles the account once every position is closed: a fill better
    than the bankruptcy price leaves equity, which goes to the fund.
 
-Bankruptcy prices (cross margin). With equity ``Q`` (balance + unrealized PnL at
-mark, may be negative after a gap), ``Q`` is split over the positions in
-proportion to their mark notional ``|size| x mark`` (floor division; the
-residue goes to the largest position), and each position's bankruptcy price is
-``mark - Q_k / size``: the price at which that position uses up exactly its
-share of the equity. At these prices the account's equity is exactly zero.
+Bankruptcy prices (cross margin). The bankruptcy prices are the prices at
+which closing every position leaves the account's balance at exactly zero.
+With equity ``Q`` (balance + unrealized PnL at mark):
+
+* ``Q >= 0``: the cushion ``Q`` is split over the positions in proportion to
+  their mark notional ``|size| x mark`` (floor division; the residue goes to
+  the largest position), and each position's bankruptcy price is
+  ``mark - Q_k / size``: a long sells below its mark, a short buys above it,
+  both on the market's side, so the orders can fill.
+* ``Q < 0`` (a gap): no set of prices on the market's side can bring the
+  account back to zero, so *flat and winning positions are priced at their
+  mark* (closing them realizes their gain at the mark; they carry nothing),
+  and the deficit ``-Q`` is carried by the *losing* positions, in proportion
+  to each one's loss at mark (policy ``bankruptcy_split = "loss"``) or to its
+  maintenance margin (``"maintenance_margin"``, as dYdX v4 splits it). A
+  losing position's bankruptcy price lies beyond its mark, between the mark
+  and its entry: the fund takes it over there and counterparties are
+  deleveraged there, never at a price on the wrong side of a market that did
+  not move against the account.
+* No clamping: a short cannot carry more than ``|size| x (mark - tick)`` (its
+  price would fall below one tick), and what it cannot carry moves to the
+  other losing positions, then to the winning ones.
+
 Each price is rounded to the tick up for a long and down for a short: the
 direction that keeps the account's equity at its bankruptcy prices >= 0, so a
 settled account never ends negative. The sub-tick remainder is swept to the
-fund with the surplus, so nothing is lost.
+fund with the surplus, so nothing is lost. (Today's proportional split of a
+negative equity over *every* position, clamped at one tick, is kept in the
+bug zoo as ``clamped_bankruptcy_split``.)
 """
 
 from __future__ import annotations
@@ -72,25 +91,118 @@ def bankruptcy_prices(
     positions: tuple[PositionView, ...],
     marks: Mapping[str, int],
     markets: Mapping[str, MarketSpec],
+    split: str = "loss",
 ) -> dict[str, int]:
-    """The bankruptcy price of each position of a cross-margin account (see module doc)."""
+    """The bankruptcy price of each position of a cross-margin account (see module doc).
+
+    With equity ``Q >= 0`` the cushion is split over every position by mark
+    notional (a long's share is capped so its price stays >= one tick; what it
+    cannot take moves to the others). With ``Q < 0`` the flat and winning legs
+    are priced at their mark and the deficit ``-Q`` is carried by the losing
+    legs, in proportion to their loss at mark (``split = "loss"``) or to their
+    maintenance margin (``split = "maintenance_margin"``, dYdX v4); a short
+    cannot carry more than ``|size| x (mark - tick)`` and what it cannot carry
+    moves to the other losing legs, then to the winning ones. Prices are
+    rounded to the tick up for a long and down for a short (the account's
+    equity at its bankruptcy prices stays >= 0). A deficit that no leg can
+    carry is only possible with a negative balance and nothing but shorts near
+    a price of one tick; it would settle the account below zero, which the
+    invariants report ("no loss left on an account that cannot pay it").
+    """
+    return _allocate(balance, positions, marks, markets, split)
+
+
+def _capacity(p: PositionView, marks: Mapping[str, int], markets: Mapping[str, MarketSpec], sign_: int) -> int | None:
+    """How much of a share of sign ``sign_`` the position can take before its price passes one tick.
+
+    ``share`` moves the price by ``-share / size``: a long's price falls with
+    a positive share, a short's with a negative one. None: no bound.
+    """
+    tick = markets[p.market].tick_size
+    if (p.size > 0) == (sign_ > 0):
+        return abs(p.size) * max(marks[p.market] - tick, 0)
+    return None
+
+
+def _share_out(amount: int, legs: list[int], weights: dict[int, int], caps: dict[int, int | None]) -> dict[int, int]:
+    """Split ``amount`` (>= 0) over ``legs`` by ``weights``, each capped; the overflow moves on.
+
+    Floor division; the residue goes to the leg with the largest weight (the
+    first such) that still has room. Returns what each leg takes; what no leg
+    can take is ``amount - sum(result)``.
+    """
+    taken = {i: 0 for i in legs}
+    open_legs = list(legs)
+    left = amount
+    while left and open_legs:
+        total = sum(weights[i] for i in open_legs)
+        if total == 0:
+            parts = {i: 0 for i in open_legs}
+            parts[open_legs[0]] = left
+        else:
+            parts = {i: left * weights[i] // total for i in open_legs}
+            largest = max(open_legs, key=lambda i: (weights[i], -i))
+            parts[largest] += left - sum(parts.values())
+        full = []
+        for i in open_legs:
+            cap = caps[i]
+            room = parts[i] if cap is None else min(parts[i], cap - taken[i])
+            taken[i] += room
+            left -= room
+            if cap is not None and taken[i] >= cap:
+                full.append(i)
+        if not full:
+            break
+        open_legs = [i for i in open_legs if i not in full]
+    return taken
+
+
+def _allocate(
+    balance: int,
+    positions: tuple[PositionView, ...],
+    marks: Mapping[str, int],
+    markets: Mapping[str, MarketSpec],
+    split: str,
+) -> dict[str, int]:
     triples = [(p.market, p.size, p.entry_value) for p in positions]
     q = equity(balance, triples, marks)
-    weights = [abs(p.size) * marks[p.market] for p in positions]
-    total = sum(weights)
-    shares = [q * w // total for w in weights]
-    largest = max(range(len(weights)), key=lambda i: (weights[i], -i))
-    shares[largest] += q - sum(shares)
+    idx = list(range(len(positions)))
+    shares = {i: 0 for i in idx}  # signed: equity each leg uses up (> 0) or must recover (< 0)
+    if q >= 0:
+        weights = {i: abs(p.size) * marks[p.market] for i, p in enumerate(positions)}
+        caps = {i: _capacity(p, marks, markets, 1) for i, p in enumerate(positions)}
+        shares.update(_share_out(q, idx, weights, caps))
+        # A cushion no long can take (every leg at one tick) stays with the
+        # account and is swept to the fund at settlement: nothing to carry.
+    else:
+        deficit = -q
+        pnl = {i: p.size * marks[p.market] - p.entry_value for i, p in enumerate(positions)}
+        losing = [i for i in idx if pnl[i] < 0]
+        winning = [i for i in idx if pnl[i] >= 0]
+        if split == "maintenance_margin":
+            weights = {
+                i: abs(p.size) * marks[p.market] * markets[p.market].maintenance_margin
+                for i, p in enumerate(positions)
+            }
+        else:
+            weights = {i: -pnl[i] if pnl[i] < 0 else abs(positions[i].size) * marks[positions[i].market]
+                       for i in idx}
+        caps = {i: _capacity(p, marks, markets, -1) for i, p in enumerate(positions)}
+        taken = _share_out(deficit, losing, weights, caps)
+        rest = deficit - sum(taken.values())
+        if rest:
+            taken.update(_share_out(rest, winning, weights, caps))
+        for i, v in taken.items():
+            shares[i] = -v
     prices: dict[str, int] = {}
-    for p, share in zip(positions, shares):
+    for i, p in enumerate(positions):
         tick = markets[p.market].tick_size
-        exact_num = p.size * marks[p.market] - share  # = size x bankruptcy price
+        exact_num = p.size * marks[p.market] - shares[i]  # = size x bankruptcy price
         if p.size > 0:
             price = round_price_up(ceil_div(exact_num, p.size), tick)
         else:
             price = round_price_down(exact_num // p.size, tick)
-        # A bankruptcy price is a price: never below one tick.
-        prices[p.market] = max(price, tick)
+        prices[p.market] = price
     return prices
 
 
@@ -180,9 +292,10 @@ class LiquidationEngine(Actor):
                 **({"positions": {p.market: fmt_size(p.size) for p in positions}} if liq.slices else {}),
             )
             self.send(CLEARING, UnfreezeAccount(liq.liq_id, msg.account))
-            self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, outcome, self._marks_of(positions)))
+            self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, outcome, self._marks_of(positions),
+                                                msg.version))
             return
-        liq.prices = bankruptcy_prices(balance, positions, self.marks, self.markets)
+        liq.prices = self.bankruptcy_prices(balance, positions)
         sizes = self.slice_sizes(liq, positions)
         sliced = {p.market: fmt_size(sizes[p.market]) for p in positions if sizes[p.market] != abs(p.size)}
         fields = dict(
@@ -205,6 +318,10 @@ class LiquidationEngine(Actor):
                 sizes[p.market], "ioc", "liquidation", CLEARING, ENGINE,
             )
             self.send(book_name(p.market), SubmitOrder(order))
+
+    def bankruptcy_prices(self, balance: int, positions: tuple[PositionView, ...]) -> dict[str, int]:
+        """Each position's bankruptcy price (an extension hook; module doc has the rule)."""
+        return bankruptcy_prices(balance, positions, self.marks, self.markets, self.policy.bankruptcy_split)
 
     def slice_sizes(self, liq: _Liquidation, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """How much of each position this round closes: all of it, or a slice (module doc)."""
@@ -238,7 +355,8 @@ class LiquidationEngine(Actor):
     def take_over(self, liq: _Liquidation, market: str, size: int, price: int) -> None:
         """Hand what the liquidation order did not fill to the fund, at the bankruptcy price."""
         self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price,
-                                             keep=liq.keep.get(market, 0)))
+                                             keep=liq.keep.get(market, 0), mark=self.marks[market],
+                                             mark_version=self.versions[market]))
 
     def on_LiquidationCooldownEnded(self, msg: LiquidationCooldownEnded) -> None:
         liq = self.active.get(msg.account)

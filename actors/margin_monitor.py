@@ -81,6 +81,13 @@ class MarginMonitor(Actor):
         self._entry: dict[str, tuple[str, int, tuple[int, int, str] | None]] = {}  # account -> (market, sign, entry)
         self._stamp = 0
         self.requested: dict[str, None] = {}
+        # Per account: the version of the view stored, and the newest version the
+        # engine has judged. The monitor never asks on a view older than the
+        # engine's last answer: it waits for clearing's newer update, which is on
+        # its way (without this, an update delayed past a liquidation's end can
+        # make monitor and engine ask and refuse forever at one instant).
+        self.view_version: dict[str, int] = {}
+        self.judged: dict[str, int] = {}
         for account, (balance, positions) in accounts.items():
             self._store(account, balance, positions, False)
 
@@ -131,7 +138,7 @@ class MarginMonitor(Actor):
         return equity(balance, triples, self.marks), maintenance_margin(triples, self.marks, self.markets)
 
     def check(self, account: str) -> None:
-        if account in self.requested:
+        if account in self.requested or self.view_version.get(account, 0) < self.judged.get(account, 0):
             return
         balance, positions, frozen = self.accounts[account]
         if not positions or frozen:
@@ -149,6 +156,9 @@ class MarginMonitor(Actor):
             self.check(account)
 
     def on_AccountUpdated(self, msg: AccountUpdated) -> None:
+        if msg.version and msg.version < self.view_version.get(msg.account, 0):
+            return  # older than the view already stored
+        self.view_version[msg.account] = msg.version
         self._store(msg.account, msg.balance, msg.positions, msg.frozen)
         self.check(msg.account)
 
@@ -174,6 +184,8 @@ class MarginMonitor(Actor):
         for market, price, version in msg.marks:
             self._adopt(market, price, version)
         self.requested.pop(msg.account, None)
+        if msg.version > self.judged.get(msg.account, 0):
+            self.judged[msg.account] = msg.version
         if msg.outcome != "settled":
             # "cancelled" or "restored": the engine judged the account healthy
             # on marks we now share. Check once more on our (possibly newer)

@@ -91,10 +91,8 @@ class Oracle(Actor):
         self._request_id = 0
 
     def subscribers(self) -> Sequence[str]:
-        # A fund that keeps inventory watches its value move with the mark.
-        if self.policy.fund_inventory == "keep":
-            return (*self.SUBSCRIBERS, FUND)
-        return self.SUBSCRIBERS
+        # The fund values its inventory, reserves and prices its orders at the mark.
+        return (*self.SUBSCRIBERS, FUND)
 
     def is_stale(self, market: str) -> bool:
         return self.policy.is_stale(self.valid_at[market], self.now_ms)

@@ -17,15 +17,19 @@ from sandbox.messages import (
     AccountFrozen,
     FundBalanceReported,
     FundBalanceRequested,
+    LiquidationEnded,
     PositionTakenOver,
     PositionView,
     TakeOverPosition,
 )
 
-from ._common import CLEARING, ENGINE, FUND
+from sandbox.money import ceil_div
+
+from ._common import CLEARING, ENGINE, FUND, equity, round_price_down, round_price_up
 from .clearing import Account, Clearing
-from .insurance_fund import InsuranceFund
+from .insurance_fund import InsuranceFund, Lot
 from .liquidation_engine import LiquidationEngine, _Liquidation
+from .margin_monitor import MarginMonitor
 
 __all__ = ["Variant", "VARIANTS"]
 
@@ -63,8 +67,8 @@ class CheckThenActFund(InsuranceFund):
     def on_FundBalanceRequested(self, msg: FundBalanceRequested) -> None:
         self.send(ENGINE, FundBalanceReported(msg.liq_id, msg.account, msg.market, self.balance))
 
-    def budget(self, msg: PositionTakenOver) -> int:
-        return self.balance if msg.budget is None else msg.budget
+    def budget(self, lot: Lot) -> int:
+        return self.balance if lot.hint is None else lot.hint
 
 
 # --- 2. the engine trusts the monitor's view ---------------------------------------------
@@ -112,12 +116,72 @@ class UnlockedWithdrawalsClearing(Clearing):
     LOCKS_WITHDRAWALS = False
 
 
+# --- 5. the deficit split over every position, clamped at one tick -----------------------
+
+
+class ClampedSplitEngine(LiquidationEngine):
+    """Splits a negative equity over *every* position by mark notional, and clamps prices at one tick.
+
+    The sandbox's own rule until the deficit was given to the losing legs: a
+    flat or winning leg gets a bankruptcy price on the wrong side of its mark,
+    and when the crash is larger than a short leg's notional its price comes
+    out below zero, is clamped to one tick, and the account settles below zero.
+    """
+
+    def bankruptcy_prices(self, balance: int, positions: tuple[PositionView, ...]) -> dict[str, int]:
+        triples = [(p.market, p.size, p.entry_value) for p in positions]
+        q = equity(balance, triples, self.marks)
+        weights = [abs(p.size) * self.marks[p.market] for p in positions]
+        shares = [q * w // sum(weights) for w in weights]
+        largest = max(range(len(weights)), key=lambda i: (weights[i], -i))
+        shares[largest] += q - sum(shares)
+        prices = {}
+        for p, share in zip(positions, shares):
+            tick = self.markets[p.market].tick_size
+            exact = p.size * self.marks[p.market] - share
+            price = (round_price_up(ceil_div(exact, p.size), tick) if p.size > 0
+                     else round_price_down(exact // p.size, tick))
+            prices[p.market] = max(price, tick)
+        return prices
+
+
+# --- 6. a reservation that grabs everything and keeps it -------------------------------------
+
+
+class GrabEverythingFund(InsuranceFund):
+    """Reserves everything available for a short lot (a long's whole notional), and never lowers it.
+
+    The sandbox's own rule until reservations followed the lot: a reservation
+    made when the lot arrived stays until the lot is closed, whatever its order
+    did. A second bankruptcy that arrives while the first lot is open finds
+    nothing available and goes to ADL, although the fund holds plenty.
+    """
+
+    def __init__(self, markets: Mapping[str, object], balance: int) -> None:
+        super().__init__(markets, balance)  # type: ignore[arg-type]
+        self.grabbed: dict[int, int] = {}
+
+    def reserve(self, lot: Lot) -> int:
+        grabbed = self.grabbed.get(lot.lot_id)
+        return super().reserve(lot) if grabbed is None else grabbed
+
+    def on_PositionTakenOver(self, msg: PositionTakenOver) -> None:
+        free = max(self.available, 0)
+        super().on_PositionTakenOver(msg)
+        lot = self.lots.get(self._next_lot)
+        if lot is not None and lot.state != "adl":
+            self.grabbed[lot.lot_id] = free if msg.size < 0 else min(free, abs(msg.size) * msg.price)
+
+
 @attrs.frozen
 class Variant:
     name: str
     scenario: str
     actors: Mapping[str, type]
     description: str
+    # The event kind explore looks for (``--find``) when the variant breaks no
+    # invariant but a promise: None means an invariant violation.
+    find: str | None = None
 
 
 VARIANTS: Mapping[str, Variant] = {
@@ -147,5 +211,67 @@ VARIANTS: Mapping[str, Variant] = {
             "withdrawals are checked against margin but not against the liquidation lock: money "
             "leaves after the bankruptcy price was computed and the account settles below zero",
         ),
+        Variant(
+            "clamped_bankruptcy_split", "cross_margin_crash",
+            {"liquidation_engine": ClampedSplitEngine},
+            "a negative equity is split over every position by notional and clamped at one tick: the "
+            "unmoved short gets a price below zero, and the account settles below zero",
+        ),
+        Variant(
+            "grab_everything_reservation", "race_grabbed_reservation",
+            {"insurance_fund": GrabEverythingFund},
+            "the fund reserves everything for the first lot and never gives it back: a second "
+            "bankruptcy goes to ADL although the fund holds a million",
+            find="adl",
+        ),
     )
+}
+
+
+# --- 5. a poll that reads a copy: a livelock -------------------------------------------
+# Its own section (and its own VARIANTS entry below) so that it stays apart from
+# the variants above.
+
+
+@attrs.frozen
+class AwaitUnfrozen:
+    """monitor -> itself, a timer: look again whether clearing has unfrozen ``account``."""
+
+    account: str
+    view: tuple[int, tuple[PositionView, ...], bool]  # the monitor's view when it started waiting
+
+
+class PollingStaleCopyMonitor(MarginMonitor):
+    """After a liquidation settles, waits for clearing's word that the account is unfrozen, by polling a copy.
+
+    It expects clearing's last ``AccountUpdated`` of a liquidation to arrive
+    before the engine's ``LiquidationEnded``: true in FIFO order (clearing
+    sends it before it tells the engine), but the two travel different
+    links. When the end overtakes the update, the monitor polls every
+    ``POLL_MS`` virtual ms, and each poll reads the copy of its view that it
+    took when it started waiting, which never changes: it polls forever, and
+    the exchange never goes quiet (a livelock of timers).
+    """
+
+    POLL_MS = 100
+
+    def on_LiquidationEnded(self, msg: LiquidationEnded) -> None:
+        super().on_LiquidationEnded(msg)
+        view = self.accounts.get(msg.account)
+        if msg.outcome == "settled" and view is not None and view[2]:
+            self.send_later(self.POLL_MS, AwaitUnfrozen(msg.account, view))
+
+    def on_AwaitUnfrozen(self, msg: AwaitUnfrozen) -> None:
+        if msg.view[2]:  # the bug: the copy in the message, not self.accounts[msg.account]
+            self.send_later(self.POLL_MS, msg)
+
+
+VARIANTS = {
+    **VARIANTS,
+    "monitor_polls_stale_copy": Variant(
+        "monitor_polls_stale_copy", "race_partial_fill",
+        {"margin_monitor": PollingStaleCopyMonitor},
+        "after a liquidation settles, the monitor polls for the unfreeze on a copy of its view: when the "
+        "engine's word overtakes clearing's last update, it polls forever (a livelock)",
+    ),
 }

@@ -371,6 +371,14 @@ class _Books:
                 entry_value = _units(e, "entry_value", MONEY_DECIMALS, p.get("entry_value"))
                 self.positions[account][market] = Position(size, entry_value)
                 self.hold(market, size, entry_value)
+                # Entry costs need not net (a real snapshot): what they do not net
+                # to is the opening imbalance, a constant on both sides.
+                self.external -= entry_value
+        if "opening_imbalance" in e:
+            stated = _money(e, "opening_imbalance")
+            if stated != self.external - self.fund_initial - sum(self.balances.values()):
+                _bad(f"opening_state states an opening imbalance of {fmt_money(stated)}, but its positions' "
+                     f"entry costs net to {fmt_money(self.fund_initial + sum(self.balances.values()) - self.external)}")
 
     def on_mark_price(self, e: dict[str, Any]) -> None:
         market = self.market(e)
@@ -546,6 +554,12 @@ class _Books:
         self.stated_fund(e)
 
     def on_fund_order(self, e: dict[str, Any]) -> None:
+        """An order of the fund's for a lot it holds: the lot must exist, in that market."""
+        lot = self.lot(e, _whole(e, "lot_id"))
+        if lot.market != self.market(e):
+            _bad(f"the fund's order for lot {_whole(e, 'lot_id')} is in {self.market(e)}, but the lot is {lot.market}")
+
+    def on_fund_lot_opened(self, e: dict[str, Any]) -> None:
         liq_id, market, lot_id = _whole(e, "liq_id"), self.market(e), _whole(e, "lot_id")
         size, price = _size(e), _price(e, "bankruptcy_price")
         sent = self.takeovers.pop((liq_id, market), None)

@@ -1,22 +1,11 @@
 """The ``sandbox`` command.
 
-Exit status, the same for every subcommand (``sandbox --help`` shows this
-table too; ``docs/narration.md`` explains each case):
-
-====  ==========================================================================
-0     done: the run finished and every invariant held; ``explore`` found
-      nothing; ``replay`` reproduced the run; ``check-log``: the log is good
-1     something was found: an invariant was violated (``run``, ``soak``,
-      ``sweep``: a run not ok); ``explore`` found what it searched for;
-      ``replay`` did not reproduce, or reproduced a failure; ``check-log``: a
-      bad line (reported)
-2     bad input: one line names the file, the key and the problem; nothing is
-      run or written (argument errors too, with a "did you mean" when close)
-3     an actor raised an unexpected exception (the message names the actor,
-      the message and its seq; events.jsonl keeps every event up to there and
-      summary.json says "failed")
-130   interrupted (Ctrl-C during a sweep: the finished runs are kept)
-====  ==========================================================================
+Exit status, the same for every subcommand: :data:`EXIT_CODES` below is the
+one definition (``sandbox --help`` prints it; ``docs/reference/exit-codes.md``
+explains it command by command): 0 done, nothing wrong; 1 something wrong was
+found (an invariant violated, a finding, a replay that differs, a bad log
+line); 2 bad input, one line on stderr and nothing run or written; 3 an actor
+crashed; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -103,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", type=Path, default=None, metavar="FILE.html",
                      help="write a self-contained HTML report of the run (charts and a message sequence diagram)")
     _narration_options(run)
+    _actor_option(run)
 
     report = sub.add_parser("report", help="build the HTML report of a run saved with 'sandbox run --out DIR'")
     report.add_argument("events", type=Path, metavar="EVENTS.jsonl", help="the run's DIR/events.jsonl")
@@ -124,10 +114,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="hypothesis example database directory (default .hypothesis/sandbox-explore)")
     ex.add_argument("--workers", type=_positive("--workers"), default=1,
                     help="processes sharing one example database (default 1)")
+    from ._search_args import add_search_options
+
+    add_search_options(ex, _positive)
+    _actor_option(ex)
 
     rp = sub.add_parser("replay", help="rerun a replay file written by 'sandbox explore'")
     rp.add_argument("file", type=Path)
     rp.add_argument("--quiet", action="store_true", help="no narration")
+    _actor_option(rp)
 
     sub.add_parser("variants", help="list the deliberately wrong actor variants (the bug zoo)")
     check = sub.add_parser(
@@ -164,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=None,
                        help="directory of the rows, summary and plot (default: out/sweep-SCENARIO); "
                             "a rerun with the same --out skips the runs already done")
+    _actor_option(sweep)
     return p
 
 
@@ -189,6 +185,22 @@ def _version() -> str:
         return version("perp-risk-sandbox")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+def _actor_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", dest="actors", action="append", default=[], metavar="ROLE=module:Class",
+                   help="replace a role's actor with your subclass (module:Class or path/to/file.py:Class); "
+                        "this imports and runs your code (repeat for several roles)")
+
+
+def _load_actors(texts: list[str], base: Any = None) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """The --actor classes (over a variant's), or BadInput naming the bad reference."""
+    from .actorref import ActorRefError, load_actor_refs
+
+    try:
+        return load_actor_refs(texts, base)
+    except ActorRefError as e:
+        raise BadInput(str(e)) from None
 
 
 def _positive(flag: str) -> Any:
@@ -364,6 +376,7 @@ def _prepare_out(out: Path) -> None:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     scenario = resolve_scenario(args.scenario)  # every check before anything runs
+    actors, _ = _load_actors(args.actors)
     recorder = None
     if args.report is not None:
         from . import report  # matplotlib is loaded only when a report is asked for
@@ -401,7 +414,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         log.subscribe(events_file)
     try:
         result = trio.run(
-            lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log, **hooks)
+            lambda: run_scenario(scenario, seed=args.seed, mode="live" if args.live else "seeded", log=log,
+                                 actors=actors, **hooks)
         )
     finally:
         if events_file is not None:
@@ -472,8 +486,9 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         raise BadInput("--workers is for the local pool; with --scheduler the cluster's workers run the sweep")
     if args.scheduler is not None and not re.fullmatch(r"tcp://[^\s:/]+:\d{1,5}", args.scheduler):
         raise BadInput(f"--scheduler {args.scheduler!r}: expected tcp://HOST:PORT")
+    _, actor_refs = _load_actors(args.actors)  # checked here; each worker loads them again
     try:  # every check (scenario, each --set key and value, --out) before anything is written
-        plan = sw.load_sweep(args.scenario, args.sets, args.seeds)
+        plan = sw.load_sweep(args.scenario, args.sets, args.seeds, actor_refs)
         out = args.out if args.out is not None else Path("out") / f"sweep-{plan.name}"
         sw.prepare_out(out, plan)
     except sw.SweepError as e:

@@ -258,6 +258,7 @@ def opening_state(scenario: Scenario, seed: int, mode: str) -> dict[str, Any]:
         "seed": seed,
         "mode": mode,
         "insurance_fund": fmt_money(scenario.fund_balance),
+        "opening_imbalance": fmt_money(scenario.opening_imbalance),
         "markets": {
             m.symbol: {
                 "mark_price": fmt_price(m.mark_price),

@@ -21,8 +21,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import random
 from pathlib import Path
-from typing import Any, Callable, Final, Mapping
+from typing import Any, Callable, Final, Mapping, Sequence
 
 import attrs
 import trio
@@ -44,6 +45,7 @@ from .runtime import (
     SeededDelivery,
     Violation,
 )
+from .pct import DEFAULT_DEPTH, PCTChooser, pct_seed
 from .scenario import Scenario, ScenarioError, _parse_bytes
 
 __all__ = [
@@ -64,8 +66,34 @@ __all__ = [
 REPLAY_FORMAT: Final = "sandbox-replay"
 REPLAY_VERSION: Final = 1
 DEFAULT_DB: Final = Path(".hypothesis") / "sandbox-explore"
-# A run that delivers more than this without ending is reported as a livelock.
+# A run that delivers more than this without ending is reported as a livelock
+# (the ceiling of every budget, and the budget of a run with none given).
 MAX_DELIVERIES: Final = 200_000
+# An example's budget, from the FIFO run of the scenario: this many times its
+# deliveries plus this many more; and in virtual time, its end plus again as
+# long as it ran past the last scripted event (timers, e.g. cooldowns), plus
+# this much.
+BUDGET_FACTOR: Final = 20
+BUDGET_SLACK: Final = 10_000
+BUDGET_TIME_MS: Final = 60_000
+# Shrinking stops trying new candidates after this many deliveries in all
+# (the shrunk failure so far is kept): a livelock costs a whole budget per
+# candidate, and shrinking must end in seconds, not hours.
+SHRINK_DELIVERIES: Final = 200_000
+
+
+@attrs.frozen
+class Budget:
+    """What one example may use before it is reported as a livelock.
+
+    ``deliveries``: messages delivered; ``time_ms``: virtual time (None: no
+    limit). A run that loops through messages meets the first, one that loops
+    through timers (``send_later``) the second. Both are counted by the run
+    itself, not by a wall clock, so a seeded search stays reproducible.
+    """
+
+    deliveries: int = MAX_DELIVERIES
+    time_ms: int | None = None
 
 
 class TapeChooser:
@@ -122,11 +150,43 @@ def _tapes(n: int) -> st.SearchStrategy[bytes]:
     return st.binary(min_size=n, max_size=n)
 
 
+@attrs.frozen
+class Plan:
+    """What the FIFO run of a scenario says about the runs to try."""
+
+    tape_length: int  # room for every decision: twice what the FIFO run needs, plus slack
+    budget: Budget
+    steps: int  # deliveries of the FIFO run (PCT's k)
+    fifo_failure: Failure | None
+
+
+def plan(scenario: Scenario, actors: Mapping[str, type] | None, budget: Budget | None = None) -> Plan:
+    """Run the scenario once in FIFO order and size the search from it.
+
+    Unless ``budget`` is given, an example may deliver ``BUDGET_FACTOR`` times
+    what the FIFO run delivers plus ``BUDGET_SLACK``, and run until the FIFO
+    run's end plus its overhang past the last scripted event plus
+    ``BUDGET_TIME_MS`` of virtual time. If the FIFO
+    run itself does not end (it meets the given budget, or
+    ``MAX_DELIVERIES`` or ten times ``BUDGET_TIME_MS`` past the last scripted event),
+    the budget is sized from the scripted events alone.
+    """
+    last_event = max((e.at_ms for e in scenario.events), default=0)
+    cap = budget if budget is not None else Budget(MAX_DELIVERIES, last_event + 10 * BUDGET_TIME_MS)
+    counter = _CountingChooser()
+    fifo = run_once(scenario, counter, actors=actors, budget=cap)
+    looped = fifo.failure is not None and fifo.failure.kind == "livelock"
+    steps = 0 if looped else len(fifo.deliveries)
+    if budget is None:
+        end = last_event if looped else fifo.runtime.now_ms
+        budget = Budget(min(MAX_DELIVERIES, BUDGET_FACTOR * steps + BUDGET_SLACK),
+                        2 * end - last_event + BUDGET_TIME_MS)
+    return Plan(2 * counter.count + 16, budget, max(steps, 1), fifo.failure)
+
+
 def tape_length(scenario: Scenario, actors: Mapping[str, type] | None) -> int:
     """Room for every decision of a run: twice what the FIFO run needs, plus slack."""
-    counter = _CountingChooser()
-    run_once(scenario, counter, actors=actors)
-    return 2 * counter.count + 16
+    return plan(scenario, actors).tape_length
 
 
 @attrs.frozen
@@ -174,9 +234,14 @@ def run_once(
     *,
     actors: Mapping[str, type] | None = None,
     find: str | None = None,
+    budget: Budget | None = None,
 ) -> Run:
-    """Run ``scenario`` once with every decision from ``chooser``, stopping at the first failure."""
-    return trio.run(functools.partial(run_once_async, scenario, chooser, actors=actors, find=find))
+    """Run ``scenario`` once with every decision from ``chooser``, stopping at the first failure.
+
+    A run that exceeds ``budget`` (default: ``MAX_DELIVERIES`` deliveries, no
+    limit of virtual time) stops with a ``livelock`` failure.
+    """
+    return trio.run(functools.partial(run_once_async, scenario, chooser, actors=actors, find=find, budget=budget))
 
 
 async def run_once_async(
@@ -185,9 +250,10 @@ async def run_once_async(
     *,
     actors: Mapping[str, type] | None = None,
     find: str | None = None,
+    budget: Budget | None = None,
 ) -> Run:
     """:func:`run_once` inside a running trio loop (e.g. a pytest-trio test)."""
-    rt, timeline, on_quiet, finish = _prepare(scenario, chooser, actors, find)
+    rt, timeline, on_quiet, finish = _prepare(scenario, chooser, actors, find, budget or Budget())
     try:
         await rt.run(timeline, on_quiet)
     except BaseException as e:
@@ -196,10 +262,14 @@ async def run_once_async(
 
 
 def _prepare(
-    scenario: Scenario, chooser: Chooser, actors: Mapping[str, type] | None, find: str | None
+    scenario: Scenario, chooser: Chooser, actors: Mapping[str, type] | None, find: str | None, budget: Budget
 ) -> tuple[Runtime, list[tuple[int, str, Any]], Callable[[Runtime], None], Callable[[BaseException | None], Run]]:
     recorder = RecordingChooser(chooser)
-    delivery = SeededDelivery(chooser=recorder, network=Network(*scenario.latency_ms), faults=scenario.faults)
+    # The tally of what is in flight is kept as messages come and go, so the
+    # check after each delivery costs the same with 10 or 100,000 in flight.
+    tally = invariants.InFlight()
+    delivery = SeededDelivery(chooser=recorder, network=Network(*scenario.latency_ms), faults=scenario.faults,
+                              watcher=tally)
     rt, timeline = build(scenario, delivery, actors, EventLog())
     if scenario.faults.crash:
         rt.make_durable(scenario.faults.crash_actors, scenario.faults.snapshot_every)
@@ -209,17 +279,23 @@ def _prepare(
     deliveries: list[Delivered] = []
     quiet_points = [0]  # len(deliveries) at each quiet point
 
+    max_deliveries, max_time = budget.deliveries, budget.time_ms
+
     def after_delivery(runtime: Runtime, envelope: Envelope) -> None:
-        if len(deliveries) >= MAX_DELIVERIES:
-            raise _Stop(Failure("livelock", f"still busy after {MAX_DELIVERIES} deliveries: the actors never go quiet"))
-        in_flight = _all_in_flight(delivery)
-        overtook = any(e.seq < envelope.seq for e in in_flight)
+        if len(deliveries) >= max_deliveries:
+            raise _Stop(Failure("livelock", f"still busy after {max_deliveries} deliveries (the budget of one "
+                                            "example): the actors never go quiet"))
+        if max_time is not None and runtime.now_ms > max_time:
+            raise _Stop(Failure("livelock", f"still busy at virtual time {runtime.now_ms / 1000:g} s (the budget "
+                                            f"of one example ends at {max_time / 1000:g} s): the actors never go quiet"))
+        oldest = delivery.oldest_seq()
+        overtook = oldest is not None and oldest < envelope.seq
         deliveries.append(Delivered(runtime.now_ms, envelope, overtook))
         if len(runtime.violations) > reported[0]:
             new = runtime.violations[reported[0]:]
             reported[0] = len(runtime.violations)
             raise _Stop(Failure("violation", _describe(new), tuple(new)))
-        found = invariants.check_step(runtime, initial, in_flight)
+        found = invariants.check_step(runtime, initial, tally)
         if found:
             _report(runtime, found)
             raise _Stop(Failure("violation", _describe(found), tuple(found)))
@@ -249,10 +325,6 @@ def _prepare(
     return rt, timeline, on_quiet, finish
 
 
-def _all_in_flight(delivery: SeededDelivery) -> list[Envelope]:
-    return [e for q in delivery._links.values() for _, e in q]
-
-
 def _report(rt: Runtime, found: list[Violation]) -> None:
     for v in found:
         rt.report(v)
@@ -272,6 +344,9 @@ class Finding:
     events: tuple[dict[str, Any], ...]
     deliveries: tuple[Delivered, ...]
     quiet_at: int
+    budget: Budget = Budget()  # the run's budget: a livelock replays only under the same one
+    strategy: str = "hypothesis"
+    actor_refs: tuple[tuple[str, str], ...] = ()  # --actor ROLE=REF the run was made with
 
 
 @attrs.frozen
@@ -279,6 +354,8 @@ class Exploration:
     finding: Finding | None
     runs: int  # runs made, shrinking included
     first_failure: int  # the run that failed first (0: none did)
+    plan: Plan | None = None
+    links: int = 0  # PCT: the most links (its "threads", n) seen in one run
 
 
 def events_digest(events: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> str:
@@ -287,6 +364,9 @@ def events_digest(events: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> 
         h.update(EventLog.dumps(e).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+STRATEGIES: Final = ("hypothesis", "pct")
 
 
 def explore(
@@ -299,24 +379,57 @@ def explore(
     database: ExampleDatabase | Path | None = DEFAULT_DB,
     seed: int | None = None,
     on_example: Callable[[int], None] | None = None,
+    strategy: str = "hypothesis",
+    depth: int = DEFAULT_DEPTH,
+    budget: Budget | None = None,
+    on_run: Callable[[Run], None] | None = None,
+    actor_refs: tuple[tuple[str, str], ...] = (),
 ) -> Exploration:
     """Search up to ``examples`` interleavings; shrink the first failure found.
 
-    With ``seed`` the search is reproducible; as with hypothesis's ``@seed``,
-    it then saves nothing to ``database`` (it still tries what is there).
+    ``strategy="hypothesis"`` (default) draws each run's decisions as a tape
+    from hypothesis, which also shrinks. With ``seed`` the search is
+    reproducible; as with hypothesis's ``@seed``, it then saves nothing to
+    ``database`` (it still tries what is there). ``strategy="pct"`` runs the
+    PCT scheduler of bug depth ``depth`` (:mod:`sandbox.pct`), run ``i``
+    seeded from ``(seed, i)``, and shrinks what it finds with
+    :func:`shrink`; it uses no database.
+
+    Every run is held to ``budget`` (default: sized by :func:`plan`); one
+    that exceeds it is a ``livelock`` finding. ``on_run`` sees every run made
+    before the first failure (e.g. to group outcomes).
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; strategies are {', '.join(STRATEGIES)}")
+    the_plan = plan(scenario, actors, budget)
+    budget = the_plan.budget
+    if strategy == "pct":
+        return _explore_pct(scenario, examples, variant, actors, find, seed, on_example, depth, the_plan, on_run,
+                            actor_refs)
     count = [0]
     first = [0]
     last: list[Run] = []
+    failing: set[bytes] = set()
+    shrink_spent = [0]
 
     def attempt(tape: bytes) -> None:
-        run = run_once(scenario, TapeChooser(tape), actors=actors, find=find)
+        if first[0] and shrink_spent[0] >= SHRINK_DELIVERIES and tape not in failing:
+            # Shrinking has used its budget: every new candidate "passes", so
+            # hypothesis stops at the smallest failure found so far (and its
+            # final re-run of that one, which is in ``failing``, fails again).
+            return
+        run = run_once(scenario, TapeChooser(tape), actors=actors, find=find, budget=budget)
         count[0] += 1
+        if first[0]:
+            shrink_spent[0] += len(run.deliveries)
         if on_example is not None:
             on_example(count[0])
+        if run.failure is None and on_run is not None and not first[0]:
+            on_run(run)
         if run.failure is not None:
             first[0] = first[0] or count[0]
-            last.append(run)
+            failing.add(bytes(tape))
+            last[:] = [run]
             raise AssertionError(run.failure.summary)
 
     db: ExampleDatabase | None
@@ -335,12 +448,12 @@ def explore(
         suppress_health_check=list(HealthCheck),
         phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
         print_blob=False,
-    )(given(_tapes(tape_length(scenario, actors)))(attempt))
+    )(given(_tapes(the_plan.tape_length))(attempt))
     if seed is not None:
         test = hypothesis_seed(seed)(test)
     # One database entry per (scenario, variant, question), so failures found
     # for one are replayed first for that one only.
-    key = f"{scenario.digest or scenario.name}|{variant}|{find}".encode()
+    key = f"{scenario.digest or scenario.name}|{variant}|{find}|{_refs_key(actor_refs)}".encode()
     test._hypothesis_internal_database_key = hashlib.sha256(key).digest()  # type: ignore[attr-defined]
     try:
         test()
@@ -349,10 +462,136 @@ def explore(
         assert run.failure is not None
         finding = Finding(
             scenario, variant, find, run.failure, tuple(run.decisions), tuple(run.events),
-            tuple(run.deliveries), run.quiet_at,
+            tuple(run.deliveries), run.quiet_at, budget, "hypothesis", actor_refs,
         )
-        return Exploration(finding, count[0], first[0])
-    return Exploration(None, count[0], 0)
+        return Exploration(finding, count[0], first[0], the_plan)
+    return Exploration(None, count[0], 0, the_plan)
+
+
+def _refs_key(actor_refs: tuple[tuple[str, str], ...]) -> str:
+    # Without --actor the key is what it always was, so existing databases still apply.
+    return "" if not actor_refs else ",".join(f"{role}={ref}" for role, ref in actor_refs)
+
+
+def _explore_pct(
+    scenario: Scenario, examples: int, variant: str | None, actors: Mapping[str, type] | None, find: str | None,
+    seed: int | None, on_example: Callable[[int], None] | None, depth: int, the_plan: Plan,
+    on_run: Callable[[Run], None] | None, actor_refs: tuple[tuple[str, str], ...],
+) -> Exploration:
+    base = seed if seed is not None else random.SystemRandom().randrange(2**63)
+    links = 0
+    for i in range(1, examples + 1):
+        chooser = PCTChooser(pct_seed(base, i), depth, the_plan.steps)
+        run = run_once(scenario, chooser, actors=actors, find=find, budget=the_plan.budget)
+        links = max(links, chooser.links)
+        if on_example is not None:
+            on_example(i)
+        if run.failure is None:
+            if on_run is not None:
+                on_run(run)
+            continue
+        shrunk, tries = shrink(scenario, run, actors=actors, find=find, budget=the_plan.budget)
+        finding = Finding(
+            scenario, variant, find, shrunk.failure, tuple(shrunk.decisions), tuple(shrunk.events),  # type: ignore[arg-type]
+            tuple(shrunk.deliveries), shrunk.quiet_at, the_plan.budget, "pct", actor_refs,
+        )
+        return Exploration(finding, i + tries, i, the_plan, links)
+    return Exploration(None, examples, 0, the_plan, links)
+
+
+# --- shrinking a run found without hypothesis --------------------------------------------
+
+
+def decisions_to_tape(decisions: Sequence[tuple[str, int, int, int]]) -> list[int] | None:
+    """The tape a :class:`TapeChooser` reads to make exactly these decisions (None if it cannot).
+
+    A choice or a latency is its offset from the lowest option; a fault that
+    happened is 255, one that did not is 0. A fault of less than 1/256
+    probability cannot be made to happen by a tape of bytes (None then).
+    """
+    tape: list[int] = []
+    for kind, low, high, value in decisions:
+        if kind == "chance":
+            on = 255 if value else 0
+            if TapeChooser([on]).chance(low) != bool(value):
+                return None
+            tape.append(on)
+        else:
+            tape.append(value - low)
+            if value - low > 255:
+                return None
+    while tape and tape[-1] == 0:  # past the end of a tape every decision is 0
+        tape.pop()
+    return tape
+
+
+def _same_failure(a: Failure, b: Failure | None) -> bool:
+    if b is None or a.kind != b.kind:
+        return False
+    return {v.invariant for v in a.violations} == {v.invariant for v in b.violations}
+
+
+def shrink(
+    scenario: Scenario,
+    run: Run,
+    *,
+    actors: Mapping[str, type] | None = None,
+    find: str | None = None,
+    budget: Budget | None = None,
+    max_deliveries: int = SHRINK_DELIVERIES,
+) -> tuple[Run, int]:
+    """A smaller run that fails the same way as ``run``, and how many runs it took.
+
+    Works on the run's decisions as a tape (see :func:`decisions_to_tape`),
+    like hypothesis: cut the tape short, then set each decision to 0 (the
+    oldest message, the lowest latency, no fault), then halve what is left;
+    a change is kept if the run still fails with the same kind and the same
+    broken invariants. Deterministic, and it stops after ``max_deliveries``
+    deliveries in all, keeping the smallest failure so far.
+    """
+    assert run.failure is not None
+    target = run.failure
+    tape = decisions_to_tape(run.decisions)
+    if tape is None:
+        return run, 0
+    runs = [0]
+    spent = [0]
+    best = run_once(scenario, TapeChooser(tape), actors=actors, find=find, budget=budget)
+    runs[0] += 1
+    if not _same_failure(target, best.failure):
+        return run, runs[0]  # the tape does not make the same run (should not happen); keep the original
+
+    def fails(candidate: list[int]) -> Run | None:
+        if spent[0] >= max_deliveries:
+            return None
+        trial = run_once(scenario, TapeChooser(candidate), actors=actors, find=find, budget=budget)
+        runs[0] += 1
+        spent[0] += len(trial.deliveries)
+        return trial if _same_failure(target, trial.failure) else None
+
+    improved = True
+    while improved and spent[0] < max_deliveries:
+        improved = False
+        # The shortest prefix that still fails (past it, every decision is 0).
+        low, high = 0, len(tape)
+        while low < high and spent[0] < max_deliveries:
+            mid = (low + high) // 2
+            trial = fails(tape[:mid])
+            if trial is not None:
+                high, best, improved = mid, trial, True
+                tape = tape[:mid]
+            else:
+                low = mid + 1
+        for i in reversed(range(len(tape))):
+            for smaller in sorted({0, tape[i] // 2} - {tape[i]}):
+                candidate = tape[:i] + [smaller] + tape[i + 1:]
+                trial = fails(candidate)
+                if trial is not None:
+                    tape, best, improved = candidate, trial, True
+                    break
+        while tape and tape[-1] == 0:
+            tape.pop()
+    return best, runs[0]
 
 
 # --- replay files -------------------------------------------------------------------
@@ -372,6 +611,9 @@ def write_replay(finding: Finding, path: Path) -> None:
         "variant": finding.variant,
         "find": finding.find,
         "failure": {"kind": finding.failure.kind, "summary": finding.failure.summary},
+        "strategy": finding.strategy,
+        "budget": {"deliveries": finding.budget.deliveries, "time_ms": finding.budget.time_ms},
+        "actors": {role: ref for role, ref in finding.actor_refs},
         "decisions": [list(d) for d in finding.decisions],
         "events": len(finding.events),
         "events_sha256": events_digest(finding.events),
@@ -391,6 +633,9 @@ class Replay:
     decisions: tuple[tuple[str, int, int, int], ...]
     events: int
     events_sha256: str
+    budget: Budget = Budget()
+    strategy: str = "hypothesis"
+    actor_refs: tuple[tuple[str, str], ...] = ()
 
 
 def read_replay(path: Path) -> Replay:
@@ -422,15 +667,22 @@ def read_replay(path: Path) -> Replay:
         failure = doc["failure"]
         replay_fields = (doc.get("variant"), doc.get("find"), str(failure["kind"]), str(failure["summary"]),
                          int(doc["events"]), str(doc["events_sha256"]))
+        # Files written before budgets, strategies and --actor had none of them.
+        raw_budget = doc.get("budget") or {}
+        budget = Budget(int(raw_budget.get("deliveries", MAX_DELIVERIES)),
+                        None if raw_budget.get("time_ms") is None else int(raw_budget["time_ms"]))
+        strategy = str(doc.get("strategy", "hypothesis"))
+        actor_refs = tuple((str(role), str(ref)) for role, ref in (doc.get("actors") or {}).items())
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ScenarioError(source, "", f"is not a valid replay file (bad or missing {e})") from None
     if not isinstance(text, str) or hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
         raise ScenarioError(source, "scenario.sha256", "does not match the embedded scenario: the file was edited")
     scenario = _parse_bytes(text.encode("utf-8"), f"{source} (embedded {sc.get('source', 'scenario')})")
     variant, find, kind, summary, n_events, events_sha = replay_fields
-    return Replay(scenario, variant, find, kind, summary, decisions, n_events, events_sha)
+    return Replay(scenario, variant, find, kind, summary, decisions, n_events, events_sha, budget, strategy, actor_refs)
 
 
 def replay_run(replay: Replay, actors: Mapping[str, type] | None) -> Run:
-    return run_once(replay.scenario, ScriptedChooser(replay.decisions), actors=actors, find=replay.find)
+    return run_once(replay.scenario, ScriptedChooser(replay.decisions), actors=actors, find=replay.find,
+                    budget=replay.budget)
 

@@ -8,8 +8,16 @@ all; the runner calls it at every quiet point (no message in flight).
 
 * conservation: sum of account balances + fund balance + fees + unrealized
   PnL of every position (accounts' and fund's) == deposits - withdrawals +
-  initial fund, exactly, in wei;
-* the fund's balance is never negative;
+  initial fund + the opening imbalance (what the opening positions' entry
+  costs do not net to, a constant), exactly, in wei;
+* the fund's balance is never negative, and at a quiet point it covers what
+  its inventory loses at the mark (balance + the losing lots' PnL >= 0);
+* no loss is left on an account that cannot pay it: at a quiet point no
+  account has negative equity, and at every step no account without a
+  position (and not under liquidation) has a balance below zero;
+* under ``fund_inventory = "close"``, no lot is left with the fund at a quiet
+  point while some account holds the other side of its market (ADL had a
+  candidate);
 * no account ends a liquidation with a negative balance (checked by clearing
   at settlement, reported as it happens);
 * long open interest == short open interest in every market;
@@ -48,9 +56,11 @@ __all__ = [
     "check_conservation",
     "check_fund_non_negative",
     "check_open_interest",
+    "check_unowned_losses",
     "check_quiet",
     "check_all",
     "check_step",
+    "InFlight",
     "open_interest",
 ]
 
@@ -76,7 +86,7 @@ def conservation_gap(rt: Runtime, initial_fund: int) -> int:
     clearing, fund = rt[CLEARING], rt[FUND]
     marks = rt[ORACLE].marks
     total = clearing.fees + fund.balance + getattr(clearing, "funding_held", 0)
-    external = initial_fund
+    external = initial_fund + getattr(clearing, "opening_imbalance", 0)
     for acct in clearing.accounts.values():
         total += acct.balance + sum(p.size * marks[m] - p.entry_value for m, p in acct.positions.items())
         external += acct.deposited - acct.withdrawn
@@ -97,6 +107,16 @@ def check_fund_non_negative(rt: Runtime) -> list[Violation]:
     return [_v(rt, "fund never negative", f"fund balance {fmt_money(balance)}")] if balance < 0 else []
 
 
+def check_unowned_losses(rt: Runtime) -> list[Violation]:
+    """No account without a position, and not under liquidation, has a balance below zero."""
+    return [
+        _v(rt, "no loss left on an account that cannot pay it",
+           f"{acct.id} has no position and a balance of {fmt_money(acct.balance)}")
+        for acct in rt[CLEARING].accounts.values()
+        if acct.balance < 0 and not acct.positions and acct.hold is None
+    ]
+
+
 def check_open_interest(rt: Runtime) -> list[Violation]:
     return [
         _v(rt, "long open interest equals short", f"{m}: long {fmt_size(long)} != short {fmt_size(short)}")
@@ -114,15 +134,36 @@ def check_quiet(rt: Runtime) -> list[Violation]:
         if acct.hold is not None:
             out.append(_v(rt, "every liquidation completes", f"{acct.id} is still frozen (liquidation {acct.hold.liq_id})"))
             continue
+        if not acct.positions and acct.balance < 0:
+            out.append(_v(rt, "no loss left on an account that cannot pay it",
+                          f"{acct.id} has no position and a balance of {fmt_money(acct.balance)}"))
         if acct.positions and not _paused_by_stale_oracle(oracle, acct.positions):
             triples = [(m, p.size, p.entry_value) for m, p in acct.positions.items()]
             eq = equity(acct.balance, triples, marks)
             mm = maintenance_margin(triples, marks, clearing.markets)
+            if eq < 0:
+                out.append(_v(rt, "no account outside a liquidation has negative equity",
+                              f"{acct.id} has equity {fmt_money(eq)}"))
             if eq <= mm:
                 out.append(_v(
                     rt, "every underwater account is liquidated",
                     f"{acct.id} has equity {fmt_money(eq)} <= maintenance margin {fmt_money(mm)}",
                 ))
+    fund = rt[FUND]
+    covered = fund.balance + sum(min(0, lot.size * marks[lot.market] - lot.basis) for lot in fund.lots.values())
+    if covered < 0:
+        out.append(_v(rt, "fund never negative, inventory included",
+                      f"fund balance {fmt_money(fund.balance)} less what its inventory loses at the mark "
+                      f"is {fmt_money(covered)}"))
+    policy = getattr(fund, "policy", None)
+    if policy is not None and policy.fund_inventory == "close" and fund.lots:
+        for lot in fund.lots.values():
+            side = -1 if lot.size > 0 else 1
+            if any((p := a.positions.get(lot.market)) is not None and (p.size > 0) == (side > 0)
+                   for a in clearing.accounts.values()):
+                out.append(_v(rt, "no lot left with the fund while ADL has a candidate",
+                              f"lot {lot.lot_id} ({fmt_size(lot.size)} {lot.market}) is still the fund's"))
+                break
     if rt[ADL].current is not None:
         out.append(_v(rt, "every liquidation completes", "an ADL request is still open"))
     for account, request in getattr(rt[ENGINE], "paused", {}).items():
@@ -143,7 +184,45 @@ def _paused_by_stale_oracle(oracle: Any, markets: Iterable[str]) -> bool:
     return any(policy.is_stale(oracle.valid_at[m], oracle.now_ms) for m in markets)
 
 
-def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) -> list[Violation]:
+class InFlight:
+    """A running tally of the money and positions travelling in messages (a delivery watcher).
+
+    :func:`check_step` needs, after every delivery, the sum over every message
+    in flight of what it carries. Summing a list of them each time costs as
+    much as the list is long, so a run that keeps many messages in flight
+    slows down as it goes; this tally is updated as each message is posted
+    and taken (O(1) each) and gives the same sums. A message's value depends
+    on the current mark (``size * (mark - price)``), so per market it keeps
+    the sizes and the ``size * price`` separately; integers, so the result is
+    exactly the sum a scan would give.
+    """
+
+    def __init__(self) -> None:
+        self.size: dict[str, int] = {}  # market -> sum of sizes of fills and takeovers in flight
+        self.value: dict[str, int] = {}  # market -> sum of size * price of the same
+        self.amount = 0  # money in transfers to or from the fund in flight
+
+    def _add(self, envelope: Envelope, sign: int) -> None:
+        if envelope.duplicate:
+            return  # its receiver will ignore it
+        msg = envelope.message
+        if isinstance(msg, (Fill, PositionTakenOver)):
+            self.size[msg.market] = self.size.get(msg.market, 0) + sign * msg.size
+            self.value[msg.market] = self.value.get(msg.market, 0) + sign * msg.size * msg.price
+        elif isinstance(msg, _MONEY_MESSAGES):
+            self.amount += sign * msg.amount
+
+    def posted(self, envelope: Envelope) -> None:
+        self._add(envelope, 1)
+
+    def taken(self, envelope: Envelope) -> None:
+        self._add(envelope, -1)
+
+
+_MONEY_MESSAGES = (SurplusTransferred, FundingContributed, FundingRemainderTransferred, FeeShareTransferred)
+
+
+def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope] | InFlight) -> list[Violation]:
     """The invariants that hold after *every* delivery, counting what is in flight.
 
     Money and positions travel in these messages: a :class:`Fill` not yet
@@ -153,21 +232,17 @@ def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) ->
     :class:`FundingRemainderTransferred`, :class:`FeeShareTransferred`). Counting those,
     money is conserved and positions net to zero at every step, not only at
     quiet points; and the fund's balance is never negative at any step.
+    ``in_flight`` is the messages themselves or an :class:`InFlight` tally of them.
     """
     marks = rt[ORACLE].marks
     gap = conservation_gap(rt, initial_fund)
     net = {m: long - short for m, (long, short) in open_interest(rt).items()}
-    for envelope in in_flight:
-        if envelope.duplicate:
-            continue  # its receiver will ignore it
-        msg = envelope.message
-        if isinstance(msg, (Fill, PositionTakenOver)):
-            gap += msg.size * (marks[msg.market] - msg.price)
-            net[msg.market] += msg.size
-        elif isinstance(msg, (SurplusTransferred, FundingContributed, FundingRemainderTransferred,
-                              FeeShareTransferred)):
-            gap += msg.amount
-    out = check_fund_non_negative(rt)
+    tally = in_flight if isinstance(in_flight, InFlight) else _tally(in_flight)
+    for market, size in tally.size.items():
+        gap += size * marks[market] - tally.value[market]
+        net[market] += size
+    gap += tally.amount
+    out = check_fund_non_negative(rt) + check_unowned_losses(rt)
     if gap:
         out.append(_v(rt, "money is conserved", f"books and messages in flight differ by {fmt_money(gap)}"))
     out += [
@@ -176,6 +251,13 @@ def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope]) ->
         if n
     ]
     return out
+
+
+def _tally(envelopes: Iterable[Envelope]) -> InFlight:
+    tally = InFlight()
+    for envelope in envelopes:
+        tally.posted(envelope)
+    return tally
 
 
 def check_all(rt: Runtime, initial_fund: int, *, quiet: bool = True) -> list[Violation]:

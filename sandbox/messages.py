@@ -8,7 +8,7 @@ Units: money in wei, prices in gwei per contract, sizes in 1e-9 contracts
 (see :mod:`sandbox.money`). A *signed* size is positive for a long (buy) and
 negative for a short (sell).
 
-The flow, in the order it happens (``docs/architecture.md`` draws it):
+The flow, in the order it happens (``docs/design/architecture.md`` draws it):
 
 1. timeline -> oracle ``MarkPriceObserved``; oracle -> everyone ``MarkPriceUpdated``
 2. timeline -> trader ``ScriptedEvent``; trader -> clearing ``PlaceOrder`` /
@@ -98,6 +98,7 @@ __all__ = [
     "AdlCandidates",
     "Deleverage",
     "Deleveraged",
+    "FundRetryDue",
     "FundBalanceRequested",
     "FundBalanceReported",
     "Side",
@@ -387,6 +388,8 @@ class AccountUpdated:
     balance: int
     positions: tuple[PositionView, ...]
     frozen: bool
+    # Clearing's count of updates of this account: a view with a lower version is older.
+    version: int = 0
 
 
 # --- liquidation ---------------------------------------------------------------
@@ -442,6 +445,7 @@ class AccountFrozen:
     account: str
     balance: int
     positions: tuple[PositionView, ...]
+    version: int = 0  # the account's version (AccountUpdated.version) this snapshot is
 
 
 @_frozen
@@ -461,6 +465,10 @@ class TakeOverPosition:
     # Partial liquidation: the signed size the account keeps in ``market`` once
     # this slice is done (0: the position is closed, as in a full liquidation).
     keep: int = 0
+    # The mark (and its version) the engine judged by, passed on to the fund so
+    # it never values the lot at an older mark than the liquidation's.
+    mark: int = 0
+    mark_version: int = 0
 
 
 @_frozen
@@ -473,6 +481,8 @@ class PositionTakenOver:
     size: int
     price: int
     budget: int | None = None  # passed through from TakeOverPosition
+    mark: int = 0  # passed through from TakeOverPosition
+    mark_version: int = 0
 
 
 @_frozen
@@ -513,6 +523,9 @@ class LiquidationEnded:
     account: str
     outcome: str
     marks: tuple[tuple[str, int, int], ...] = ()
+    # The account version the engine judged (AccountFrozen.version): the
+    # monitor does not ask again on a view older than that.
+    version: int = 0
 
 
 @_frozen
@@ -598,6 +611,13 @@ class Deleveraged:
 
 
 # --- used only by the deliberately wrong variants in actors/zoo.py --------------
+
+
+@_frozen
+class FundRetryDue:
+    """fund -> fund (a timer): offer lot ``lot_id``, which ADL could not place, once more."""
+
+    lot_id: int
 
 
 @_frozen

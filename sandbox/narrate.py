@@ -260,8 +260,21 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
     "fund_funding_paid": (FUND_BOLD, _funding_paid),
     "fund_funding_received": (GOOD, lambda e: f"insurance fund receives {_eth(e['amount'])} of funding in "
                               f"{e['market']} (fund {_eth(e['balance'])})"),
-    "fund_inventory_taken": (FUND_BOLD, lambda e: f"insurance fund keeps {e['account']}'s {_held(e['size'])} "
-                             f"{e['market']} at bankruptcy price {_eth(e['price'])} as inventory"),
+    "fund_lot_opened": (FUND, lambda e: (
+        f"insurance fund accepts {e['account']}'s {_held(e['size'])} {e['market']} at {_eth(e['bankruptcy_price'])}: "
+        f"it loses {_eth(e['loss_at_mark'])} at the mark, and {_eth(e['available'])} is available"
+        if e["accepted"] else
+        f"insurance fund cannot accept {e['account']}'s {_held(e['size'])} {e['market']}: it would lose "
+        f"{_eth(e['loss_at_mark'])} at the mark, more than the {_eth(e['available'])} available")),
+    "fund_inventory_held": (FUND, lambda e: f"insurance fund holds {_held(e['size'])} {e['market']} as inventory at "
+                            f"mark {_eth(e['mark_price'])} ({_eth(e['reserved'])} reserved, "
+                            f"{_eth(e['available'])} available)"),
+    "fund_adl_requested": (ADL_BOLD, lambda e: f"insurance fund hands {e['size']} {e['market']} to ADL at "
+                           f"{_eth(e['price'])}: " + {
+                               "cannot accept": "it cannot accept the position",
+                               "unfilled": "its order did not fill (one-shot policy)",
+                               "drained": "its held inventory has drained it"}.get(e["reason"], e["reason"])),
+    "adl_orders_cancelled": (WARN, lambda e: f"{e['account']}'s open orders in {e['market']} are cancelled after ADL"),
     "fund_inventory_marked": (FUND, lambda e: f"insurance fund's {_held(e['size'])} {e['market']} at mark "
                               f"{_eth(e['mark_price'])}: unrealized {_eth(e['unrealized_pnl'])}, fund equity "
                               f"{_eth(e['equity'])} (balance {_eth(e['balance'])})"),
@@ -340,14 +353,14 @@ GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
     "bankruptcy price": ("the price at which a liquidated account's equity is exactly zero: a fill better than "
                          "it leaves a surplus for the fund, no fill makes the account bankrupt",
                          frozenset({"liquidation_started", "liquidation_slice", "fund_takeover", "bankruptcy",
-                                    "fund_inventory_taken"})),
+                                    "fund_lot_opened"})),
     "realized": ("realized profit or loss: what closing (part of) a position at that price adds to or takes "
                  "from the balance", frozenset({"liquidation_fill", "adl"})),
     "insurance fund": ("one fund for all markets: it receives surpluses, takes over positions that could not be "
                        "closed, and pays for bankruptcies; it never goes below zero",
                        frozenset({k for k in _SENTENCES if k.startswith("fund_")})),
     "reserved": ("while it closes a position the fund sets aside the most it could lose on it; only the rest "
-                 "is available", frozenset({"fund_order"})),
+                 "is available", frozenset({"fund_order", "fund_inventory_held", "fund_lot_opened"})),
     "ADL": ("auto-deleveraging: what the fund cannot afford to close is closed against the most profitable, "
             "most leveraged traders on the other side, at the bankruptcy price",
             frozenset({"adl_ranking", "adl", "adl_incomplete"})),

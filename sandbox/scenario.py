@@ -3,7 +3,7 @@
 Every check happens here, before anything runs, so a bad file is refused with
 one message that names the file, the key and the problem
 (:class:`ScenarioError`), and nothing is run or written. The format is
-documented in README.md ("Scenario format").
+documented in docs/reference/scenario-format.md.
 """
 
 from __future__ import annotations
@@ -124,10 +124,11 @@ class EventSpec:
     order_id: str | None = None
 
 
-# Choices of the [policy] table (README, "Scenario format"); the first is NFEX's.
+# Choices of the [policy] table (docs/reference/scenario-format.md); the first is NFEX's.
 LIQUIDATION_POLICIES: Final = ("full", "partial")
 ADL_RANKINGS: Final = ("pnl_x_leverage", "pnl_x_margin_ratio", "pnl_pct")
-FUND_INVENTORY_POLICIES: Final = ("close", "keep")
+FUND_INVENTORY_POLICIES: Final = ("work", "close", "keep")
+BANKRUPTCY_SPLITS: Final = ("loss", "maintenance_margin")
 MARK_PRICE_POLICIES: Final = ("scripted", "median")
 STALE_POLICIES: Final = ("pause", "continue")
 
@@ -136,7 +137,7 @@ STALE_POLICIES: Final = ("pause", "continue")
 class Policy:
     """The rules venues differ on. Every default is NFEX's, and keeps the sandbox as it was.
 
-    Money in wei, rates in ppm, times in virtual ms (see README, "Scenario format").
+    Money in wei, rates in ppm, times in virtual ms (see docs/reference/scenario-format.md).
     """
 
     # Liquidation: "full" closes every position at once (NFEX, BitMEX); "partial"
@@ -152,9 +153,26 @@ class Policy:
     # fund, at most what is left, and the rest is returned to the trader (Binance).
     liquidation_fee: int = 0
     adl_ranking: str = "pnl_x_leverage"
-    # "close": the fund closes a taken-over position at once (book, then ADL);
-    # "keep": it holds it as inventory (Hyperliquid's backstop vault).
-    fund_inventory: str = "close"
+    # "work" (NFEX's rule, BitMEX in March 2020): the fund accepts a taken-over
+    # position while its assets cover the position's loss at the mark, closes
+    # what it can in the book within fund_price_band of the mark, holds the rest
+    # and offers it again on later ticks; ADL only when it cannot accept, or
+    # when held inventory drains it. "close": one order within the band, then
+    # ADL for the rest at once (the sandbox's former default, as Bybit and
+    # Binance describe an immediate takeover). "keep": it holds the position and
+    # never trades it (Hyperliquid's backstop vault); ADL only when drained.
+    fund_inventory: str = "work"
+    # The fund's orders never trade further than this from the mark (ppm).
+    fund_price_band: int = 100_000
+    # A lot ADL could not place (every opposing account frozen) is offered
+    # again after this many virtual ms, at most fund_retries times.
+    fund_retry_ms: int = 1_000
+    fund_retries: int = 5
+    # How a negative equity is carried by a cross-margin account's losing
+    # positions: in proportion to each one's loss at mark ("loss"), or to its
+    # maintenance margin ("maintenance_margin", dYdX v4). Flat and winning
+    # positions are priced at their mark either way.
+    bankruptcy_split: str = "loss"
     # Share of every trading fee paid into the fund (nftperp v1's fund grew on fees).
     fee_to_fund: int = 0
     # "scripted": the scenario's mark_price events; "median": median(impact mid,
@@ -214,6 +232,17 @@ class Scenario:
         if self.template is None or seed == self.seed:
             return self
         return attrs.evolve(parse_scenario({**self.template, "seed": seed}, self.source, self.digest), text=self.text)
+
+    @property
+    def opening_imbalance(self) -> int:
+        """Wei by which the opening positions' entry costs do not net: ``-sum(size x entry_price)``.
+
+        Sizes net to zero in every market, so at any mark the positions'
+        unrealized PnL sums to this constant plus what trading has moved
+        since: the books hold this much more (or less, when negative) than
+        deposits, withdrawals and the initial fund brought in, for the whole run.
+        """
+        return -sum(p.size * p.entry_price for a in self.accounts for p in a.positions)
 
     def market(self, symbol: str) -> MarketSpec:
         for m in self.markets:
@@ -372,6 +401,11 @@ def _parse_policy(source: str, raw: object) -> Policy:
         adl_ranking=r.string("adl_ranking", required=False, choices=ADL_RANKINGS) or d.adl_ranking,
         fund_inventory=r.string("fund_inventory", required=False, choices=FUND_INVENTORY_POLICIES)
         or d.fund_inventory,
+        fund_price_band=r.units("fund_price_band", RATE_DECIMALS, default=d.fund_price_band, positive=True),
+        fund_retry_ms=r.units("fund_retry", TIME_DECIMALS, default=d.fund_retry_ms, positive=True),
+        fund_retries=r.integer("fund_retries", d.fund_retries, low=0, high=100),
+        bankruptcy_split=r.string("bankruptcy_split", required=False, choices=BANKRUPTCY_SPLITS)
+        or d.bankruptcy_split,
         fee_to_fund=r.units("fee_to_fund", RATE_DECIMALS, default=d.fee_to_fund),
         mark_price=mark_price,
         impact_notional=r.units("impact_notional", MONEY_DECIMALS, default=d.impact_notional, positive=True),
@@ -389,6 +423,8 @@ def _parse_policy(source: str, raw: object) -> Policy:
     r.at_most("partial_cooldown", policy.partial_cooldown_ms, _DAY_MS, "one day")
     r.at_most("liquidation_fee", policy.liquidation_fee, RATE_ONE // 10 - 1, "just below 0.1 (10%)")
     r.at_most("fee_to_fund", policy.fee_to_fund, RATE_ONE, "1 (every fee)")
+    r.at_most("fund_price_band", policy.fund_price_band, RATE_ONE - 1, "just below 1 (100%)")
+    r.at_most("fund_retry", policy.fund_retry_ms, _DAY_MS, "one day")
     r.at_most("funding_interval", policy.funding_interval_ms, _DAY_MS, "one day")
     r.at_most("max_funding_rate", policy.max_funding_rate, RATE_ONE // 10, "0.1 (10% per interval)")
     r.at_most("oracle_band", policy.oracle_band, 10 * RATE_ONE, "10 (a move of 1000%)")
@@ -522,12 +558,9 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         held = [p for a in accounts for p in a.positions if p.market == m.symbol]
         if sum(p.size for p in held):
             top.fail("accounts", f"starting positions in {m.symbol!r} do not net to zero (long != short)")
-        if sum(p.size * p.entry_price for p in held):
-            top.fail(
-                "accounts",
-                f"starting positions in {m.symbol!r} do not net to zero cost "
-                "(sum of size x entry_price must be 0: they were opened against each other)",
-            )
+        # Entry costs need not net: a real snapshot's positions were opened at
+        # different prices. What they do not net to is the opening imbalance
+        # (Scenario.opening_imbalance), a constant of the conservation equation.
 
     def account_of(r: _Reader) -> str:
         account = r.string("account")

@@ -1,7 +1,7 @@
 """Stochastic scenarios: tables that *generate* markets' work instead of scripting it.
 
 A scenario may hold, besides its scripted ``accounts``, ``orders`` and
-``events``, three kinds of generator table (the format is in README.md,
+``events``, three kinds of generator table (the format is in docs/reference/scenario-format.md,
 "Stochastic scenarios"):
 
 * ``[[price_paths]]``: one per market, a random walk of the mark price
@@ -531,7 +531,7 @@ def _market_maker(r: _GenReader, markets: dict[str, MarketSpec], paths: dict[str
     if not requote:
         return
     # The book moves first and the oracle follows (the mark is an index of
-    # venues' prices, mechanics.md): the ladder around each new price is in
+    # venues' prices, docs/concepts/venues.md): the ladder around each new price is in
     # place just before the mark that triggers liquidations against it.
     for step, point in enumerate(paths.get(symbol, []), start=1):
         for q in current:

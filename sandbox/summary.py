@@ -60,6 +60,9 @@ def summarize(result: RunResult) -> dict[str, Any]:
             for m, (long, short) in open_interest(rt).items()
         },
         "fees": fmt_money(clearing.fees),
+        # What the opening positions' entry costs do not net to: a constant of
+        # the conservation equation (books == deposits - withdrawals + initial fund + this).
+        "opening_imbalance": fmt_money(result.scenario.opening_imbalance),
         "counts": {key: counts[kind] for key, kind in COUNTED.items()},
         "error": None if result.error is None else {
             "actor": result.error.envelope.recipient,

@@ -189,6 +189,9 @@ class Job:
     document: dict[str, Any]
     source: str
     digest: str
+    # --actor ROLE=REF: loaded again in each worker (a class from a file cannot
+    # travel by pickle), so a worker must see the same module or file.
+    actors: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -210,18 +213,22 @@ class Sweep:
         return out
 
     def spec(self) -> dict[str, Any]:
-        return {"scenario": self.name, "source": self.job.source, "digest": self.job.digest,
+        spec = {"scenario": self.name, "source": self.job.source, "digest": self.job.digest,
                 "set": {k: list(v) for k, v in self.sets}, "seeds": self.seeds}
+        if self.job.actors:  # only then, so an --out written before --actor existed still resumes
+            spec["actors"] = dict(self.job.actors)
+        return spec
 
 
-def load_sweep(scenario: str, sets: Sequence[str], seeds: int) -> Sweep:
+def load_sweep(scenario: str, sets: Sequence[str], seeds: int,
+               actors: tuple[tuple[str, str], ...] = ()) -> Sweep:
     """Read the scenario and check every combination of the grid before anything runs."""
     base = resolve_scenario(scenario)  # ScenarioError for a bad file, as for 'sandbox run'
     if base.template is not None:
         document = base.template  # the generator document, with any csv already read in
     else:
         document = tomllib.loads(_raw_bytes(scenario).decode("utf-8"))
-    job = Job(document, base.source, base.digest)
+    job = Job(document, base.source, base.digest, actors)
     grid: list[tuple[str, tuple[str, ...]]] = []
     for text in sets:
         key, values = parse_set(text)
@@ -273,7 +280,12 @@ def execute(job: Job, task: RunTask) -> dict[str, Any]:
         doc = dict(_override_all(job, task.params))
         doc["seed"] = task.seed  # a stochastic scenario is generated from the run's seed
         scenario = parse_scenario(doc, job.source, job.digest)
-        result = run_scenario_sync(scenario, seed=task.seed, check=True)
+        actors = None
+        if job.actors:
+            from .actorref import load_actor
+
+            actors = {role: load_actor(role, ref) for role, ref in job.actors}
+        result = run_scenario_sync(scenario, seed=task.seed, check=True, actors=actors)
         return measure(task, scenario.fund_balance, result.events, result.log.counts, result.violations)
     except Exception as e:  # a crash is a result of the sweep too, with the same row everywhere
         row = _row(task, status="error", fund_initial="0")
@@ -440,13 +452,13 @@ def prepare_out(out: Path, sweep: Sweep) -> None:
 
 def _same_sweep(old: Any, new: dict[str, Any]) -> bool:
     # The same file named another way (a relative path from elsewhere) is the same sweep: its digest says so.
-    return isinstance(old, dict) and all(old.get(k) == new[k] for k in new if k != "source")
+    return isinstance(old, dict) and all(old.get(k) == new.get(k) for k in set(new) | set(old) if k != "source")
 
 
 def _difference(old: Any, new: dict[str, Any]) -> str:
     if not isinstance(old, dict):
         return "unreadable"
-    changed = [k for k in new if k != "source" and old.get(k) != new[k]]
+    changed = [k for k in {**old, **new} if k != "source" and old.get(k) != new.get(k)]
     return ", ".join(f"{k} was {json.dumps(old.get(k))}" for k in changed) or "format"
 
 

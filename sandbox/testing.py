@@ -11,20 +11,22 @@
   in-flight message goes next, and each message's latency), and
   :func:`run_schedule` / :func:`run_schedule_sync` to run a scenario under one,
   checking every invariant after every delivery. A failing schedule shrinks
-  towards plain FIFO delivery.
+  towards plain FIFO delivery. :class:`ScriptedSchedule` replays exact
+  recorded decisions. ``sandbox explore`` prints each shrunk failure as a
+  test written with these (:mod:`sandbox.failtest`).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from hypothesis import strategies as st
 
 from .exchange import RunResult, run_scenario, run_scenario_sync
-from .explore import Run, TapeChooser, run_once, run_once_async
+from .explore import Budget, Run, TapeChooser, run_once, run_once_async
 from .invariants import check_all
-from .runtime import Runtime, Violation
+from .runtime import Runtime, ScriptedChooser, Violation
 from .scenario import Scenario, parse_scenario
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "check_invariants",
     "summary_conserves_money",
     "Schedule",
+    "ScriptedSchedule",
     "schedules",
     "run_schedule",
     "run_schedule_sync",
@@ -51,7 +54,7 @@ def _dec(value: Decimal) -> str:
 
 @st.composite
 def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    """A random ``[policy]`` table: any mix of the venues' rules (see README, "Scenario format")."""
+    """A random ``[policy]`` table: any mix of the venues' rules (see docs/reference/scenario-format.md)."""
     policy: dict[str, Any] = {}
     if draw(st.booleans()):
         policy.update(liquidation="partial", partial_threshold=draw(st.sampled_from(["0", "50", "200"])),
@@ -201,7 +204,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
     Independent of :mod:`sandbox.invariants`: the summary's own numbers must
     show balances + fund + fees + unrealized PnL == deposits - withdrawals +
-    initial fund.
+    initial fund + the opening imbalance.
     """
     marks = {m: Decimal(v["mark_price"]) for m, v in summary["markets"].items()}
 
@@ -211,7 +214,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
     total = Decimal(summary["insurance_fund"]["final"]) + Decimal(summary["fees"])
     total += upnl(summary["insurance_fund"]["positions"])
-    external = Decimal(initial_fund)
+    external = Decimal(initial_fund) + Decimal(summary.get("opening_imbalance", "0"))
     for acct in summary["accounts"].values():
         total += Decimal(acct["balance"]) + upnl(acct["positions"])
         external += Decimal(acct["deposited"]) - Decimal(acct["withdrawn"])
@@ -231,26 +234,47 @@ class Schedule:
         return f"Schedule({self.tape!r})"
 
 
+class ScriptedSchedule:
+    """A schedule of exact recorded decisions, as a replay file holds them (see :class:`ScriptedChooser`).
+
+    Strict where :class:`Schedule` is tolerant: a run that asks for a
+    different decision raises :class:`sandbox.runtime.ReplayDiverged`.
+    """
+
+    def __init__(self, decisions: Sequence[tuple[str, int, int, int]]) -> None:
+        self.decisions = [tuple(d) for d in decisions]
+
+    def chooser(self) -> ScriptedChooser:
+        return ScriptedChooser(self.decisions)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"ScriptedSchedule({self.decisions!r})"
+
+
 def schedules(length: int = 256) -> st.SearchStrategy[Schedule]:
     """Schedules of ``length`` decisions (later decisions deliver the oldest message, no latency)."""
     return st.binary(min_size=length, max_size=length).map(Schedule)
 
 
 async def run_schedule(
-    scenario: Scenario, schedule: Schedule, *, actors: Mapping[str, type] | None = None, find: str | None = None
+    scenario: Scenario, schedule: Schedule | ScriptedSchedule, *, actors: Mapping[str, type] | None = None,
+    find: str | None = None, budget: Budget | None = None,
 ) -> Run:
     """Run ``scenario`` under ``schedule`` (inside trio, e.g. a pytest-trio test).
 
     Every invariant is checked after every delivery and at every quiet point;
     the run stops at the first failure. ``run.failure`` says what failed (None
     if nothing did), ``run.events`` is the event log, ``run.runtime`` holds
-    every actor's final state and ``run.decisions`` replays the run.
+    every actor's final state and ``run.decisions`` replays the run. A run
+    that exceeds ``budget`` (see :class:`sandbox.explore.Budget`) stops as a
+    ``livelock``.
     """
-    return await run_once_async(scenario, schedule.chooser(), actors=actors, find=find)
+    return await run_once_async(scenario, schedule.chooser(), actors=actors, find=find, budget=budget)
 
 
 def run_schedule_sync(
-    scenario: Scenario, schedule: Schedule, *, actors: Mapping[str, type] | None = None, find: str | None = None
+    scenario: Scenario, schedule: Schedule | ScriptedSchedule, *, actors: Mapping[str, type] | None = None,
+    find: str | None = None, budget: Budget | None = None,
 ) -> Run:
     """:func:`run_schedule` from synchronous code."""
-    return run_once(scenario, schedule.chooser(), actors=actors, find=find)
+    return run_once(scenario, schedule.chooser(), actors=actors, find=find, budget=budget)

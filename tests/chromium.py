@@ -8,9 +8,16 @@ collect every console message, exception and network request, measure
 elements, click and press keys as a person would (:meth:`Chromium.click`,
 :meth:`Chromium.press`), read what the page shows and take a screenshot.
 
-Also a command, to refresh the README's screenshot::
+Which browser: ``$CHROMIUM`` if it names an executable, else the first of
+``/usr/bin/chromium``, ``/usr/bin/chromium-browser``, ``/usr/bin/google-chrome``
+and ``chromium`` on ``PATH`` (:func:`find_chromium`). With none, the browser
+tests skip with a one-line reason, unless ``SANDBOX_REQUIRE_BROWSER=1``
+(``.ci/run`` sets it after installing Chromium): then they fail
+(:func:`require_chromium`). See docs/how-to/run-the-tests.md.
 
-    python -m tests.chromium screenshot REPORT.html docs/report.png [MAX_HEIGHT]
+Also a command, to refresh the documentation's screenshots::
+
+    python -m tests.chromium screenshot PAGE.html|URL docs/report.png [MAX_HEIGHT [WIDTH]]
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Chromium", "PageLoad", "find_chromium", "BrowserError"]
+__all__ = ["Chromium", "PageLoad", "find_chromium", "require_chromium", "BrowserError", "REQUIRE_BROWSER"]
 
 CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
@@ -49,6 +56,10 @@ FLAGS = (
 )
 
 
+# Set to 1 where a browser must be there (CI): a missing one fails the browser tests instead of skipping them.
+REQUIRE_BROWSER = "SANDBOX_REQUIRE_BROWSER"
+
+
 class BrowserError(RuntimeError):
     pass
 
@@ -58,6 +69,20 @@ def find_chromium() -> str | None:
         if path and os.access(path, os.X_OK):
             return path
     return None
+
+
+def require_chromium() -> str:
+    """The browser for a test; without one, skip the test (or fail it under ``SANDBOX_REQUIRE_BROWSER=1``)."""
+    import pytest
+
+    path = find_chromium()
+    if path is not None:
+        return path
+    where = f"$CHROMIUM={os.environ['CHROMIUM']!r} is not executable and no" if os.environ.get("CHROMIUM") else "no"
+    reason = (f"{where} Chromium found (set CHROMIUM=/path/to/chromium, or apt-get install chromium)")
+    if os.environ.get(REQUIRE_BROWSER) == "1":
+        pytest.fail(f"{REQUIRE_BROWSER}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 class PageLoad:
@@ -302,12 +327,14 @@ class Chromium:
 
 def _main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] != "screenshot":
-        print("usage: python -m tests.chromium screenshot PAGE.html OUT.png [MAX_HEIGHT]", file=sys.stderr)
+        print("usage: python -m tests.chromium screenshot PAGE.html|URL OUT.png [MAX_HEIGHT [WIDTH]]", file=sys.stderr)
         return 2
-    page, out = Path(argv[1]).resolve(), Path(argv[2])
+    page, out = argv[1], Path(argv[2])  # a file, or an http:// address (a served site)
+    url = page if page.startswith(("http://", "https://")) else Path(page).resolve().as_uri()
     max_height = int(argv[3]) if len(argv) > 3 else None
-    with Chromium(width=1100) as browser:
-        load = browser.load(page.as_uri())
+    width = int(argv[4]) if len(argv) > 4 else 1100
+    with Chromium(width=width) as browser:
+        load = browser.load(url)
         if load.errors:
             print("\n".join(load.errors), file=sys.stderr)
             return 1

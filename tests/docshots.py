@@ -7,7 +7,8 @@
   (``Console(record=True)``), exported as SVG with a light terminal palette
   and photographed by headless Chromium;
 * ``report-stepping.png``: the demo's report in Chromium, stepped with real
-  clicks to the delivery where the insurance fund receives alice's surplus.
+  clicks to the delivery of SurplusTransferred (the fund receives alice's
+  surplus).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ LIGHT_TERMINAL: TerminalTheme = TerminalTheme(
      (255, 255, 255)],
 )
 
-# The stepping screenshot: this many clicks on "next" from the first step, to the delivery of
-# SurplusTransferred (the fund's balance goes from 5 to 8).
-STEPPING_CLICKS = 29
+# The stepping screenshot: "next" is clicked until the message shown is this one (the fund's balance
+# goes from 5 to 8).
+STEPPING_TO = "SurplusTransferred"
 
 
 def _quantize(path: Path) -> None:
@@ -92,10 +93,13 @@ def shoot_stepping(out: Path, work: Path) -> None:
         load = browser.load(report.as_uri())
         if load.errors:
             raise RuntimeError("\n".join(load.errors))
-        for _ in range(STEPPING_CLICKS):
+        steps = int(browser.evaluate("document.getElementById('step-slider').max")) + 1
+        for _ in range(steps):
+            if STEPPING_TO in browser.text("#step-head"):
+                break
             browser.click("#step-next")
-        if "SurplusTransferred" not in browser.text("#step-head"):
-            raise RuntimeError(f"step {STEPPING_CLICKS + 1} is not the surplus: {browser.text('#step-head')}")
+        else:
+            raise RuntimeError(f"no step delivers {STEPPING_TO}")
         top = int(browser.evaluate("scrollY"))
         browser.screenshot(out, full_page=False, top=top)
     _quantize(out)

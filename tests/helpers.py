@@ -84,3 +84,17 @@ def balance(result: RunResult, account: str) -> str:
 
 def fund(result: RunResult) -> str:
     return result.summary()["insurance_fund"]["final"]
+
+
+# A [policy] table that makes the fund close at once and hand the rest to ADL.
+ONE_SHOT = """
+[policy]
+fund_inventory = "close"
+"""
+
+
+def one_shot(s: Scenario, **policy: Any) -> Scenario:
+    """``s`` under the one-shot fund policy: one order, then ADL for the rest (``fund_inventory = "close"``)."""
+    import attrs
+
+    return attrs.evolve(s, policy=attrs.evolve(s.policy, fund_inventory="close", **policy))

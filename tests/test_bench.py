@@ -10,6 +10,7 @@ KEYS = (
     "channel_msgs_per_s", "bare_book_orders_per_s", "orders_per_s_live", "msgs_per_s_live",
     "msgs_per_s_deterministic", "tick_s_1k", "tick_s_100k", "cascade_accounts", "cascade_liquidations",
     "cascade_s", "cascade_msgs_per_s", "cascade_peak_rss_mb", "explore_examples_per_s",
+    "delivery_msgs_per_s_10", "delivery_msgs_per_s_100000", "delivery_flat_ratio", "delivery_flat_ratio_100_links",
 )
 
 

@@ -18,7 +18,7 @@ from sandbox.checklog import LogReport, check_lines
 from sandbox.eventlog import EventLog
 from sandbox.testing import scenarios
 
-from .helpers import account, event, market, order, scenario
+from .helpers import one_shot, account, event, market, order, scenario
 
 
 def lines_of(events: list[dict[str, Any]]) -> list[bytes]:
@@ -26,7 +26,8 @@ def lines_of(events: list[dict[str, Any]]) -> list[bytes]:
 
 
 def demo_events() -> list[dict[str, Any]]:
-    return run_scenario_sync(resolve_scenario("demo")).events
+    """The demo's log under the one-shot fund policy (a payout and an ADL to edit)."""
+    return run_scenario_sync(one_shot(resolve_scenario("demo"))).events
 
 
 def line_of(events: list[dict[str, Any]], kind: str, n: int = 0, **match: str) -> int:
@@ -57,7 +58,7 @@ def assert_bad_at(report: LogReport, line: int, *phrases: str) -> None:
 
 # Scenarios whose optional policies move money in ways check-log does not
 # rebuild; for them it must say so, not pass or fail them.
-UNMODELLED_SCENARIOS = {"clearance_fee", "fee_income", "funding_drain", "pump_against_fund", "whale_in_slices"}
+UNMODELLED_SCENARIOS = {"clearance_fee", "fee_income", "funding_drain", "whale_in_slices"}
 
 
 @pytest.mark.parametrize("name", sorted(set(bundled_scenarios()) - UNMODELLED_SCENARIOS))
@@ -226,15 +227,16 @@ def test_an_account_frozen_twice_at_once():
 class _Reckless(InsuranceFund):
     """A fund that ignores its budget: its IOC may lose more than it has."""
 
-    @property
-    def available(self) -> int:
+    def budget(self, lot: Any) -> int:
         return 10**30
 
 
 def test_a_fund_driven_negative_is_caught_on_the_payout_line():
     # demo's BAYC bankruptcy, with a reckless fund: it buys back both contracts
-    # (59 and 65) against a bankruptcy price of 56 and loses 3 + 9 = 12 > 8.
-    result = run_scenario_sync(resolve_scenario("demo"), actors={"insurance_fund": _Reckless})
+    # (59 and 65) against a bankruptcy price of 56 and loses 3 + 9 = 12 > 8
+    # (with a price band wide enough to reach 65).
+    result = run_scenario_sync(one_shot(resolve_scenario("demo"), fund_price_band=500_000),
+                               actors={"insurance_fund": _Reckless})
     assert not result.ok
     events = result.events
     n = line_of(events, "fund_payout")
@@ -245,19 +247,12 @@ def test_a_fund_driven_negative_is_caught_on_the_payout_line():
 class _AtMark(LiquidationEngine):
     """An engine that closes at the mark instead of the bankruptcy price: a gap leaves the account negative."""
 
-    def on_AccountFrozen(self, msg):  # type: ignore[no-untyped-def]
-        import actors.liquidation_engine as le
-
-        real = le.bankruptcy_prices
-        le.bankruptcy_prices = lambda balance, positions, marks, markets: {p.market: marks[p.market] for p in positions}
-        try:
-            super().on_AccountFrozen(msg)
-        finally:
-            le.bankruptcy_prices = real
+    def bankruptcy_prices(self, balance, positions):  # type: ignore[no-untyped-def]
+        return {p.market: self.marks[p.market] for p in positions}
 
 
 def test_a_negative_balance_after_settlement_is_recomputed_not_just_read():
-    result = run_scenario_sync(resolve_scenario("demo"), actors={"liquidation_engine": _AtMark})
+    result = run_scenario_sync(one_shot(resolve_scenario("demo")), actors={"liquidation_engine": _AtMark})
     events = result.events
     n = line_of(events, "invariant_violated")
     assert events[n - 1]["invariant"] == "no negative balance once a liquidation is settled"
@@ -312,7 +307,7 @@ def test_check_log_command_ok_bad_and_unreadable(tmp_path: Path):
     log = tmp_path / "events.jsonl"
     ok = cli("check-log", str(log))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.startswith(f"{log}: OK, 27 events (seq 0-26), scenario demo (seed 0), run finished")
+    assert ok.stdout.startswith(f"{log}: OK, 33 events (seq 0-32), scenario demo (seed 0), run finished")
 
     broken = tmp_path / "broken.jsonl"
     raw = log.read_bytes().splitlines(keepends=True)

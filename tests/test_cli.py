@@ -25,7 +25,7 @@ def test_default_run_narrates_the_demo_and_exits_0():
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for phrase in ("demo", "liquidating alice", "3 ETH left over goes to the fund", "insurance fund takes over carol",
-                   "ADL: dave", "all held at every quiet point"):
+                   "insurance fund accepts carol's short 2 BAYC", "all held at every quiet point"):
         assert phrase in out
     assert "\x1b[" not in out  # piped: no colour codes
 
@@ -39,11 +39,13 @@ def test_out_writes_events_and_summary(tmp_path: Path):
         assert {"seq", "time", "actor", "kind"} <= set(e)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["scenario"] == "demo" and summary["seed"] == 0
-    assert summary["insurance_fund"] == {"initial": "5", "final": "5", "positions": {}}
-    assert summary["accounts"]["dave"] == {"deposited": "10", "withdrawn": "0", "balance": "16", "positions": {}}
-    assert summary["markets"]["BAYC"] == {"mark_price": "58", "open_interest_long": "1", "open_interest_short": "1"}
+    assert summary["insurance_fund"] == {"initial": "5", "final": "4", "positions": {}}
+    assert summary["accounts"]["dave"] == {"deposited": "10", "withdrawn": "0", "balance": "10",
+                                           "positions": {"BAYC": {"size": "1", "entry_value": "50"}}}
+    assert summary["markets"]["BAYC"] == {"mark_price": "57", "open_interest_long": "2", "open_interest_short": "2"}
+    assert summary["opening_imbalance"] == "0"
     assert summary["fees"] == "0"
-    assert summary["counts"] == {"liquidations": 2, "bankruptcies": 1, "fund_takeovers": 1, "adl": 1}
+    assert summary["counts"] == {"liquidations": 2, "bankruptcies": 1, "fund_takeovers": 1, "adl": 0}
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 

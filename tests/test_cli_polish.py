@@ -173,6 +173,11 @@ def test_exit_codes_are_documented_in_one_table_shown_by_help():
     help_text = cli("--help").stdout
     for code, what in sandbox_cli.EXIT_CODES.items():
         assert f"{code} {what}" in " ".join(help_text.split())
-    doc = (REPO / "docs" / "narration.md").read_text(encoding="utf-8")
+    doc = (REPO / "docs" / "reference" / "exit-codes.md").read_text(encoding="utf-8")
     for code in sandbox_cli.EXIT_CODES:
         assert re.search(rf"^\| {code} \|", doc, re.M), code
+    # The per-command table names every subcommand.
+    commands = set(re.findall(r"^\| `([\w-]+)`(?:, `([\w-]+)`)? \|", doc, re.M))
+    named = {c for pair in commands for c in pair if c}
+    subparsers = next(a for a in sandbox_cli._parser()._actions if a.dest == "command")
+    assert named == set(subparsers.choices)

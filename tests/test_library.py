@@ -163,25 +163,36 @@ def test_thin_book_crash_in_the_other_order_deleverages_the_other_collection():
 # --- policies: fund inventory, partial liquidation, clearance fee ------------------------------
 
 
-def test_pump_against_a_kept_short_leaves_the_fund_with_a_3900_unrealized_loss():
-    # The fund keeps the whale's short 100 at its bankruptcy price 11. At 50:
-    # 100 x (11 - 50) = -3900; balance 1000 untouched; equity 1000 - 3900 = -2900.
+def test_pump_against_a_held_short_drains_the_fund_and_deleverages_the_pumper():
+    # The fund accepts the whale's short 100 at 11 (loss at mark 11.50: 50 <= 1000).
+    # At 30 it loses 100 x (30 - 11) = 1900 > 1000: drained, the short goes to ADL
+    # at 11 against the pumper (long 100 at 10: +100), and the fund is flat.
     result = run("pump_against_fund")
-    assert fund(result)["final"] == "1000"
-    assert fund(result)["positions"] == {"JELLY": {"size": "-100", "entry_value": "-1100"}}
+    opened = of(result, "fund_lot_opened")[0]
+    assert (opened["loss_at_mark"], opened["accepted"]) == ("50", True)
     marked = of(result, "fund_inventory_marked")
-    assert [(e["mark_price"], e["unrealized_pnl"], e["equity"]) for e in marked] == [
-        ("30", "-1900", "-900"), ("50", "-3900", "-2900"),
-    ]
+    assert [(e["mark_price"], e["unrealized_pnl"], e["available"]) for e in marked] == [("30", "-1900", "-900")]
+    assert [(e["reason"], e["price"]) for e in of(result, "fund_adl_requested")] == [("drained", "11")]
+    assert [(e["account"], e["price"], e["realized_pnl"]) for e in of(result, "adl")] == [("pumper", "11", "100")]
+    assert fund(result) == {"initial": "1000", "final": "1000", "positions": {}}
+
+
+def test_pump_against_a_fund_large_enough_holds_through_the_pump():
+    # A fund of 5000 covers the 3900 the short loses at 50: it holds, nobody is deleveraged.
+    sc = resolve_scenario("pump_against_fund")
+    result = run_scenario_sync(attrs.evolve(sc, fund_balance=5000 * 10**18))
+    assert result.ok
     assert result.summary()["counts"]["adl"] == 0
+    assert fund(result)["positions"] == {"JELLY": {"size": "-100", "entry_value": "-1100"}}
+    assert [e["available"] for e in of(result, "fund_inventory_marked")] == ["3100", "1100"]
 
 
 def test_pump_against_a_fund_that_closes_at_once_deleverages_the_long_instead():
-    # NFEX: the fund buys back within its budget, limit 11 + 1000/100 = 21; the
-    # only offer is 60, so the pumper is deleveraged at 11: +100, and the pump
-    # that follows costs the fund nothing.
+    # One-shot policy: the fund buys back inside its price band, limit 11.50 x 1.1
+    # = 12.65; the only offer is 60, so the pumper is deleveraged at 11: +100, and
+    # the pump that follows costs the fund nothing.
     result = run("pump_against_fund", fund_inventory="close")
-    assert of(result, "fund_order")[0]["limit"] == "21"
+    assert of(result, "fund_order")[0]["limit"] == "12.65"
     assert [(e["account"], e["price"], e["realized_pnl"]) for e in of(result, "adl")] == [("pumper", "11", "100")]
     assert fund(result) == {"initial": "1000", "final": "1000", "positions": {}}
     assert account(result, "pumper")["balance"] == "600"
@@ -210,11 +221,12 @@ def test_whale_is_liquidated_in_two_slices_and_handed_back():
 def test_whale_under_full_liquidation_loses_everything():
     # One IOC for 100 at 90: 20 at 92, 20 at 91, then the bids at 89 are below 90.
     # The fund takes 60 at 90 and sells them at 89 (pays 60); the whale's balance
-    # 1000 - 160 - 180 - 600 = 60 is swept into the fund: the fund is back at 100.
+    # 1000 - 160 - 180 - 600 = 60 is swept into the fund first (a liquidation's
+    # own surplus reaches the fund ahead of its lots): the fund is back at 100.
     result = run("whale_in_slices", liquidation="full")
     assert account(result, "whale") == {"deposited": "1000", "withdrawn": "0", "balance": "0", "positions": {}}
     assert [(e["kind"], e["amount"]) for e in of(result, "fund_payout", "fund_surplus")] == [
-        ("fund_payout", "60"), ("fund_surplus", "60"),
+        ("fund_surplus", "60"), ("fund_payout", "60"),
     ]
 
 
@@ -329,18 +341,19 @@ def test_a_withdrawal_during_the_liquidation_is_refused(seed):
 
 
 def test_funding_drains_the_fund_hour_by_hour_then_falls_short():
-    # Rate (84 - 75) / 75 / 24 = 0.005. The fund is long 10 (kept at 94); the
-    # short is owed 84 x 10 x 0.005 = 4.20 an hour: the fund pays 4.20, 4.20,
-    # then the 3.60 it has left; the short gets 4.20 + 4.20 + 3.60 = 12.
+    # Rate (84 - 75) / 75 / 24 = 0.005. The fund is long 10 (kept at 94), which
+    # loses 100 at mark 84: of its 112, 12 is available. The short is owed
+    # 84 x 10 x 0.005 = 4.20 an hour: the fund pays 4.20, 4.20, then the 3.60 it
+    # has available; the short gets 4.20 + 4.20 + 3.60 = 12.
     result = run("funding_drain")
     assert {e["rate"] for e in of(result, "funding_rate")} == {"0.005"}
     paid = of(result, "fund_funding_paid")
     assert [(e["time"], e["amount"], e["owed"], e["balance"]) for e in paid] == [
-        (3600, "4.2", "4.2", "7.8"), (7200, "4.2", "4.2", "3.6"), (10800, "3.6", "4.2", "0"),
+        (3600, "4.2", "4.2", "107.8"), (7200, "4.2", "4.2", "103.6"), (10800, "3.6", "4.2", "100"),
     ]
     assert [e["time"] for e in of(result, "funding_shortfall")] == [10800]
     assert account(result, "short")["balance"] == "512"
-    assert fund(result) == {"initial": "12", "final": "0",
+    assert fund(result) == {"initial": "112", "final": "100",
                             "positions": {"PUNK": {"size": "10", "entry_value": "940"}}}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sandbox import resolve_scenario, run_scenario_sync
 
-from .helpers import account, balance, event, fund, market, order, run
+from .helpers import ONE_SHOT, one_shot, account, balance, event, fund, market, order, run
 
 # 100x leverage: 1% initial, 0.5% maintenance, prices to the cent.
 BITMEX = market("XBT", mark="100", im="0.01", mm="0.005", extra='tick_size = "0.01"')
@@ -152,7 +152,8 @@ def test_adl_picks_the_highest_ranked_counterparty():
         + account("s3", "100", ("PUNK", "-2", "110"))
         + account("mm", "1000")
         + order("mm", "PUNK", "buy", "92.13", "3")
-        + event(1, "mark_price", market="PUNK", price="90"),
+        + event(1, "mark_price", market="PUNK", price="90")
+        + ONE_SHOT,
         fund="1.5",
     )
     s = result.summary()
@@ -166,10 +167,11 @@ def test_adl_picks_the_highest_ranked_counterparty():
 
 
 def test_surplus_in_one_market_pays_a_bankruptcy_in_another():
-    # The default demo: alice's PUNK liquidation leaves 3 (fund 5 -> 8); carol's
-    # BAYC bankruptcy then costs the fund 3 (one contract bought at 59 against a
-    # bankruptcy price of 56); the last contract is deleveraged against dave.
-    result = run_scenario_sync(resolve_scenario("demo"))
+    # The demo under the one-shot fund policy: alice's PUNK liquidation leaves 3
+    # (fund 5 -> 8); carol's BAYC bankruptcy then costs the fund 3 (one contract
+    # bought at 59 against a bankruptcy price of 56); the last contract is
+    # deleveraged against dave at once.
+    result = run_scenario_sync(one_shot(resolve_scenario("demo")))
     assert result.ok
     payouts = [(e["kind"], e["amount"], e["balance"]) for e in result.log.of_kind("fund_surplus", "fund_payout")]
     assert payouts == [("fund_surplus", "3", "8"), ("fund_payout", "3", "5")]
@@ -178,6 +180,28 @@ def test_surplus_in_one_market_pays_a_bankruptcy_in_another():
     s = result.summary()
     assert s["accounts"]["dave"]["balance"] == "16"
     assert s["counts"] == {"liquidations": 2, "bankruptcies": 1, "fund_takeovers": 1, "adl": 1}
+
+
+def test_the_default_fund_accepts_what_it_covers_and_works_it_out_without_adl():
+    # The demo under NFEX's rule: the fund (8 after alice's surplus) accepts
+    # carol's 2 BAYC short at 56, which loses 2 x (58 - 56) = 4 at the mark; it
+    # buys one at 59 at once (its band at mark 58 is 52.2-63.8, its budget
+    # (8 + 112) / 2 = 60 stops it short of the 65 offer) and holds the other.
+    # At t=3 the mark is 57 and a seller offers at 57: the fund buys it there.
+    # Losses 3 + 1 = 4, fund 8 -> 4, and nobody is auto-deleveraged.
+    result = run_scenario_sync(resolve_scenario("demo"))
+    assert result.ok, result.violations
+    opened = result.log.of_kind("fund_lot_opened")[0]
+    assert (opened["size"], opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("-2", "4", "4", True)
+    assert [e["limit"] for e in result.log.of_kind("fund_order")] == ["60", "61"]
+    held = result.log.of_kind("fund_inventory_held")[0]
+    assert (held["size"], held["reserved"]) == ("-1", "5")
+    payouts = [(e["kind"], e["amount"], e["balance"]) for e in result.log.of_kind("fund_surplus", "fund_payout")]
+    assert payouts == [("fund_surplus", "3", "8"), ("fund_payout", "4", "4")]
+    s = result.summary()
+    assert s["counts"] == {"liquidations": 2, "bankruptcies": 1, "fund_takeovers": 1, "adl": 0}
+    assert s["accounts"]["dave"]["positions"] == {"BAYC": {"size": "1", "entry_value": "50"}}
+    assert s["insurance_fund"]["positions"] == {}
 
 
 # h: long 1 PUNK at 100 and short 2 BAYC at 50, with 11.9; u: the same PUNK
@@ -226,3 +250,25 @@ def test_hedge_is_liquidated_when_the_hedging_leg_moves_last():
     assert started["h"]["equity"] == "1.9"
     assert started["h"]["bankruptcy_prices"] == {"BAYC": "50.5", "PUNK": "89.1"}
     assert balance(result, "h") == "0"
+
+
+def test_a_realistic_snapshot_with_unequal_entry_prices_runs_and_conserves_money():
+    # alice long 1 at 100, carol short 1 at 95: sizes net, costs do not. The
+    # books hold -100 + 95 = -5 of unrealized PnL at any mark: the opening
+    # imbalance, a constant of the conservation equation.
+    result = run(
+        market()
+        + account("alice", "10", ("PUNK", "1", "100"))
+        + account("carol", "10", ("PUNK", "-1", "95"))
+        + account("mm", "1000")
+        + order("mm", "PUNK", "buy", "92", "1")
+        + event(1, "mark_price", market="PUNK", price="93")
+    )
+    s = result.summary()
+    assert s["opening_imbalance"] == "-5"
+    assert result.scenario.opening_imbalance == -5 * 10**18
+    # alice (equity 10 - 7 = 3 <= MM 4.65) is liquidated at 92 and ends at 0.
+    assert s["accounts"]["alice"]["balance"] == "0"
+    from sandbox.testing import summary_conserves_money
+
+    assert summary_conserves_money(s, "0")

@@ -38,7 +38,9 @@ POLICY_CASES = [
     ('partial_threshold = "100"', "policy.partial_threshold", "only applies with liquidation = 'partial'"),
     ('liquidation_fee = "0.2"', "policy.liquidation_fee", "must be at most"),
     ('adl_ranking = "random"', "policy.adl_ranking", "must be one of"),
-    ('fund_inventory = "sell"', "policy.fund_inventory", "must be one of close, keep"),
+    ('fund_inventory = "sell"', "policy.fund_inventory", "must be one of work, close, keep"),
+    ('fund_price_band = "1"', "policy.fund_price_band", "must be at most just below 1"),
+    ('bankruptcy_split = "notional"', "policy.bankruptcy_split", "must be one of loss, maintenance_margin"),
     ('fee_to_fund = "2"', "policy.fee_to_fund", "must be at most 1"),
     ("funding_divisor = 0", "policy.funding_divisor", "must be between 1 and 10000"),
     ('funding_interval = "0"', "policy.funding_interval", "greater than 0"),
@@ -101,8 +103,9 @@ def test_cli_refuses_a_bad_policy_with_exit_2(tmp_path):
 def test_the_default_policy_is_nfex():
     policy = resolve_scenario("demo").policy
     assert (policy.liquidation, policy.liquidation_fee, policy.adl_ranking, policy.fund_inventory,
+            policy.fund_price_band, policy.bankruptcy_split,
             policy.mark_price, policy.fee_to_fund, policy.oracle_band, policy.oracle_staleness_ms) == (
-        "full", 0, "pnl_x_leverage", "close", "scripted", 0, 0, 0)
+        "full", 0, "pnl_x_leverage", "work", 100_000, "loss", "scripted", 0, 0, 0)
 
 
 # --- oracle trouble ----------------------------------------------------------------------
@@ -253,6 +256,7 @@ def test_the_invariant_catches_an_engine_that_never_resumes():
     result = run_scenario_sync(late, actors={"liquidation_engine": NeverResumingEngine})
     assert {v.invariant for v in result.violations} == {
         "every underwater account is liquidated", "a paused liquidation resumes when prices return",
+        "no account outside a liquidation has negative equity",
     }
 
 
@@ -412,12 +416,12 @@ def test_invariants_hold_in_random_scenarios_under_random_policies(sc, seed):
     _assert_all_hold(run_scenario_sync(sc, seed=seed))
 
 
-def test_the_readme_policy_table_is_valid_and_says_the_defaults(tmp_path):
-    # The [policy] table of README's "Scenario format", as written (comments
+def test_the_documented_policy_table_is_valid_and_says_the_defaults(tmp_path):
+    # The [policy] table of docs/reference/scenario-format.md, as written (comments
     # left out by TOML), is accepted and is exactly the default policy.
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "reference" / "scenario-format.md").read_text()
     block = readme.split("[policy]                     # optional", 1)[1].split("```", 1)[0]
     sc = load_scenario(write(tmp_path, GOOD + "\n[policy]\n" + block.split("\n", 1)[1]))
     assert sc.policy == resolve_scenario("demo").policy

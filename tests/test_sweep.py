@@ -103,28 +103,30 @@ def test_the_grid_is_every_combination_in_the_order_given_then_each_seed():
 def test_a_row_has_the_funds_path_and_the_counts_of_the_run_by_hand():
     plan = sw.load_sweep("demo", ["insurance_fund.balance=0,5,100"], 1)
     by_fund = {t.params[0][1]: sw.execute(plan.job, t) for t in plan.tasks()}
-    # Fund 100: +3 surplus from alice (103), then carol's short 2 BAYC bought back at 59 and 65
-    # against a bankruptcy price of 56: pays 3 + 9 = 12 (91). No ADL.
+    # Fund 100: +3 surplus from alice (103), then it accepts carol's short 2 BAYC at 56, buys
+    # one back at 59 at once (the 65 offer is outside its band, 58 x 1.1 = 63.8) and the other
+    # at 57 at t=3: pays 3 + 1 = 4 (99). No ADL.
     assert by_fund["100"] == {
         "params": {"insurance_fund.balance": "100"}, "seed": 0, "status": "ok", "fund_initial": "100",
-        "fund_final": "91", "fund_min": "91", "fund_drawdown": "9", "fund_payouts": "12", "fund_payout_count": 1,
+        "fund_final": "99", "fund_min": "99", "fund_drawdown": "1", "fund_payouts": "4", "fund_payout_count": 1,
         "liquidations": 2, "bankruptcies": 1, "fund_takeovers": 1, "adl": 0, "adl_notional": "0", "violations": [],
     }
-    # Fund 5 (the demo): 5 -> 8 -> pays 3 -> 5; 1 BAYC deleveraged at 56.
+    # Fund 5 (the demo): 5 -> 8 -> pays 4 -> 4; nobody deleveraged.
     assert (by_fund["5"]["fund_min"], by_fund["5"]["fund_payouts"], by_fund["5"]["adl"],
-            by_fund["5"]["adl_notional"]) == ("5", "3", 1, "56")
-    # Fund 0: it can lose nothing, so both contracts are deleveraged at 56: notional 112.
+            by_fund["5"]["adl_notional"]) == ("4", "4", 0, "0")
+    # Fund 0: +3 from alice, but the lot loses 4 at the mark: it cannot accept it, so both
+    # contracts are deleveraged at 56: notional 112.
     assert (by_fund["0"]["fund_final"], by_fund["0"]["adl"], by_fund["0"]["adl_notional"]) == ("3", 2, "112")
     assert list(by_fund["0"]) == list(sw.ROW_FIELDS)
 
 
 def test_the_summary_gives_p_adl_with_its_interval_and_drawdown_quantiles():
-    plan = sw.load_sweep("demo", ["insurance_fund.balance=5,100"], 3)
+    plan = sw.load_sweep("demo", ["insurance_fund.balance=0,100"], 3)
     made = [sw.execute(plan.job, t) for t in plan.tasks()]
-    five, hundred = sw.summarize(plan, made)
-    assert (five["runs"], five["adl_runs"], five["p_adl"]) == (3, 3, 1.0)
+    zero, hundred = sw.summarize(plan, made)
+    assert (zero["runs"], zero["adl_runs"], zero["p_adl"]) == (3, 3, 1.0)
     assert (hundred["adl_runs"], hundred["p_adl"], hundred["fund_drawdown"]) == (
-        0, 0.0, {"p50": "9", "p90": "9", "p99": "9", "max": "9"})
+        0, 0.0, {"p50": "1", "p90": "1", "p99": "1", "max": "1"})
     low, high = hundred["p_adl_95"]
     assert low == 0.0 and 0.5 < high < 0.6  # Wilson: 0 of 3 is still compatible with up to ~56%
 

@@ -1,5 +1,5 @@
-"""The README's example of a user testing their own fund variant works as documented:
-the standard fund passes (sync and in trio mode), the user's variant is caught."""
+"""The documentation's example of a user testing their own fund variant (docs/how-to/test-your-actor.md)
+works as documented: the standard fund passes (sync and in trio mode), the user's variant is caught."""
 
 import subprocess
 import sys
