@@ -65,6 +65,10 @@ Also (``sandbox.scenario.Policy``):
 * ``fee_to_fund``: its share of trading fees (``FeeShareTransferred``).
 * ``liquidation_fee``: the clearance fee arrives as a ``SurplusTransferred``
   with reason "clearance_fee".
+* ``fund_loss_limit``: a capped vault (Hyperliquid's liquidator vault after
+  JELLY): what it has lost on taken-over positions so far counts against the
+  cap, and ``available`` is the smaller of what the balance and what the cap
+  leave; past the cap ADL takes over, however rich the fund is.
 
 Extension hooks (see docs, "Your own variant"): :attr:`RESERVES` (False:
 reserve nothing), :meth:`reserve` (what a lot may still lose),
@@ -168,6 +172,8 @@ class InsuranceFund(Actor):
         self._next_lot = 0
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
         self.versions = {m: 0 for m in self.markets}
+        # Net loss realized on taken-over positions so far (for policy.fund_loss_limit).
+        self.lost = 0
 
     def _adopt(self, market: str, price: int, version: int) -> bool:
         """Take a mark newer than the fund's own (the oracle's, or one a takeover carries)."""
@@ -195,7 +201,11 @@ class InsuranceFund(Actor):
 
     @property
     def available(self) -> int:
-        return self.balance - self.reserved
+        reserved = self.reserved
+        free = self.balance - reserved
+        if self.policy.fund_loss_limit:  # a capped vault: its loss so far counts against the cap
+            free = min(free, self.policy.fund_loss_limit - self.lost - reserved)
+        return free
 
     def positions(self) -> dict[str, tuple[int, int]]:
         """Inventory per market: (size, entry value) summed over open lots."""
@@ -275,6 +285,7 @@ class InsuranceFund(Actor):
         # still be on its way, and the lot is valued and priced at a mark at
         # least that new, whatever the delivery order.
         self._adopt(msg.market, msg.mark, msg.mark_version)
+        before = self.available
         self._next_lot += 1
         lot = Lot(self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price, msg.liq_id, msg.account,
                   held=msg.size, hint=msg.budget)
@@ -283,7 +294,7 @@ class InsuranceFund(Actor):
         self.emit(
             "fund_lot_opened", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
             bankruptcy_price=fmt_price(msg.price), liq_id=msg.liq_id, account=msg.account,
-            loss_at_mark=fmt_money(lot.loss_at(self.marks[msg.market])), available=fmt_money(self.available),
+            loss_at_mark=fmt_money(lot.loss_at(self.marks[msg.market])), available=fmt_money(before),
             accepted=accepted,
         )
         if not accepted:
@@ -292,6 +303,7 @@ class InsuranceFund(Actor):
             self._held(lot)
         else:
             self._offer(lot)
+        self._check_drained()
 
     def _offer(self, lot: Lot) -> None:
         """Send ``lot``'s held part to the book: an IOC within the price band and the budget."""
@@ -302,8 +314,10 @@ class InsuranceFund(Actor):
         by_budget = fund_limit_price(size, basis, self.budget(lot), tick)
         by_band = band_limit_price(size, self.marks[lot.market], self.policy.fund_price_band, tick)
         limit = max(by_budget, by_band) if size > 0 else min(by_budget, by_band)
-        if size < 0 and limit < tick:
-            return self._held(lot)  # no price at which the fund can afford to buy
+        if size < 0 and limit < tick:  # no price at which the fund can afford to buy
+            if self.policy.fund_inventory == "close":
+                return self._deleverage(lot, "unfilled")
+            return self._held(lot)
         lot.state, lot.limit = ORDER, limit
         self.emit(
             "fund_order", lot_id=lot.lot_id, market=lot.market, size=fmt_size(size),
@@ -324,6 +338,7 @@ class InsuranceFund(Actor):
             lot.held = lot.size
         if lot.size == 0:
             self._close(lot)
+            self._check_drained()
 
     def on_OrderClosed(self, msg: OrderClosed) -> None:
         lot = self.lots.get(self._lot_id(msg.order_id))
@@ -356,7 +371,9 @@ class InsuranceFund(Actor):
         for lot in list(self.lots.values()):
             if self.available >= 0:
                 break
-            if lot.state in (HELD, KEPT) and lot.held:
+            # A kept lot ADL just failed to place is offered again by its timer
+            # (and on the next mark), not here: that would ask ADL again at once.
+            if lot.state == HELD and lot.held:
                 self._deleverage(lot, "drained")
 
     def _deleverage(self, lot: Lot, reason: str) -> None:
@@ -369,17 +386,19 @@ class InsuranceFund(Actor):
         lot = self.lots[msg.lot_id]
         lot.state = KEPT
         lot.held = msg.remaining  # lot.size may still count ADL fills in flight
-        if self._net(lot):
-            return
-        self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
-        if lot.tries < self.policy.fund_retries:
-            lot.tries += 1
-            self.send_later(self.policy.fund_retry_ms, FundRetryDue(lot.lot_id))
+        if not self._net(lot):
+            self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
+            if lot.tries < self.policy.fund_retries:
+                lot.tries += 1
+                self.send_later(self.policy.fund_retry_ms, FundRetryDue(lot.lot_id))
+        # Back in inventory, the lot is reserved at its mark again: other lots may now have to go.
+        self._check_drained()
 
     def on_FundRetryDue(self, msg: FundRetryDue) -> None:
         lot = self.lots.get(msg.lot_id)
         if lot is None or lot.state != KEPT or not lot.held:
             return
+        lot.state = HELD  # offered again like any held lot
         if self.policy.fund_inventory == "keep":
             self._check_drained()
         else:
@@ -393,8 +412,10 @@ class InsuranceFund(Actor):
         When both sides of a market go bankrupt together, the fund can hold a
         long and a short of the same market. Crossed at the mark, the two
         realize what they lose at the mark together, which their reservations
-        cover (module doc). Only the part of a lot that is certainly held is
-        crossed; a lot closes when its size, in-flight fills included, is zero.
+        cover (module doc); a crossing whose realized loss the balance cannot
+        pay is not made (the lots stay held, for ADL). Only the part of a lot
+        that is certainly held is crossed; a lot closes when its size, in-flight
+        fills included, is zero.
         """
         price = self.marks[lot.market]
         for other in list(self.lots.values()):
@@ -404,14 +425,19 @@ class InsuranceFund(Actor):
                     or other.held == 0 or (other.held > 0) == (lot.held > 0)):
                 continue
             qty = min(abs(lot.held), abs(other.held))
+            trades = [(each, -qty if each.held > 0 else qty) for each in (other, lot)]
+            # What the crossing realizes, on the lots it closes: never more than the fund has.
+            realized = sum(-(each.basis + trade * price) for each, trade in trades if each.size + trade == 0)
+            if self.balance + realized < 0:
+                continue
             self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
                       lots=[other.lot_id, lot.lot_id])
-            for each in (other, lot):
-                trade = -qty if each.held > 0 else qty
+            for each, trade in trades:
                 each.size += trade
                 each.basis += trade * price
                 each.held += trade
-            for each in (other, lot):
+            # The gain first, so the balance never dips below zero in between.
+            for each in sorted((other, lot), key=lambda one: one.basis):
                 if each.size == 0:
                     self._close(each)
         return lot.size == 0
@@ -420,6 +446,7 @@ class InsuranceFund(Actor):
         del self.lots[lot.lot_id]
         pnl = -lot.basis
         self.balance += pnl
+        self.lost -= pnl
         kind = "fund_payout" if pnl < 0 else ("fund_gain" if pnl > 0 else "fund_lot_closed")
         self.emit(kind, lot_id=lot.lot_id, market=lot.market, account=lot.account, amount=fmt_money(abs(pnl)),
                   balance=fmt_money(self.balance))

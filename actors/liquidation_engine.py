@@ -15,6 +15,17 @@ Steps, after NFEX's cross-margin procedure (docs/concepts/venues.md):
 4. Clearing settles the account once every position is closed: a fill better
    than the bankruptcy price leaves equity, which goes to the fund.
 
+Partial liquidation (``liquidation = "partial"``), Hyperliquid's stated rule:
+a liquidatable position whose mark notional exceeds ``partial_threshold`` is
+first sent one order for ``partial_fraction`` (20%) of it; the account is then
+handed back, whatever its margin. An account with negative equity (a gap) is
+closed in full: no slice can bring it back. For ``partial_cooldown`` (30 s) after that,
+every liquidation of the account is for the entire position. (Hyperliquid
+sends a market order and never freezes the account; the sandbox freezes it
+while its one order is in flight, so the snapshot the order was priced on is
+final, and limits the order at the bankruptcy price, so the slice cannot take
+the account below zero.)
+
 Bankruptcy prices (cross margin). The bankruptcy prices are the prices at
 which closing every position leaves the account's balance at exactly zero.
 With equity ``Q`` (balance + unrealized PnL at mark):
@@ -34,9 +45,12 @@ With equity ``Q`` (balance + unrealized PnL at mark):
   and its entry: the fund takes it over there and counterparties are
   deleveraged there, never at a price on the wrong side of a market that did
   not move against the account.
-* No clamping: a short cannot carry more than ``|size| x (mark - tick)`` (its
-  price would fall below one tick), and what it cannot carry moves to the
-  other losing positions, then to the winning ones.
+* No clamping: a losing position carries at most its own loss (its price
+  stays between its mark and its entry; under the maintenance-margin split a
+  barely losing leg with a large margin would otherwise be priced far beyond
+  its entry), and a short never more than ``|size| x (mark - tick)``; what a
+  position cannot carry moves to the other losing positions, then to the
+  winning ones.
 
 Each price is rounded to the tick up for a long and down for a short: the
 direction that keeps the account's equity at its bankruptcy prices >= 0, so a
@@ -56,7 +70,6 @@ from sandbox.messages import (
     AccountFrozen,
     AccountSnapshotRequested,
     FreezeAccount,
-    LiquidationCooldownEnded,
     LiquidationEnded,
     LiquidationRequested,
     LiquidationSettled,
@@ -188,7 +201,11 @@ def _allocate(
             weights = {i: -pnl[i] if pnl[i] < 0 else abs(positions[i].size) * marks[positions[i].market]
                        for i in idx}
         caps = {i: _capacity(p, marks, markets, -1) for i, p in enumerate(positions)}
-        taken = _share_out(deficit, losing, weights, caps)
+        # A losing leg carries at most its own loss (its price stays between its
+        # mark and its entry): with a balance >= 0 the losses cover the deficit,
+        # so under either split nobody is deleveraged beyond the bankrupt's entry.
+        losing_caps = {i: -pnl[i] if caps[i] is None else min(caps[i], -pnl[i]) for i in losing}
+        taken = _share_out(deficit, losing, weights, losing_caps)
         rest = deficit - sum(taken.values())
         if rest:
             taken.update(_share_out(rest, winning, weights, caps))
@@ -235,6 +252,8 @@ class LiquidationEngine(Actor):
         # When each mark was accepted by the oracle (virtual ms), for staleness.
         self.valid_at = {m: 0 for m in self.markets}
         self.paused: dict[str, LiquidationRequested] = {}  # account -> its held request
+        # Partial liquidation: when each account was last handed back after a slice (virtual ms).
+        self.last_partial: dict[str, int] = {}
 
     def is_stale(self, market: str) -> bool:
         return self.policy.is_stale(self.valid_at[market], self.now_ms)
@@ -283,7 +302,12 @@ class LiquidationEngine(Actor):
         triples = [(p.market, p.size, p.entry_value) for p in positions]
         eq = equity(balance, triples, self.marks)
         mm = maintenance_margin(triples, self.marks, self.markets)
-        if not positions or eq > mm:
+        if liq.slices or not positions or eq > mm:
+            # Hyperliquid: one order for a slice, then the account is its owner's
+            # again, whatever its margin; if it is still liquidatable, the next
+            # liquidation (within the cooldown) closes the entire position.
+            if liq.slices:
+                self.last_partial[msg.account] = self.now_ms
             del self.active[msg.account]
             outcome = "restored" if liq.slices else "cancelled"
             self.emit(
@@ -296,7 +320,7 @@ class LiquidationEngine(Actor):
                                                 msg.version))
             return
         liq.prices = self.bankruptcy_prices(balance, positions)
-        sizes = self.slice_sizes(liq, positions)
+        sizes = self.slice_sizes(liq, positions) if eq >= 0 else {p.market: abs(p.size) for p in positions}
         sliced = {p.market: fmt_size(sizes[p.market]) for p in positions if sizes[p.market] != abs(p.size)}
         fields = dict(
             account=msg.account, liq_id=liq.liq_id, equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
@@ -327,9 +351,12 @@ class LiquidationEngine(Actor):
         """How much of each position this round closes: all of it, or a slice (module doc)."""
         policy = self.policy
         sizes: dict[str, int] = {}
+        last = self.last_partial.get(liq.account)
+        recent = last is not None and self.now_ms - last < policy.partial_cooldown_ms
         for p in positions:
             size = abs(p.size)
-            if policy.liquidation == "partial" and size * self.marks[p.market] > policy.partial_threshold:
+            if (policy.liquidation == "partial" and not recent
+                    and size * self.marks[p.market] > policy.partial_threshold):
                 lot = self.markets[p.market].lot_size
                 start = liq.initial.setdefault(p.market, size)
                 one_slice = ceil_div(ceil_div(start * policy.partial_fraction, RATE_ONE), lot) * lot
@@ -348,20 +375,15 @@ class LiquidationEngine(Actor):
             self.emit("bankruptcy", account=msg.account, liq_id=liq.liq_id, market=msg.market)
         self.take_over(liq, msg.market, remaining, price)
         if not liq.open_orders and any(liq.keep.values()):
-            # A slice is done and the account keeps part of a position: wait
-            # out the cooldown, then judge it again on a fresh snapshot.
-            self.send_later(self.policy.partial_cooldown_ms, LiquidationCooldownEnded(liq.liq_id, liq.account))
+            # A slice is done and the account keeps part of a position: hand it
+            # back on the snapshot clearing sends once the slice's fills are applied.
+            self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, liq.account))
 
     def take_over(self, liq: _Liquidation, market: str, size: int, price: int) -> None:
         """Hand what the liquidation order did not fill to the fund, at the bankruptcy price."""
         self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price,
                                              keep=liq.keep.get(market, 0), mark=self.marks[market],
                                              mark_version=self.versions[market]))
-
-    def on_LiquidationCooldownEnded(self, msg: LiquidationCooldownEnded) -> None:
-        liq = self.active.get(msg.account)
-        if liq is not None and liq.liq_id == msg.liq_id:
-            self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, msg.account))
 
     def on_LiquidationSettled(self, msg: LiquidationSettled) -> None:
         liq = self.active.pop(msg.account)

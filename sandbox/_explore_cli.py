@@ -129,7 +129,7 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
         console.print(f"PCT bound: n = {n} links, k = {k} steps, d = {depth}: each run finds a bug of depth "
                       f"{depth} with probability >= 1/(n k^(d-1)) = {pct_bound(n, k, depth):.3g}", highlight=False)
     if outcomes is not None:
-        _print_outcomes(console, scenario, outcomes, args.out)
+        _print_outcomes(console, scenario, outcomes, args.out, args.strategy, refs, args.variant)
     if result.finding is None:
         console.print(f"[green]nothing found[/green] in {result.runs} interleavings", highlight=False)
         return EXIT_OK
@@ -169,7 +169,8 @@ TEST_HEADER = '''"""Written by sandbox explore: a shrunk failure as a test (see 
 '''
 
 
-def _print_outcomes(console: Console, scenario: Scenario, outcomes: Outcomes, out: Path) -> None:
+def _print_outcomes(console: Console, scenario: Scenario, outcomes: Outcomes, out: Path, strategy: str,
+                    refs: tuple[tuple[str, str], ...], variant: str | None) -> None:
     classes = list(outcomes.classes.values())
     varying = outcomes.varying()
     console.print(
@@ -181,10 +182,13 @@ def _print_outcomes(console: Console, scenario: Scenario, outcomes: Outcomes, ou
     shown = varying or ["fund", "liquidation started", "adl"]
     for i, c in enumerate(classes, start=1):
         values = dict(c.outcome)
-        finding = Finding(scenario, None, None, Failure("outcome", f"outcome class {i} of {len(classes)}"),
+        # The variant and the --actor classes are recorded: the class replays only with them.
+        finding = Finding(scenario, variant, None, Failure("outcome", f"outcome class {i} of {len(classes)}"),
                           tuple(c.representative.decisions), tuple(c.representative.events),
-                          tuple(c.representative.deliveries), c.representative.quiet_at)
-        path = out / f"replay-{scenario.name}-outcome-{i}.json"
+                          tuple(c.representative.deliveries), c.representative.quiet_at,
+                          strategy=strategy, actor_refs=refs)
+        name = _replay_name(scenario, variant, None, refs).removesuffix(".json")
+        path = out / f"{name}-outcome-{i}.json"
         write_replay(finding, path)
         console.print(
             f"  class {i}: {c.runs} runs ({c.runs / outcomes.runs:.1%}), first in run #{c.first}: "

@@ -30,9 +30,9 @@ The flow, in the order it happens (``docs/design/architecture.md`` draws it):
 
 Only under a non-default ``[policy]`` (``sandbox.scenario.Policy``):
 
-* partial liquidation: engine -> engine ``LiquidationCooldownEnded`` (a
-  timer); engine -> clearing ``AccountSnapshotRequested``; clearing -> engine
-  ``AccountFrozen`` again for the next slice
+* partial liquidation: engine -> clearing ``AccountSnapshotRequested`` once a
+  slice's orders have closed; clearing -> engine ``AccountFrozen`` when its
+  fills are applied; the engine hands the account back
 * the median mark: timeline -> oracle ``IndexPriceObserved``; oracle -> book
   ``ImpactPricesRequested``; book -> oracle ``ImpactPricesReported``
 * funding (markets with an index price): timeline -> oracle ``FundingDue``;
@@ -89,7 +89,6 @@ __all__ = [
     "SurplusTransferred",
     "LiquidationSettled",
     "LiquidationEnded",
-    "LiquidationCooldownEnded",
     "AccountSnapshotRequested",
     "DeleverageRequested",
     "DeleverageAbandoned",
@@ -526,14 +525,6 @@ class LiquidationEnded:
     # The account version the engine judged (AccountFrozen.version): the
     # monitor does not ask again on a view older than that.
     version: int = 0
-
-
-@_frozen
-class LiquidationCooldownEnded:
-    """engine -> engine (a timer): the cooldown after a slice is over."""
-
-    liq_id: int
-    account: str
 
 
 @_frozen

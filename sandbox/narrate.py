@@ -227,8 +227,9 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
                               f"{_eth(e['maintenance_margin'])}): liquidation cancelled"),
     "liquidation_started": (LIQ_BOLD, _started),
     "liquidation_slice": (LIQ_BOLD, _started),
-    "liquidation_restored": (GOOD, lambda e: f"{e['account']} is above maintenance margin again (equity "
-                             f"{_eth(e['equity'])} > {_eth(e['maintenance_margin'])}): handed back with {_positions(e)}"),
+    "liquidation_restored": (GOOD, lambda e: f"{e['account']} is handed back after a partial liquidation with "
+                             f"{_positions(e)} (equity {_eth(e['equity'])}, maintenance margin "
+                             f"{_eth(e['maintenance_margin'])}); for the cooldown, a new liquidation closes it all"),
     "liquidation_paused": (ALERT, lambda e: f"{e['account']}'s liquidation paused: no valid price in "
                            f"{', '.join(e['markets'])} for too long"),
     "liquidation_resumed": (WARN, lambda e: f"{e['account']}'s liquidation resumes: prices are back"),
@@ -236,7 +237,8 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
                       f"slice (balance {_eth(e['balance'])})"),
     "liquidation_fill": (LIQ, lambda e: f"{e['account']}'s liquidation order {_trade(e['size'])} {e['market']} at "
                          f"{_eth(e['price'])} (realized {_eth(e['realized_pnl'])})"),
-    "bankruptcy": (LIQ_BOLD, lambda e: f"{e['account']}'s liquidation order could not fill in {e['market']}: bankrupt"),
+    "bankruptcy": (LIQ_BOLD, lambda e: f"{e['account']}'s liquidation order could not all fill in {e['market']} at "
+                   "its bankruptcy price: the rest goes to the insurance fund there"),
     "fund_takeover": (FUND, lambda e: f"insurance fund takes over {e['account']}'s {_held(e['size'])} {e['market']} "
                       f"at bankruptcy price {_eth(e['price'])}"),
     "liquidation_settled": (LIQ, _settled),
@@ -262,7 +264,9 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
                               f"{e['market']} (fund {_eth(e['balance'])})"),
     "fund_lot_opened": (FUND, lambda e: (
         f"insurance fund accepts {e['account']}'s {_held(e['size'])} {e['market']} at {_eth(e['bankruptcy_price'])}: "
-        f"it loses {_eth(e['loss_at_mark'])} at the mark, and {_eth(e['available'])} is available"
+        + (f"it gains {_eth(e['loss_at_mark'][1:])}" if e["loss_at_mark"].startswith("-")
+           else f"it loses {_eth(e['loss_at_mark'])}")
+        + f" at the mark, and {_eth(e['available'])} is available"
         if e["accepted"] else
         f"insurance fund cannot accept {e['account']}'s {_held(e['size'])} {e['market']}: it would lose "
         f"{_eth(e['loss_at_mark'])} at the mark, more than the {_eth(e['available'])} available")),

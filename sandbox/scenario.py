@@ -165,6 +165,10 @@ class Policy:
     fund_inventory: str = "work"
     # The fund's orders never trade further than this from the mark (ppm).
     fund_price_band: int = 100_000
+    # The most the fund may lose on taken-over positions, in all, before ADL takes
+    # over however much it holds (wei; 0: no limit): Hyperliquid's capped
+    # liquidator vault, whose loss, not an empty parent vault, triggers ADL.
+    fund_loss_limit: int = 0
     # A lot ADL could not place (every opposing account frozen) is offered
     # again after this many virtual ms, at most fund_retries times.
     fund_retry_ms: int = 1_000
@@ -423,6 +427,7 @@ def _parse_policy(source: str, raw: object) -> Policy:
         fund_inventory=r.string("fund_inventory", required=False, choices=FUND_INVENTORY_POLICIES)
         or d.fund_inventory,
         fund_price_band=r.units("fund_price_band", RATE_DECIMALS, default=d.fund_price_band, positive=True),
+        fund_loss_limit=r.units("fund_loss_limit", MONEY_DECIMALS, default=d.fund_loss_limit),
         fund_retry_ms=r.units("fund_retry", TIME_DECIMALS, default=d.fund_retry_ms, positive=True),
         fund_retries=r.integer("fund_retries", d.fund_retries, low=0, high=100),
         bankruptcy_split=r.string("bankruptcy_split", required=False, choices=BANKRUPTCY_SPLITS)
@@ -810,14 +815,20 @@ def bundled_scenarios() -> dict[str, Callable[[], Scenario]]:
 
 
 def resolve_scenario(name_or_path: str) -> Scenario:
-    """A bundled scenario's name, or a path to a scenario file."""
+    """A bundled scenario's name, or a path to a scenario file.
+
+    A bundled name wins unless the argument is a path to a *file*: a folder of
+    the same name in the working directory (an output folder, say) does not
+    hide the bundled scenario.
+    """
     bundled = bundled_scenarios()
     try:
         exists = Path(name_or_path).exists()
+        is_file = exists and Path(name_or_path).is_file()
     except (OSError, ValueError) as e:  # e.g. a name too long for the file system
         reason = getattr(e, "strerror", None) or e
         raise ScenarioError(_show(name_or_path, 80), "", f"cannot be read ({reason})") from None
-    if name_or_path in bundled and not exists:
+    if name_or_path in bundled and not is_file:
         return bundled[name_or_path]()
     if not name_or_path.endswith(".toml") and not exists:
         close = did_you_mean(name_or_path, bundled)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
@@ -33,6 +34,7 @@ __all__ = [
     "scenarios",
     "scenario_dicts",
     "policy_dicts",
+    "cross_margin_dicts",
     "run",
     "run_sync",
     "check_invariants",
@@ -62,7 +64,9 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
                       partial_cooldown=draw(st.sampled_from(["0", "0.5", "30"])))
     policy["liquidation_fee"] = draw(st.sampled_from(["0", "0.005", "0.01"]))
     policy["adl_ranking"] = draw(st.sampled_from(["pnl_x_leverage", "pnl_x_margin_ratio", "pnl_pct"]))
-    policy["fund_inventory"] = draw(st.sampled_from(["close", "keep"]))
+    policy["fund_inventory"] = draw(st.sampled_from(["work", "close", "keep"]))
+    policy["fund_price_band"] = draw(st.sampled_from(["0.02", "0.1", "0.5", "0.9"]))
+    policy["bankruptcy_split"] = draw(st.sampled_from(["loss", "maintenance_margin"]))
     policy["fee_to_fund"] = draw(st.sampled_from(["0", "0.5", "1"]))
     policy["funding_interval"] = draw(st.sampled_from(["1", "2", "3600"]))
     policy["funding_divisor"] = draw(st.integers(1, 24))
@@ -177,6 +181,80 @@ def scenario_dicts(
                 else:
                     e["price"] = bad
     return document
+
+
+@st.composite
+def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int = 5) -> dict[str, Any]:
+    """A random cross-margin crash as the dict a TOML file would parse to.
+
+    Two or three markets; accounts holding positions in several of them at
+    entry prices that need not net (a real snapshot), one balancing
+    counterparty per market, thin books (zero to two levels a side), crashes
+    and pumps of 5% to 95% in one tick, a random ``[policy]`` and a network
+    latency: the kinds of state where cross-margin bankruptcy, the fund's
+    budgeting and ADL are hardest to get right.
+    """
+    n_markets = draw(st.integers(2, max_markets))
+    markets, marks = [], {}
+    for symbol in SYMBOLS[:n_markets]:
+        im = draw(st.sampled_from(["0.02", "0.05", "0.1"]))
+        mark = Decimal(draw(st.integers(20, 200)))
+        marks[symbol] = mark
+        markets.append({
+            "symbol": symbol, "mark_price": str(mark), "initial_margin": im,
+            "maintenance_margin": str(Decimal(im) / 2), "tick_size": "0.01", "lot_size": "0.01",
+        })
+    accounts: list[dict[str, Any]] = [{"id": "mm", "deposit": "1000000"}]
+    net = {m: Decimal(0) for m in marks}
+    for i in range(draw(st.integers(1, max_accounts))):
+        held = draw(st.lists(st.sampled_from(sorted(marks)), min_size=1, max_size=n_markets, unique=True))
+        positions, notional = [], Decimal(0)
+        for symbol in held:
+            size = Decimal(draw(st.integers(1, 300))) / 100 * draw(st.sampled_from([1, -1]))
+            entry = marks[symbol] * (1 + Decimal(draw(st.integers(-10, 10))) / 100)
+            positions.append({"market": symbol, "size": str(size), "entry_price": _dec(entry)})
+            net[symbol] += size
+            notional += abs(size) * entry
+        deposit = notional * Decimal(draw(st.integers(2, 40))) / 100
+        accounts.append({"id": f"x{i}", "deposit": _dec(deposit), "positions": positions})
+    imbalance = Decimal(0)
+    for symbol, size in net.items():
+        if size:  # the other side, opened at the mark, margined to survive every move drawn below
+            accounts.append({"id": f"c{symbol.lower()}", "deposit": _dec(abs(size) * marks[symbol] * 20),
+                             "positions": [{"market": symbol, "size": str(-size), "entry_price": str(marks[symbol])}]})
+    for a in accounts:
+        for p in a.get("positions", ()):
+            imbalance -= Decimal(p["size"]) * Decimal(p["entry_price"])
+    orders = []
+    for symbol, mark in marks.items():
+        for side, direction in (("buy", -1), ("sell", 1)):
+            for _ in range(draw(st.integers(0, 2))):
+                offset = mark * Decimal(draw(st.integers(1, 60))) / 100
+                orders.append({"account": "mm", "market": symbol, "side": side,
+                               "price": _dec(max(mark + direction * offset, Decimal("0.01"))),
+                               "size": str(Decimal(draw(st.integers(1, 200))) / 100)})
+    events: list[dict[str, Any]] = []
+    current = dict(marks)
+    for k in range(draw(st.integers(1, 4))):
+        symbol = draw(st.sampled_from(sorted(marks)))
+        move = Decimal(draw(st.integers(5, 95))) / 100 * draw(st.sampled_from([-1, 1]))
+        current[symbol] = max(current[symbol] * (1 + move), Decimal("0.05"))
+        events.append({"at": k + 1, "type": "mark_price", "market": symbol, "price": _dec(current[symbol])})
+    policy = draw(policy_dicts())
+    for key in ("funding_interval", "funding_divisor", "oracle_staleness", "stale_liquidations", "oracle_band",
+                "mark_price", "impact_notional"):
+        policy.pop(key, None)  # no index prices here: funding and the median mark need one
+    latency = draw(st.sampled_from(["0", "0.001", "0.01"]))
+    return {
+        "name": "cross_margin", "seed": draw(st.integers(0, 2**32)),
+        # The fund holds at least what the opening entry costs do not net to: a
+        # snapshot's books lack that much, and when every position is closed
+        # somebody pays it (see Scenario.opening_imbalance).
+        "insurance_fund": {"balance": str(draw(st.sampled_from([0, 1, 10, 100, 1000, 1_000_000]))
+                                          + math.ceil(abs(imbalance)))},
+        "network": {"latency": {"min": "0", "max": latency}},
+        "markets": markets, "accounts": accounts, "orders": orders, "events": events, "policy": policy,
+    }
 
 
 def scenarios(**kwargs: Any) -> st.SearchStrategy[Scenario]:

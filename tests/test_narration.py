@@ -36,10 +36,10 @@ t=2      oracle             mark price of BAYC: 50 -> 58 ETH
          margin_monitor     carol's equity -4 ETH <= maintenance margin 5.8 ETH: liquidation requested
          clearing           carol taken over by the liquidation engine
          liquidation_engine liquidating carol (equity -4 ETH): closing at bankruptcy price BAYC 56 ETH
-         liquidation_engine carol's liquidation order could not fill in BAYC: bankrupt
+         liquidation_engine carol's liquidation order could not all fill in BAYC at its bankruptcy price: the rest goes to the insurance fund there
          clearing           insurance fund takes over carol's short 2 BAYC at bankruptcy price 56 ETH
          clearing           carol's liquidation settled: carol ends at 0 ETH
-         insurance_fund     insurance fund accepts carol's short 2 BAYC at 56 ETH: it loses 4 ETH at the mark, and 4 ETH is available
+         insurance_fund     insurance fund accepts carol's short 2 BAYC at 56 ETH: it loses 4 ETH at the mark, and 8 ETH is available
          insurance_fund     insurance fund closes its short 2 BAYC with an IOC limited at 60 ETH (may lose at most 8 ETH)
          book:BAYC          trade: 1 BAYC at 59 ETH, insurance_fund buys from mm (the insurance fund's order)
          insurance_fund     insurance fund holds short 1 BAYC as inventory at mark 58 ETH (5 ETH reserved, 3 ETH available)
@@ -111,13 +111,14 @@ t=2      oracle             mark price of BAYC: 50 -> 58 ETH
          clearing           carol taken over by the liquidation engine
          liquidation_engine liquidating carol (equity -4 ETH): closing at
                             bankruptcy price BAYC 56 ETH
-         liquidation_engine carol's liquidation order could not fill in BAYC:
-                            bankrupt
+         liquidation_engine carol's liquidation order could not all fill in BAYC
+                            at its bankruptcy price: the rest goes to the
+                            insurance fund there
          clearing           insurance fund takes over carol's short 2 BAYC at
                             bankruptcy price 56 ETH
          clearing           carol's liquidation settled: carol ends at 0 ETH
          insurance_fund     insurance fund accepts carol's short 2 BAYC at 56
-                            ETH: it loses 4 ETH at the mark, and 4 ETH is
+                            ETH: it loses 4 ETH at the mark, and 8 ETH is
                             available
          insurance_fund     insurance fund closes its short 2 BAYC with an IOC
                             limited at 60 ETH (may lose at most 8 ETH)

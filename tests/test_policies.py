@@ -355,18 +355,6 @@ def test_adl_rankings_by_formula():
 # --- partial liquidation and the liquidation lock ------------------------------------------------
 
 
-def test_a_whale_cannot_withdraw_during_the_cooldown_between_slices():
-    sc = resolve_scenario("whale_in_slices")
-    text = sc.text + '\n[[events]]\nat = 10\ntype = "withdraw"\naccount = "whale"\namount = "1"\n'
-    from sandbox.scenario import _parse_bytes
-
-    result = run_scenario_sync(_parse_bytes(text.encode(), "whale+withdraw.toml"))
-    assert result.ok
-    assert [(e["time"], e["reason"]) for e in result.log.of_kind("withdraw_rejected")] == [
-        (10, "account under liquidation"),
-    ]
-
-
 def test_a_position_at_or_below_the_threshold_is_closed_in_full():
     # Threshold 200: long 2 at mark 94 is 188 of notional: one full order.
     result = run(
@@ -384,13 +372,13 @@ def test_a_position_at_or_below_the_threshold_is_closed_in_full():
 def test_clearance_fee_is_paid_per_slice_before_the_engine_judges_again():
     # whale_in_slices with a 1% fee: slice 1 sells 20 at 92 = 1840 of notional:
     # fee 18.40, balance 1000 - 160 - 18.40 = 821.60; at 94 equity 821.60 - 480 =
-    # 341.60 <= 376: slice 2 (bankruptcy 94 - 341.60/80 = 89.73).
+    # 341.60 <= 376: liquidated again, in full (bankruptcy 94 - 341.60/80 = 89.73).
     sc = resolve_scenario("whale_in_slices")
     result = run_scenario_sync(attrs.evolve(sc, policy=attrs.evolve(sc.policy, liquidation_fee=10_000)))
     assert result.ok
     fees = result.log.of_kind("clearance_fee")
     assert (fees[0]["amount"], fees[0]["balance"]) == ("18.4", "821.6")
-    second = result.log.of_kind("liquidation_slice")[0]
+    second = result.log.of_kind("liquidation_started")[1]
     assert (second["equity"], second["bankruptcy_prices"]) == ("341.6", {"PUNK": "89.73"})
 
 
