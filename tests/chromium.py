@@ -270,8 +270,11 @@ class Chromium:
             raise BrowserError(f"no element matches {selector!r}")
         return str(value)
 
-    def click(self, selector: str) -> None:
-        """A real mouse click (press and release of the left button) at the middle of the element.
+    def click(self, selector: str, at: tuple[float, float] = (0.5, 0.5)) -> None:
+        """A real mouse click (press and release of the left button) on the element, at its middle.
+
+        ``at`` is where, as fractions of the element's width and height (a
+        slider's track is clicked at ``(1.0, 0.5)`` to move it to its end).
 
         The element is scrolled into view first; the click goes through
         Chromium's input pipeline (Input.dispatchMouseEvent), so it reaches
@@ -281,12 +284,14 @@ class Chromium:
         box = self.evaluate(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (e === null) return null;"
             " e.scrollIntoView({block: 'nearest'}); const r = e.getBoundingClientRect();"
-            " return [r.left + r.width / 2, r.top + r.height / 2, r.width, r.height]; })()")
+            " return [r.left, r.top, r.width, r.height]; })()")
         if box is None:
             raise BrowserError(f"no element matches {selector!r}")
-        x, y, width, height = box
+        left, top, width, height = box
         if width <= 0 or height <= 0:
             raise BrowserError(f"{selector!r} is not displayed")
+        x = left + min(max(at[0] * width, 0.5), width - 0.5)  # inside the element, even at its very edge
+        y = top + min(max(at[1] * height, 0.5), height - 0.5)
         self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=1, clickCount=1)

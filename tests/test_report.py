@@ -661,6 +661,11 @@ def test_the_stepping_view_steps_through_the_run_by_clicks_and_keys(browser, sav
         summary["insurance_fund"]["final"]
     browser.click("#step-first")
     assert shown(browser)["count"] == f"step 1 of {n}"
+    # The slider, clicked with the mouse: at its right end it shows the last step, at its left end the first.
+    browser.click("#step-slider", at=(1.0, 0.5))
+    assert shown(browser)["count"] == f"step {n} of {n}" and shown(browser)["balance"] == last["balance"]
+    browser.click("#step-slider", at=(0.0, 0.5))
+    assert shown(browser)["count"] == f"step 1 of {n}" and shown(browser)["balance"] == "5"
 
 
 def test_play_and_pause(browser, saved_demo):
