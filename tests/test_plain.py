@@ -28,6 +28,7 @@ NAME = "x[/nope] [link=https://evil.example/]click[/link] \x1b[2J\u202egnp.exe"
 ALICE = "al\u202eice$x^2$"
 MM = "m\u200bm"
 PUNK = "PU\x1b]0;pwned\x07NK"
+BOB = "bo$\\nope{b$"  # not valid mathtext: matplotlib raised ValueError drawing it
 
 
 def toml_string(text: str) -> str:
@@ -40,6 +41,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = (REPO / "scenarios" / "textbook.toml").read_text(encoding="utf-8")
     text = text.replace('name = "textbook"', f"name = {toml_string(NAME)}")
     text = text.replace('"alice"', toml_string(ALICE)).replace('"mm"', toml_string(MM))
+    text = text.replace('"bob"', toml_string(BOB))
     text = text.replace('"PUNK"', toml_string(PUNK))
     path = tmp_path_factory.mktemp("hostile") / "hostile.toml"
     path.write_text(text, encoding="utf-8")
@@ -114,6 +116,7 @@ def test_a_hostile_scenario_runs_and_its_strings_are_shown_escaped(hostile, tmp_
     for raw in ("\x1b", "\x07", "\u202e", "\u200b"):
         assert raw not in page
     assert "al\\u202eice$x^2$" in page and "PU\\x1b]0;pwned\\x07NK" in page
+    assert "bo$\\nope{b$: equity" in page  # the equity chart's title, drawn as written
     assert "https://evil.example" not in page.replace("[link=https://evil.example/]", "")
     assert 'href="https://evil' not in page
 
