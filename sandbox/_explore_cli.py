@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .actorref import load_actor_refs
+from .cli import EXIT_OK, EXIT_VIOLATION
 from .explore import (
     DEFAULT_DB,
     STRATEGIES,
@@ -32,7 +33,6 @@ from .explore import (
 from .failtest import render_test
 from .outcomes import Outcomes
 from .pct import DEFAULT_DEPTH, pct_bound
-from .cli import EXIT_OK, EXIT_VIOLATION
 from .narrate import STYLES, Narrator, describe_message
 from .plain import plain
 from .scenario import Scenario, resolve_scenario
@@ -137,8 +137,8 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
     path = args.out / _replay_name(scenario, args.variant, args.find, refs)
     write_replay(finding, path)
     _print_finding(console, finding, result)
-    console.print(f"\nreplay written to {path}\n  sandbox replay {path}"
-                  + "".join(f" --actor {role}={ref}" for role, ref in refs), markup=False)
+    console.print(plain(f"\nreplay written to {path}\n  sandbox replay {path}"
+                        + "".join(f" --actor {role}={ref}" for role, ref in refs), newlines=True), markup=False)
     _print_test(console, finding, args, path)
     return EXIT_FOUND
 
@@ -213,7 +213,7 @@ def _print_finding(console: Console, finding: Finding, result: Exploration) -> N
         f"shrunk in {result.runs} runs in all; strategy {finding.strategy})",
         highlight=False,
     )
-    console.print(f"  {failure.summary}", markup=False)
+    console.print(f"  {plain(failure.summary)}", markup=False)
     shown = list(finding.deliveries[finding.quiet_at:])
     overtaken = sum(d.overtook for d in shown)
     console.print(
@@ -320,6 +320,6 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
                       f"sha256 {events_digest(run.events)[:16]}...; the file recorded {replay.events} events, "
                       f"sha256 {replay.events_sha256[:16]}...", highlight=False)
     if run.failure is not None:
-        console.print(f"[bold red]{run.failure.kind}[/bold red]: {run.failure.summary}", highlight=False)
+        console.print(f"[bold red]{run.failure.kind}[/bold red]: {escape(plain(run.failure.summary))}", highlight=False)
     return EXIT_OK if same and run.failure is None else EXIT_FOUND
 

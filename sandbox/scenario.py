@@ -9,6 +9,7 @@ documented in docs/reference/scenario-format.md.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib.resources
 import re
@@ -281,7 +282,8 @@ class _Reader:
         if name not in self.table:
             if required:
                 # A required key that is missing is most often misspelt: name the misspelling.
-                typo = did_you_mean(name, [k for k in self.table if isinstance(k, str) and k not in self.used])
+                typo = did_you_mean(name, [k for k in self.table if isinstance(k, str) and k not in self.used
+                                           and k not in format_keys()])
                 if typo is not None:
                     self.fail(typo, f"unknown key (did you mean {name}? it is required)")
                 self.fail(name, "is required")
@@ -352,6 +354,25 @@ class _Reader:
         if unknown:
             close = did_you_mean(unknown[0], sorted(self.used - set(self.table)))
             self.fail(unknown[0], "unknown key" + (f" (did you mean {close}?)" if close else ""))
+
+
+@functools.cache
+def format_keys() -> frozenset[str]:
+    """Every key name the scenario format reads, in any table: the names the readers of this package ask for.
+
+    A missing required key is reported as a misspelling of a key of its table
+    only when that key is unknown here: ``size`` is not a misspelt ``side``,
+    it is the next key the orders table reads. Taken from the source of the
+    modules that read scenarios (each ``reader.method("name", ...)`` call),
+    so a new key needs no list to be kept up to date; a name that is also
+    read elsewhere (an event's field) only makes a suggestion less likely.
+    """
+    call = re.compile(r'\.(?:get|string|units|integer|array|boolean|fraction|count|distribution|at_most)'
+                      r'\(\s*"([A-Za-z_][A-Za-z0-9_]*)"')
+    names: set[str] = set()
+    for module in Path(__file__).parent.glob("*.py"):
+        names.update(call.findall(module.read_text(encoding="utf-8")))
+    return frozenset(names)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
