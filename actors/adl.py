@@ -27,7 +27,10 @@ Other rankings (``policy.adl_ranking``)::
 
 Positions may change between the snapshot and the ``Deleverage`` reaching
 clearing (the snapshot is stale by then); clearing applies at most what is
-still there and says how much, and the coordinator asks again for the rest.
+still there, and at most what the account's balance can pay at the lot's
+price (ADL never leaves a balance below zero), and says how much; the
+coordinator asks again for the rest, leaving out the accounts that gave less
+than they were asked.
 """
 
 from __future__ import annotations
@@ -98,6 +101,10 @@ class _Request:
     remaining: int  # unsigned size still to close
     pending: int = 0
     rounds: int = 0
+    asked: dict[str, int] = attrs.Factory(dict)  # account -> size asked this round
+    # Accounts that gave less than they were asked (their balance could not pay
+    # more, or the position was gone): the next round asks the others.
+    exhausted: set[str] = attrs.Factory(set)
 
 
 class AdlCoordinator(Actor):
@@ -141,7 +148,7 @@ class AdlCoordinator(Actor):
             return
         req = cur.request
         ranked = sorted(
-            msg.candidates,
+            (c for c in msg.candidates if c.account not in cur.exhausted),
             key=lambda c: (-adl_rank(c, msg.market, self.marks, self.policy.adl_ranking, self.markets), c.account),
         )
         self.emit(
@@ -156,6 +163,7 @@ class AdlCoordinator(Actor):
             take = min(need, held)
             need -= take
             cur.pending += 1
+            cur.asked[c.account] = take
             # The winner's trade closes (part of) its position: the fund's side is the opposite.
             self.send(CLEARING, Deleverage(cur.adl_id, req.lot_id, c.account, msg.market,
                                            sign(req.size) * take, req.price))
@@ -168,6 +176,8 @@ class AdlCoordinator(Actor):
             return
         cur.remaining -= msg.size
         cur.pending -= 1
+        if msg.size < cur.asked.pop(msg.account, 0):
+            cur.exhausted.add(msg.account)
         if cur.pending:
             return
         if cur.remaining == 0:

@@ -65,6 +65,10 @@ Also (``sandbox.scenario.Policy``):
 * ``fee_to_fund``: its share of trading fees (``FeeShareTransferred``).
 * ``liquidation_fee``: the clearance fee arrives as a ``SurplusTransferred``
   with reason "clearance_fee".
+* ``fund_loss_limit``: a capped vault (Hyperliquid's liquidator vault after
+  JELLY): what it has lost on taken-over positions so far counts against the
+  cap, and ``available`` is the smaller of what the balance and what the cap
+  leave; past the cap ADL takes over, however rich the fund is.
 
 Extension hooks (see docs, "Your own variant"): :attr:`RESERVES` (False:
 reserve nothing), :meth:`reserve` (what a lot may still lose),
@@ -168,6 +172,8 @@ class InsuranceFund(Actor):
         self._next_lot = 0
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
         self.versions = {m: 0 for m in self.markets}
+        # Net loss realized on taken-over positions so far (for policy.fund_loss_limit).
+        self.lost = 0
 
     def _adopt(self, market: str, price: int, version: int) -> bool:
         """Take a mark newer than the fund's own (the oracle's, or one a takeover carries)."""
@@ -195,7 +201,11 @@ class InsuranceFund(Actor):
 
     @property
     def available(self) -> int:
-        return self.balance - self.reserved
+        reserved = self.reserved
+        free = self.balance - reserved
+        if self.policy.fund_loss_limit:  # a capped vault: its loss so far counts against the cap
+            free = min(free, self.policy.fund_loss_limit - self.lost - reserved)
+        return free
 
     def positions(self) -> dict[str, tuple[int, int]]:
         """Inventory per market: (size, entry value) summed over open lots."""
@@ -275,6 +285,7 @@ class InsuranceFund(Actor):
         # still be on its way, and the lot is valued and priced at a mark at
         # least that new, whatever the delivery order.
         self._adopt(msg.market, msg.mark, msg.mark_version)
+        before = self.available
         self._next_lot += 1
         lot = Lot(self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price, msg.liq_id, msg.account,
                   held=msg.size, hint=msg.budget)
@@ -283,7 +294,7 @@ class InsuranceFund(Actor):
         self.emit(
             "fund_lot_opened", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
             bankruptcy_price=fmt_price(msg.price), liq_id=msg.liq_id, account=msg.account,
-            loss_at_mark=fmt_money(lot.loss_at(self.marks[msg.market])), available=fmt_money(self.available),
+            loss_at_mark=fmt_money(lot.loss_at(self.marks[msg.market])), available=fmt_money(before),
             accepted=accepted,
         )
         if not accepted:
@@ -425,7 +436,8 @@ class InsuranceFund(Actor):
                 each.size += trade
                 each.basis += trade * price
                 each.held += trade
-            for each in (other, lot):
+            # The gain first, so the balance never dips below zero in between.
+            for each in sorted((other, lot), key=lambda one: one.basis):
                 if each.size == 0:
                     self._close(each)
         return lot.size == 0
@@ -434,6 +446,7 @@ class InsuranceFund(Actor):
         del self.lots[lot.lot_id]
         pnl = -lot.basis
         self.balance += pnl
+        self.lost -= pnl
         kind = "fund_payout" if pnl < 0 else ("fund_gain" if pnl > 0 else "fund_lot_closed")
         self.emit(kind, lot_id=lot.lot_id, market=lot.market, account=lot.account, amount=fmt_money(abs(pnl)),
                   balance=fmt_money(self.balance))

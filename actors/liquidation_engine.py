@@ -18,7 +18,8 @@ Steps, after NFEX's cross-margin procedure (docs/concepts/venues.md):
 Partial liquidation (``liquidation = "partial"``), Hyperliquid's stated rule:
 a liquidatable position whose mark notional exceeds ``partial_threshold`` is
 first sent one order for ``partial_fraction`` (20%) of it; the account is then
-handed back, whatever its margin. For ``partial_cooldown`` (30 s) after that,
+handed back, whatever its margin. An account with negative equity (a gap) is
+closed in full: no slice can bring it back. For ``partial_cooldown`` (30 s) after that,
 every liquidation of the account is for the entire position. (Hyperliquid
 sends a market order and never freezes the account; the sandbox freezes it
 while its one order is in flight, so the snapshot the order was priced on is
@@ -44,9 +45,12 @@ With equity ``Q`` (balance + unrealized PnL at mark):
   and its entry: the fund takes it over there and counterparties are
   deleveraged there, never at a price on the wrong side of a market that did
   not move against the account.
-* No clamping: a short cannot carry more than ``|size| x (mark - tick)`` (its
-  price would fall below one tick), and what it cannot carry moves to the
-  other losing positions, then to the winning ones.
+* No clamping: a losing position carries at most its own loss (its price
+  stays between its mark and its entry; under the maintenance-margin split a
+  barely losing leg with a large margin would otherwise be priced far beyond
+  its entry), and a short never more than ``|size| x (mark - tick)``; what a
+  position cannot carry moves to the other losing positions, then to the
+  winning ones.
 
 Each price is rounded to the tick up for a long and down for a short: the
 direction that keeps the account's equity at its bankruptcy prices >= 0, so a
@@ -197,7 +201,11 @@ def _allocate(
             weights = {i: -pnl[i] if pnl[i] < 0 else abs(positions[i].size) * marks[positions[i].market]
                        for i in idx}
         caps = {i: _capacity(p, marks, markets, -1) for i, p in enumerate(positions)}
-        taken = _share_out(deficit, losing, weights, caps)
+        # A losing leg carries at most its own loss (its price stays between its
+        # mark and its entry): with a balance >= 0 the losses cover the deficit,
+        # so under either split nobody is deleveraged beyond the bankrupt's entry.
+        losing_caps = {i: -pnl[i] if caps[i] is None else min(caps[i], -pnl[i]) for i in losing}
+        taken = _share_out(deficit, losing, weights, losing_caps)
         rest = deficit - sum(taken.values())
         if rest:
             taken.update(_share_out(rest, winning, weights, caps))
@@ -312,7 +320,7 @@ class LiquidationEngine(Actor):
                                                 msg.version))
             return
         liq.prices = self.bankruptcy_prices(balance, positions)
-        sizes = self.slice_sizes(liq, positions)
+        sizes = self.slice_sizes(liq, positions) if eq >= 0 else {p.market: abs(p.size) for p in positions}
         sliced = {p.market: fmt_size(sizes[p.market]) for p in positions if sizes[p.market] != abs(p.size)}
         fields = dict(
             account=msg.account, liq_id=liq.liq_id, equity=fmt_money(eq), maintenance_margin=fmt_money(mm),

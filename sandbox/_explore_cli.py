@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ._safeio import safe_name
 from .actorref import load_actor_refs
+from .cli import EXIT_OK, EXIT_VIOLATION
 from .explore import (
     DEFAULT_DB,
     STRATEGIES,
@@ -33,7 +34,6 @@ from .explore import (
 from .failtest import render_test
 from .outcomes import Outcomes
 from .pct import DEFAULT_DEPTH, pct_bound
-from .cli import EXIT_OK, EXIT_VIOLATION
 from .narrate import STYLES, Narrator, describe_message
 from .plain import plain
 from .scenario import Scenario, resolve_scenario
@@ -130,7 +130,7 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
         console.print(f"PCT bound: n = {n} links, k = {k} steps, d = {depth}: each run finds a bug of depth "
                       f"{depth} with probability >= 1/(n k^(d-1)) = {pct_bound(n, k, depth):.3g}", highlight=False)
     if outcomes is not None:
-        _print_outcomes(console, scenario, outcomes, args.out)
+        _print_outcomes(console, scenario, outcomes, args.out, args.strategy, refs, args.variant)
     if result.finding is None:
         console.print(f"[green]nothing found[/green] in {result.runs} interleavings", highlight=False)
         return EXIT_OK
@@ -138,8 +138,8 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
     path = args.out / _replay_name(scenario, args.variant, args.find, refs)
     write_replay(finding, path, avoid=scenario.read_from)
     _print_finding(console, finding, result)
-    console.print(f"\nreplay written to {path}\n  sandbox replay {path}"
-                  + "".join(f" --actor {role}={ref}" for role, ref in refs), markup=False)
+    console.print(plain(f"\nreplay written to {path}\n  sandbox replay {path}"
+                        + "".join(f" --actor {role}={ref}" for role, ref in refs), newlines=True), markup=False)
     _print_test(console, finding, args, path)
     return EXIT_FOUND
 
@@ -170,7 +170,8 @@ TEST_HEADER = '''"""Written by sandbox explore: a shrunk failure as a test (see 
 '''
 
 
-def _print_outcomes(console: Console, scenario: Scenario, outcomes: Outcomes, out: Path) -> None:
+def _print_outcomes(console: Console, scenario: Scenario, outcomes: Outcomes, out: Path, strategy: str,
+                    refs: tuple[tuple[str, str], ...], variant: str | None) -> None:
     classes = list(outcomes.classes.values())
     varying = outcomes.varying()
     console.print(
@@ -182,10 +183,13 @@ def _print_outcomes(console: Console, scenario: Scenario, outcomes: Outcomes, ou
     shown = varying or ["fund", "liquidation started", "adl"]
     for i, c in enumerate(classes, start=1):
         values = dict(c.outcome)
-        finding = Finding(scenario, None, None, Failure("outcome", f"outcome class {i} of {len(classes)}"),
+        # The variant and the --actor classes are recorded: the class replays only with them.
+        finding = Finding(scenario, variant, None, Failure("outcome", f"outcome class {i} of {len(classes)}"),
                           tuple(c.representative.decisions), tuple(c.representative.events),
-                          tuple(c.representative.deliveries), c.representative.quiet_at)
-        path = out / f"replay-{safe_name(scenario.name)}-outcome-{i}.json"
+                          tuple(c.representative.deliveries), c.representative.quiet_at,
+                          strategy=strategy, actor_refs=refs)
+        name = _replay_name(scenario, variant, None, refs).removesuffix(".json")
+        path = out / f"{name}-outcome-{i}.json"
         write_replay(finding, path, avoid=scenario.read_from)
         console.print(
             f"  class {i}: {c.runs} runs ({c.runs / outcomes.runs:.1%}), first in run #{c.first}: "
@@ -211,7 +215,7 @@ def _print_finding(console: Console, finding: Finding, result: Exploration) -> N
         f"shrunk in {result.runs} runs in all; strategy {finding.strategy})",
         highlight=False,
     )
-    console.print(f"  {failure.summary}", markup=False)
+    console.print(f"  {plain(failure.summary)}", markup=False)
     shown = list(finding.deliveries[finding.quiet_at:])
     overtaken = sum(d.overtook for d in shown)
     console.print(
@@ -318,6 +322,6 @@ def replay_command(args: argparse.Namespace, console: Console) -> int:
                       f"sha256 {events_digest(run.events)[:16]}...; the file recorded {replay.events} events, "
                       f"sha256 {replay.events_sha256[:16]}...", highlight=False)
     if run.failure is not None:
-        console.print(f"[bold red]{run.failure.kind}[/bold red]: {run.failure.summary}", highlight=False)
+        console.print(f"[bold red]{run.failure.kind}[/bold red]: {escape(plain(run.failure.summary))}", highlight=False)
     return EXIT_OK if same and run.failure is None else EXIT_FOUND
 

@@ -1,25 +1,12 @@
 """The ``sandbox`` command.
 
-Exit status, the same for every subcommand (``sandbox --help`` shows this
-table too; ``docs/narration.md`` explains each case):
-
-====  ==========================================================================
-0     done: the run finished and every invariant held; ``explore`` found
-      nothing; ``replay`` reproduced the run; ``check-log``: the log is good
-1     something was found: an invariant was violated (``run``, ``soak``,
-      ``sweep``: a run not ok); ``explore`` found what it searched for;
-      ``replay`` did not reproduce, or reproduced a failure; ``check-log``: a
-      bad line (reported)
-2     bad input: one line names the file, the key and the problem; nothing is
-      run or written (argument errors too, with a "did you mean" when close)
-3     an actor raised an unexpected exception (the message names the actor,
-      the message and its seq; events.jsonl keeps every event up to there and
-      summary.json says "failed")
-4     the run reached its work limits (a cap of steps and a horizon of virtual
-      time derived from the scenario, docs/guarantees.md) and was stopped
-      there; summary.json says "stopped"
-130   interrupted (Ctrl-C during a sweep: the finished runs are kept)
-====  ==========================================================================
+Exit status, the same for every subcommand: :data:`EXIT_CODES` below is the
+one definition (``sandbox --help`` prints it; ``docs/reference/exit-codes.md``
+explains it command by command): 0 done, nothing wrong; 1 something wrong was
+found (an invariant violated, a finding, a replay that differs, a bad log
+line); 2 bad input, one line on stderr and nothing run or written; 3 an actor
+crashed; 4 the run reached its work limits and was stopped (docs/guarantees.md);
+130 interrupted.
 
 Every command that writes does so through :mod:`sandbox._safeio` (docs/guarantees.md, "Safe writes").
 """
@@ -44,7 +31,7 @@ from ._safeio import OutDir, UnsafePath, safe_name
 from .checklog import check_log
 from .eventlog import EventFile, EventLog
 from .exchange import RunResult, run_scenario
-from .narrate import FOLD_ABOVE, LEGEND, Narrator, glossary, print_hanging, theme_for
+from .narrate import FOLD_ABOVE, LEGEND, Narrator, glossary, print_hanging
 from .plain import plain, plain_text
 from .scenario import Scenario, ScenarioError, bundled_scenarios, resolve_scenario
 
@@ -338,7 +325,7 @@ def _check_log(path: Path) -> int:
         raise BadInput(f"check-log: {path}: cannot be read ({e.strerror or e})") from None
     if report.unsupported is not None:
         raise BadInput(f"check-log: {path}: {report.unsupported}")
-    print(f"{path}: {report.summary()}")
+    print(plain(f"{path}: {report.summary()}"))  # a bad line's message may quote the log's ids
     return EXIT_OK if report.ok else EXIT_VIOLATION
 
 
@@ -449,16 +436,15 @@ def _run_in(args: argparse.Namespace, console: Console, scenario: Scenario, acto
     log = EventLog()
     narrator = None
     if not args.quiet:
-        console.push_theme(theme_for(args.theme))
         if args.width is not None:
             console.width = args.width
+        fold = args.fold if args.fold is not None else len(scenario.events) > FOLD_ABOVE
+        narrator = Narrator(console, wrap=True if args.width is not None else None, fold=fold, theme=args.theme)
         console.rule(plain_text(scenario.name, "bold"))
         if scenario.description:
             console.print(plain_text(scenario.description, "italic", newlines=True))
         print_hanging(console, Text("legend: ", style="narr.quiet"), Text(LEGEND, style="narr.quiet"))
         console.print()
-        fold = args.fold if args.fold is not None else len(scenario.events) > FOLD_ABOVE
-        narrator = Narrator(console, wrap=True if args.width is not None else None, fold=fold)
         log.subscribe(narrator)
     if args.log_json:
         log.subscribe(_json_logger())
@@ -502,7 +488,7 @@ def _run_in(args: argparse.Namespace, console: Console, scenario: Scenario, acto
     if args.explain:
         _print_glossary(console, {e["kind"] for e in result.events})
     if recorder is not None:
-        console.print(f"report written to {args.report}", markup=False)
+        console.print(f"report written to {plain(args.report)}", markup=False)
     return EXIT_OK if result.ok else EXIT_VIOLATION
 
 
@@ -591,7 +577,7 @@ def _sweep_run(args: argparse.Namespace, console: Console, plan: Any, out: Path,
             return Text(f"{task.speed:.1f} runs/s" if task.speed else "")
 
     combos = len(plan.combinations())
-    console.print(f"sweep {plan.name}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
+    console.print(f"sweep {plain(plan.name)}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
                   f"{combos * plan.seeds} runs on {where}", markup=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False)
     progress = Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), RunsPerSecond(), TimeElapsedColumn(),
@@ -619,7 +605,7 @@ def _sweep_run(args: argparse.Namespace, console: Console, plan: Any, out: Path,
     if outcome.ran:
         console.print(f"{outcome.ran} runs in {outcome.seconds:.2f} s: {outcome.runs_per_second:.2f} runs/s "
                       f"on {where}", markup=False, soft_wrap=True)
-    table = Table(title=f"{plan.name}: {plan.seeds} seeds per combination")
+    table = Table(title=plain_text(f"{plan.name}: {plan.seeds} seeds per combination"))
     for key, _ in plan.sets:
         table.add_column(key)
     for column in ("P(ADL)", "95% interval", "fund drawdown p50", "p90", "p99", "not ok"):
@@ -627,8 +613,9 @@ def _sweep_run(args: argparse.Namespace, console: Console, plan: Any, out: Path,
     for entry in outcome.summary:
         d = entry["fund_drawdown"]
         low, high = entry["p_adl_95"]
-        table.add_row(*entry["params"].values(), f"{entry['p_adl']:.2%}", f"{low:.1%}-{high:.1%}",
-                      *(f"{Decimal(d[q]):.2f}" for q in ("p50", "p90", "p99")), str(entry["runs"] - entry["ok"]))
+        table.add_row(*(plain_text(v) for v in entry["params"].values()), f"{entry['p_adl']:.2%}",
+                      f"{low:.1%}-{high:.1%}", *(f"{Decimal(d[q]):.2f}" for q in ("p50", "p90", "p99")),
+                      str(entry["runs"] - entry["ok"]))
     console.print(table)
     console.print(f"wrote {out / sw.RUNS_FILE} ({len(outcome.rows)} rows), {out / sw.SUMMARY_FILE}, "
                   f"{out / sw.PLOT_FILE}", markup=False, soft_wrap=True)

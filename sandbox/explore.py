@@ -14,6 +14,12 @@ so the next search tries them first.
 
 A :class:`Finding` carries the recorded decisions; :func:`replay_run` runs
 them again and gets the very same events.
+
+The second strategy, PCT (:mod:`sandbox.pct`), is another chooser: its runs
+carry a probability bound, and what it finds is shrunk by :func:`shrink`.
+Every run has a :class:`Budget` (sized by :func:`plan` from the scenario's
+FIFO run) so that a run that never ends is a ``livelock`` finding in
+seconds rather than a search that hangs; shrinking has a budget too.
 """
 
 from __future__ import annotations
@@ -51,6 +57,12 @@ from .pct import DEFAULT_DEPTH, PCTChooser, pct_seed
 from .scenario import Scenario, ScenarioError, _parse_bytes
 
 __all__ = [
+    "Budget",
+    "Plan",
+    "plan",
+    "STRATEGIES",
+    "shrink",
+    "decisions_to_tape",
     "Exploration",
     "Finding",
     "Failure",
@@ -469,7 +481,7 @@ def explore(
         test = hypothesis_seed(seed)(test)
     # One database entry per (scenario, variant, question), so failures found
     # for one are replayed first for that one only.
-    key = f"{scenario.digest or scenario.name}|{variant}|{find}|{_refs_key(actor_refs)}".encode()
+    key = f"{scenario.digest or scenario.name}|{variant}|{find}{_refs_key(actor_refs)}".encode()
     test._hypothesis_internal_database_key = hashlib.sha256(key).digest()  # type: ignore[attr-defined]
     try:
         test()
@@ -486,7 +498,7 @@ def explore(
 
 def _refs_key(actor_refs: tuple[tuple[str, str], ...]) -> str:
     # Without --actor the key is what it always was, so existing databases still apply.
-    return "" if not actor_refs else ",".join(f"{role}={ref}" for role, ref in actor_refs)
+    return "" if not actor_refs else "|" + ",".join(f"{role}={ref}" for role, ref in actor_refs)
 
 
 def _explore_pct(

@@ -330,9 +330,8 @@ def theme_for(name: str) -> Theme:
     return Theme({**_BASE, **THEMES[name], "narr.stamp": "dim", "narr.actor": "dim"})
 
 
-LEGEND: Final = ("t = virtual time in s, then the actor that recorded the event; amounts in ETH, prices in ETH per "
-                 "contract, sizes in contracts; 'bids'/'asks': an order resting in the book, 'trade:': a fill; "
-                 "--explain lists the terms")
+# One line at 80 columns ("legend: " + this); docs/narration.md says it at length.
+LEGEND: Final = "ETH amounts, sizes in contracts; bids/asks rest; trade: fill; --explain"
 
 # term -> (what it means, the event kinds whose sentence uses it)
 GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
@@ -409,10 +408,13 @@ class Narrator:
     long, which keeps piped output one event per line. ``fold`` turns each
     instant's run of re-quotes (resting orders placed and cancelled) into one
     line per account; call :meth:`flush` at the end to print a pending fold
-    (the ``run_finished`` event flushes too).
+    (the ``run_finished`` event flushes too). ``theme`` (see :data:`THEMES`)
+    is pushed onto the console, so whatever else prints the narration's
+    styles there (the CLI's legend) gets the same colours.
     """
 
-    def __init__(self, console: Console, *, wrap: bool | None = None, fold: bool = False) -> None:
+    def __init__(self, console: Console, *, wrap: bool | None = None, fold: bool = False, theme: str = "auto") -> None:
+        console.push_theme(theme_for(theme))  # the narration's styles are names ("narr.trade"): give them colours
         self.console = console
         self.wrap = console.is_terminal if wrap is None else wrap
         self.fold = fold

@@ -1392,7 +1392,7 @@ _STEP_JS: Final = """
     row.appendChild(td);
   }
   function levels(list) {
-    return list.length ? list.map(function (l) { return l[0] + " × " + l[1]; }).join(", ") : "none";
+    return list.length ? list.map(function (l) { return l[0] + " × " + l[1]; }).join("\\n") : "none";
   }
   function mark(id, on) {
     [id, id + "-label"].forEach(function (x) {
@@ -1545,6 +1545,8 @@ h2 { font-size: 19px; margin: 38px 0 6px; padding-top: 14px; border-top: 1px sol
 figure { margin: 8px 0 0; }
 svg.chart { display: block; width: 100%; height: auto; }
 .seq { overflow-x: auto; }
+/* The diagram and its stepping panel may be wider than the text: up to 1360 px, centred on the page. */
+#sequence { width: min(1360px, calc(100vw - 24px)); margin-left: calc(50% - min(680px, calc(50vw - 12px))); }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -1567,6 +1569,7 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; }
 .step-state h3 { font-size: 13px; margin: 4px 0 2px; color: var(--muted); }
 .step-state table { margin: 0; font-size: 12.5px; }
 .step-state .changed { background: #fff3c4; }
+#step-books td { white-space: pre; }
 .seq g.current path { stroke-width: 4px !important; }
 .seq g.current { filter: drop-shadow(0 0 3px #ffb300); }
 .seq g.current text { font-weight: bold; }

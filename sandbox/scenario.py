@@ -9,6 +9,7 @@ documented in docs/reference/scenario-format.md.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -204,6 +205,10 @@ class Policy:
     fund_inventory: str = "work"
     # The fund's orders never trade further than this from the mark (ppm).
     fund_price_band: int = 100_000
+    # The most the fund may lose on taken-over positions, in all, before ADL takes
+    # over however much it holds (wei; 0: no limit): Hyperliquid's capped
+    # liquidator vault, whose loss, not an empty parent vault, triggers ADL.
+    fund_loss_limit: int = 0
     # A lot ADL could not place (every opposing account frozen) is offered
     # again after this many virtual ms, at most fund_retries times.
     fund_retry_ms: int = 1_000
@@ -329,7 +334,8 @@ class _Reader:
         if name not in self.table:
             if required:
                 # A required key that is missing is most often misspelt: name the misspelling.
-                typo = did_you_mean(name, [k for k in self.table if isinstance(k, str) and k not in self.used])
+                typo = did_you_mean(name, [k for k in self.table if isinstance(k, str) and k not in self.used
+                                           and k not in format_keys()])
                 if typo is not None:
                     self.fail(typo, f"unknown key (did you mean {name}? it is required)")
                 self.fail(name, "is required")
@@ -402,6 +408,25 @@ class _Reader:
             self.fail(unknown[0], "unknown key" + (f" (did you mean {close}?)" if close else ""))
 
 
+@functools.cache
+def format_keys() -> frozenset[str]:
+    """Every key name the scenario format reads, in any table: the names the readers of this package ask for.
+
+    A missing required key is reported as a misspelling of a key of its table
+    only when that key is unknown here: ``size`` is not a misspelt ``side``,
+    it is the next key the orders table reads. Taken from the source of the
+    modules that read scenarios (each ``reader.method("name", ...)`` call),
+    so a new key needs no list to be kept up to date; a name that is also
+    read elsewhere (an event's field) only makes a suggestion less likely.
+    """
+    call = re.compile(r'\.(?:get|string|units|integer|array|boolean|fraction|count|distribution|at_most)'
+                      r'\(\s*"([A-Za-z_][A-Za-z0-9_]*)"')
+    names: set[str] = set()
+    for module in Path(__file__).parent.glob("*.py"):
+        names.update(call.findall(module.read_text(encoding="utf-8")))
+    return frozenset(names)
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The candidate ``word`` is most likely a misspelling of, if any is close (difflib's ratio >= 0.75)."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
@@ -454,6 +479,7 @@ def _parse_policy(source: str, raw: object) -> Policy:
         fund_inventory=r.string("fund_inventory", required=False, choices=FUND_INVENTORY_POLICIES)
         or d.fund_inventory,
         fund_price_band=r.units("fund_price_band", RATE_DECIMALS, default=d.fund_price_band, positive=True),
+        fund_loss_limit=r.units("fund_loss_limit", MONEY_DECIMALS, default=d.fund_loss_limit),
         fund_retry_ms=r.units("fund_retry", TIME_DECIMALS, default=d.fund_retry_ms, positive=True),
         fund_retries=r.integer("fund_retries", d.fund_retries, low=0, high=100),
         bankruptcy_split=r.string("bankruptcy_split", required=False, choices=BANKRUPTCY_SPLITS)
@@ -873,14 +899,20 @@ def bundled_scenarios() -> dict[str, Callable[[], Scenario]]:
 
 
 def resolve_scenario(name_or_path: str, *, allow_outside_paths: bool = False) -> Scenario:
-    """A bundled scenario's name, or a path to a scenario file (see :func:`load_scenario`)."""
+    """A bundled scenario's name, or a path to a scenario file.
+
+    A bundled name wins unless the argument is a path to a *file*: a folder of
+    the same name in the working directory (an output folder, say) does not
+    hide the bundled scenario. The file is read as :func:`load_scenario` reads it.
+    """
     bundled = bundled_scenarios()
     try:
         exists = Path(name_or_path).exists()
+        is_file = exists and Path(name_or_path).is_file()
     except (OSError, ValueError) as e:  # e.g. a name too long for the file system
         reason = getattr(e, "strerror", None) or e
         raise ScenarioError(_show(name_or_path, 80), "", f"cannot be read ({reason})") from None
-    if name_or_path in bundled and not exists:
+    if name_or_path in bundled and not is_file:
         return bundled[name_or_path]()
     if not name_or_path.endswith(".toml") and not exists:
         close = did_you_mean(name_or_path, bundled)

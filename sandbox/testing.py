@@ -188,8 +188,8 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
     """A random cross-margin crash as the dict a TOML file would parse to.
 
     Two or three markets; accounts holding positions in several of them at
-    entry prices that need not net (a real snapshot), one balancing
-    counterparty per market, thin books (zero to two levels a side), crashes
+    entry prices that need not net (a real snapshot), a well-margined house
+    long and short in every market (the balancing counterparties), thin books (zero to two levels a side), crashes
     and pumps of 5% to 95% in one tick, a random ``[policy]`` and a network
     latency: the kinds of state where cross-margin bankruptcy, the fund's
     budgeting and ADL are hardest to get right.
@@ -218,10 +218,18 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
         deposit = notional * Decimal(draw(st.integers(2, 40))) / 100
         accounts.append({"id": f"x{i}", "deposit": _dec(deposit), "positions": positions})
     imbalance = Decimal(0)
+    gross = {m: Decimal(0) for m in marks}
+    for a in accounts[1:]:
+        for p in a["positions"]:
+            gross[p["market"]] += abs(Decimal(p["size"]))
     for symbol, size in net.items():
-        if size:  # the other side, opened at the mark, margined to survive every move drawn below
-            accounts.append({"id": f"c{symbol.lower()}", "deposit": _dec(abs(size) * marks[symbol] * 20),
-                             "positions": [{"market": symbol, "size": str(-size), "entry_price": str(marks[symbol])}]})
+        # A house long and a house short, opened at the mark and margined to survive
+        # every move drawn below, large enough to take the whole market's exposure:
+        # ADL always has a solvent counterparty on either side.
+        house = gross[symbol] + Decimal("0.01")
+        for name, held in ((f"hl{symbol.lower()}", house), (f"hs{symbol.lower()}", -house - size)):
+            accounts.append({"id": name, "deposit": _dec(abs(held) * marks[symbol] * 20),
+                             "positions": [{"market": symbol, "size": str(held), "entry_price": str(marks[symbol])}]})
     for a in accounts:
         for p in a.get("positions", ()):
             imbalance -= Decimal(p["size"]) * Decimal(p["entry_price"])

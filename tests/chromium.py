@@ -127,13 +127,19 @@ class Chromium:
             a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
             os.dup2(a, 3)
             os.dup2(b, 4)
+            # dup2 onto itself (os.dup returned 3 or 4, free in this process) leaves close-on-exec set.
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
 
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [self.executable, *FLAGS, f"--user-data-dir={self._profile.name}",
              f"--window-size={self.width},{self.height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            pass_fds=(3, 4), preexec_fn=wire,
+            # Not pass_fds=(3, 4): Popen marks those inheritable before wire() runs, which fails when fd 3 or 4
+            # is not open in this process (EBADF). The pipes are not inheritable (PEP 446), so Chromium gets
+            # fds 3 and 4 and what this process opened inheritable on purpose, nothing else of ours.
+            close_fds=False, preexec_fn=wire,
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -264,8 +270,11 @@ class Chromium:
             raise BrowserError(f"no element matches {selector!r}")
         return str(value)
 
-    def click(self, selector: str) -> None:
-        """A real mouse click (press and release of the left button) at the middle of the element.
+    def click(self, selector: str, at: tuple[float, float] = (0.5, 0.5)) -> None:
+        """A real mouse click (press and release of the left button) on the element, at its middle.
+
+        ``at`` is where, as fractions of the element's width and height (a
+        slider's track is clicked at ``(1.0, 0.5)`` to move it to its end).
 
         The element is scrolled into view first; the click goes through
         Chromium's input pipeline (Input.dispatchMouseEvent), so it reaches
@@ -275,12 +284,14 @@ class Chromium:
         box = self.evaluate(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (e === null) return null;"
             " e.scrollIntoView({block: 'nearest'}); const r = e.getBoundingClientRect();"
-            " return [r.left + r.width / 2, r.top + r.height / 2, r.width, r.height]; })()")
+            " return [r.left, r.top, r.width, r.height]; })()")
         if box is None:
             raise BrowserError(f"no element matches {selector!r}")
-        x, y, width, height = box
+        left, top, width, height = box
         if width <= 0 or height <= 0:
             raise BrowserError(f"{selector!r} is not displayed")
+        x = left + min(max(at[0] * width, 0.5), width - 0.5)  # inside the element, even at its very edge
+        y = top + min(max(at[1] * height, 0.5), height - 0.5)
         self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=1, clickCount=1)

@@ -80,6 +80,12 @@ def test_a_misspelt_required_key_is_named_with_the_key_it_should_be(tmp_path):
     assert (e.key, e.problem) == ("markets[0].mark_price", "is required")
 
 
+def test_a_missing_required_key_is_not_blamed_on_a_known_key_that_looks_like_it(tmp_path):
+    # orders[0] has "size"; its missing "side" is just missing, not a misspelt "size" (difflib ratio 0.75).
+    e = load_text(tmp_path, GOOD.replace('side = "buy"\n', ""))
+    assert (e.key, e.problem) == ("orders[0].side", "is required")
+
+
 def test_a_misspelt_optional_key_suggests_the_known_one(tmp_path):
     e = load_text(tmp_path, GOOD.replace('maintenance_margin = "0.05"', 'maintenance_margin = "0.05"\ntick_sise = "1"'))
     assert (e.key, e.problem) == ("markets[0].tick_sise", "unknown key (did you mean tick_size?)")
@@ -173,6 +179,11 @@ def test_exit_codes_are_documented_in_one_table_shown_by_help():
     help_text = cli("--help").stdout
     for code, what in sandbox_cli.EXIT_CODES.items():
         assert f"{code} {what}" in " ".join(help_text.split())
-    doc = (REPO / "docs" / "narration.md").read_text(encoding="utf-8")
+    doc = (REPO / "docs" / "reference" / "exit-codes.md").read_text(encoding="utf-8")
     for code in sandbox_cli.EXIT_CODES:
         assert re.search(rf"^\| {code} \|", doc, re.M), code
+    # The per-command table names every subcommand.
+    commands = set(re.findall(r"^\| `([\w-]+)`(?:, `([\w-]+)`)? \|", doc, re.M))
+    named = {c for pair in commands for c in pair if c}
+    subparsers = next(a for a in sandbox_cli._parser()._actions if a.dest == "command")
+    assert named == set(subparsers.choices)

@@ -132,3 +132,22 @@ def test_adl_giving_up_while_one_of_its_fills_is_in_flight_leaves_the_fund_consi
     _assert_all_hold(result)
     assert result.runtime[FUND].lots == {}
     assert result.summary()["insurance_fund"]["final"] == "0.0284"
+
+
+def test_the_monitor_never_asks_again_on_a_view_older_than_the_engines_last_answer():
+    # The livelock race_withdrawal could show: an update sent before the freeze
+    # reaches the monitor after the engine has judged a newer version of the
+    # account. The monitor must wait for clearing's newer update, not ask again.
+    from actors import MONITOR
+    from sandbox.exchange import build
+    from sandbox.messages import AccountUpdated, LiquidationEnded, PositionView
+
+    sc = scenario(market() + account("a", "10", ("PUNK", "1", "100")) + account("b", "100", ("PUNK", "-1", "100")))
+    rt, _ = build(sc)
+    monitor = rt[MONITOR]
+    underwater = (PositionView("PUNK", 10**9, 200 * 10**18),)  # long 1 at 200, mark 100: equity -90
+    monitor.on_LiquidationEnded(LiquidationEnded(1, "a", "cancelled", (), version=5))
+    monitor.on_AccountUpdated(AccountUpdated("a", 10 * 10**18, underwater, False, version=4))
+    assert "a" not in monitor.requested  # an old view: no request
+    monitor.on_AccountUpdated(AccountUpdated("a", 10 * 10**18, underwater, False, version=6))
+    assert "a" in monitor.requested  # the newer view is underwater: asked once

@@ -139,23 +139,46 @@ def test_cascade_with_plain_pnl_ranking_deleverages_the_largest_pnl_first():
     assert account(result, "S1")["balance"] == "75"  # 50 + (105 - 80)
 
 
-def test_thin_book_crash_the_first_collection_spends_the_shared_fund():
-    # AZUKI surplus 93 - 90 = 3 (10 -> 13); PUNK: long 2 bankrupt at 92, the fund's
-    # limit 92 - 13/2 = 85.50, sold at 86: pays 12 (-> 1); BAYC: limit 92 - 1/2 =
-    # 91.50 > bids at 86: both contracts deleveraged at 92 against bayc_short (+16).
+def test_thin_book_crash_the_fund_holds_through_the_crash_and_nobody_is_deleveraged():
+    # AZUKI surplus 93 - 90 = 3 (10 -> 13). PUNK and BAYC: longs of 2 at 92, each
+    # losing 4 at mark 90: accepted (13 - 4 - 4 = 5 left). Band 2%: limit 88.20 > the
+    # bids at 86: held. t=2: bids at 90, mark 91 (band 89.18): sold at 90, 4 + 4 lost.
     result = run("thin_book_crash")
+    assert [(e["market"], e["accepted"]) for e in of(result, "fund_lot_opened")] == [("PUNK", True), ("BAYC", True)]
+    assert [(e["time"], e["limit"]) for e in of(result, "fund_order")] == [
+        (1, "88.2"), (1, "88.2"), (2, "89.18"), (2, "89.18")]
+    assert [(e["time"], e["market"]) for e in of(result, "fund_inventory_held")] == [(1, "PUNK"), (1, "BAYC")]
+    assert [(e["amount"], e["balance"]) for e in of(result, "fund_payout")] == [("4", "9"), ("4", "5")]
+    assert result.summary()["counts"]["adl"] == 0
+    assert fund(result) == {"initial": "10", "final": "5", "positions": {}}
+
+
+def test_thin_book_crash_under_the_one_shot_policy_deleverages_both_shorts():
+    # The same band, one order each: nothing fills at 88.20, so both lots go to ADL at 92.
+    result = run("thin_book_crash", fund_inventory="close")
+    assert [(e["account"], e["market"], e["size"], e["price"]) for e in of(result, "adl")] == [
+        ("punk_short", "PUNK", "2", "92"), ("bayc_short", "BAYC", "2", "92"),
+    ]
+    assert fund(result)["final"] == "13"
+
+
+def test_thin_book_crash_one_shot_with_a_wide_band_spends_the_shared_fund_on_the_first_collection():
+    # One-shot, 10% band: PUNK's lot is sold at 86 within the budget of 13 (limit 85.50):
+    # pays 12 (-> 1); BAYC: limit 92 - 1/2 = 91.50 > bids at 86: deleveraged at 92 (+16).
+    result = run("thin_book_crash", fund_inventory="close", fund_price_band=100_000)
     assert [e["balance"] for e in of(result, "fund_surplus", "fund_payout")] == ["13", "1"]
     assert [(e["account"], e["market"], e["size"], e["price"]) for e in of(result, "adl")] == [
         ("bayc_short", "BAYC", "2", "92"),
     ]
     assert account(result, "bayc_short")["balance"] == "66"
-    assert fund(result)["final"] == "1"
 
 
 def test_thin_book_crash_in_the_other_order_deleverages_the_other_collection():
     sc = resolve_scenario("thin_book_crash")
-    azuki, punk, bayc = sc.events
-    result = run_scenario_sync(attrs.evolve(sc, events=(azuki, bayc, punk)))
+    azuki, punk, bayc, *later = sc.events
+    sc = attrs.evolve(sc, events=(azuki, bayc, punk, *later),
+                      policy=attrs.evolve(sc.policy, fund_inventory="close", fund_price_band=100_000))
+    result = run_scenario_sync(sc)
     assert result.ok
     assert [(e["account"], e["market"]) for e in of(result, "adl")] == [("punk_short", "PUNK")]
 
@@ -331,6 +354,35 @@ def test_the_median_mark_moves_a_fifth_of_a_spoof():
     assert account(result, "s")["balance"] == "20"
 
 
+def test_a_spoof_kept_for_two_more_ticks_moves_the_median_mark_a_fifth_each_tick():
+    # Drop the pull at t=6 and tick the index at 6 and 7: basis samples 50, 50, 50 ->
+    # price2 110, 120, 130. At 120 s (short 1 at 100 with 20) has equity 0: liquidated.
+    sc = resolve_scenario("mark_median_spoof")
+    index = next(e for e in sc.events if e.type == "index_price")
+    kept = tuple(e for e in sc.events if e.at_ms < 6000) + (
+        attrs.evolve(index, at_ms=6000), attrs.evolve(index, at_ms=7000))
+    result = run_scenario_sync(attrs.evolve(sc, events=kept))
+    assert [(e["time"], e["mark"]) for e in of(result, "mark_computed")][4:] == [(5, "110"), (6, "120"), (7, "130")]
+    assert [(e["time"], e["account"], e["equity"]) for e in of(result, "liquidation_started")] == [(6, "s", "0")]
+
+
+def test_a_capped_vault_deleverages_while_its_parent_is_rich():
+    # Cap 10. l1's lot (loss 2 at mark 88) is accepted and sold at 86: lost 4, 6 left.
+    # l2's lot loses 2 x (90 - 85) = 10 at the mark > 6: refused, ADL at 90.
+    result = run("capped_vault_adl")
+    assert [(e["account"], e["accepted"]) for e in of(result, "fund_lot_opened")] == [("l1", True), ("l2", False)]
+    assert [(e["account"], e["market"], e["size"], e["price"]) for e in of(result, "adl")] == [
+        ("bayc_short", "BAYC", "2", "90")]
+    assert fund(result)["final"] == "999996"
+
+
+def test_without_the_cap_the_rich_fund_covers_both_bankruptcies():
+    result = run("capped_vault_adl", fund_loss_limit=0)
+    assert result.summary()["counts"]["adl"] == 0
+    assert [e["amount"] for e in of(result, "fund_payout")] == ["4", "12"]
+    assert fund(result)["final"] == "999984"
+
+
 # --- withdrawals, funding, fees ------------------------------------------------------------------
 
 
@@ -386,3 +438,282 @@ def test_without_fees_in_the_fund_the_short_is_deleveraged():
     assert result.summary()["fees"] == "2.4"
     assert fund(result)["final"] == "0"
     assert [(e["account"], e["price"], e["realized_pnl"]) for e in of(result, "adl")] == [("short", "9", "10")]
+
+
+# --- the fund's size: savings, idle capital, a whale --------------------------------------------
+
+
+def test_a_fund_grown_in_a_calm_period_cannot_accept_the_whale():
+    # Five small longs (1 at 100 with 10 .. 12, bankruptcy 90 .. 88) each sold at the
+    # bid 92: surpluses 2, 2.5, 3, 3.5, 4 = 15; the maker fee on each, 92 x 0.0015 =
+    # 0.138, gives the fund 0.3 x 0.138 = 0.0414. Four trades of 10 at 100: fees
+    # 1.5 + 1.5 each, 0.45 + 0.45 to the fund: 3.60. Fund 0 -> 18.807. The exchange
+    # keeps 4 x 3 x 0.7 + 5 x 0.0966 = 8.883. Whale: long 50 at 100 with 750, mark 80:
+    # equity -250, bankruptcy 100 - 750/50 = 85; its lot loses 50 x 5 = 250 > 18.807.
+    result = run("fund_grows_then_whale")
+    assert [(e["account"], e["bankruptcy_prices"]["PUNK"]) for e in of(result, "liquidation_started")][:5] == [
+        ("s1", "90"), ("s2", "89.5"), ("s3", "89"), ("s4", "88.5"), ("s5", "88")]
+    assert [e["price"] for e in of(result, "liquidation_fill")] == ["92"] * 5
+    trades = [e for e in of(result, "fill") if e["account"] in ("t1", "t2")]
+    assert len(trades) == 8 and {(e["size"].lstrip("-"), e["price"], e["fee"]) for e in trades} == {("10", "100", "1.5")}
+    surpluses = of(result, "fund_surplus")
+    assert [(e["account"], e["amount"]) for e in surpluses] == [
+        ("s1", "2"), ("s2", "2.5"), ("s3", "3"), ("s4", "3.5"), ("s5", "4")]
+    fees = [e["amount"] for e in of(result, "fund_fee_income")]
+    assert fees.count("0.45") == 8 and fees.count("0.0414") == 5 and len(fees) == 13
+    assert result.summary()["fees"] == "8.883"
+    started = of(result, "liquidation_started")[-1]
+    assert (started["account"], started["equity"], started["bankruptcy_prices"]) == ("whale", "-250", {"PUNK": "85"})
+    opened = of(result, "fund_lot_opened")[0]
+    assert (opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("250", "18.807", False)
+    assert [(e["account"], e["size"], e["price"], e["realized_pnl"]) for e in of(result, "adl")] == [
+        ("house", "50", "85", "750")]
+    # The savings are not spent on a lot the fund cannot cover.
+    assert fund(result) == {"initial": "0", "final": "18.807", "positions": {}}
+
+
+def test_a_fund_of_1000_accepts_the_whale_and_sells_it_inside_its_band():
+    # Available 1018.807 >= 250: accepted. Band 80 x 0.9 = 72 (the budget allows lower):
+    # sold at 75, a loss of 50 x 10 = 500; the maker fee 3750 x 0.0015 x 0.3 = 1.6875
+    # comes back: 1018.807 - 500 + 1.6875 = 520.4945.
+    sc = resolve_scenario("fund_grows_then_whale")
+    result = run_scenario_sync(attrs.evolve(sc, fund_balance=1000 * 10**18))
+    assert result.ok
+    assert of(result, "fund_lot_opened")[0]["accepted"] is True
+    assert of(result, "fund_order")[0]["limit"] == "72"
+    assert [e["amount"] for e in of(result, "fund_payout")] == ["500"]
+    assert result.summary()["counts"]["adl"] == 0
+    assert fund(result)["final"] == "520.4945"
+
+
+def fund_of(size: int) -> RunResult:
+    sc = resolve_scenario("fund_too_large_or_too_small")
+    result = run_scenario_sync(attrs.evolve(sc, fund_balance=size * 10**18))
+    assert result.violations == [], result.violations
+    return result
+
+
+def test_a_fund_too_large_is_idle_capital():
+    # Lots: PUNK 4 at 90, mark 85 (loss 20), sold at 84: pays 4 x 6 = 24; BAYC 6 at 90,
+    # mark 80 (loss 60), limit 80 x 0.9 = 72 (reserves 6 x 18 = 108), sold at 78: pays 72.
+    result = run("fund_too_large_or_too_small")
+    assert [e["bankruptcy_price"] for e in of(result, "fund_lot_opened")] == ["90", "90"]
+    assert [(e["account"], e["price"]) for e in of(result, "fill") if e["account"] == "mm"] == [
+        ("mm", "84"), ("mm", "78")]
+    assert [(e["loss_at_mark"], e["accepted"]) for e in of(result, "fund_lot_opened")] == [("20", True), ("60", True)]
+    assert [(e["limit"], e["max_loss"]) for e in of(result, "fund_order")] == [("76.5", "54"), ("72", "108")]
+    assert [e["amount"] for e in of(result, "fund_payout")] == ["24", "72"]
+    assert result.summary()["counts"]["adl"] == 0
+    assert fund(result) == {"initial": "10000", "final": "9904", "positions": {}}  # 96 used: 0.96%
+
+
+def test_a_fund_too_small_cannot_accept_the_second_lot():
+    # 50: PUNK accepted (20 <= 50), limit 90 - 50/4 = 77.50, sold at 84: pays 24 -> 26.
+    # BAYC loses 60 at the mark > 26: ADL of bayc_short at 90: 6 x (100 - 90) = +60.
+    result = fund_of(50)
+    assert [(e["available"], e["accepted"]) for e in of(result, "fund_lot_opened")] == [("50", True), ("26", False)]
+    assert [(e["account"], e["size"], e["price"], e["realized_pnl"]) for e in of(result, "adl")] == [
+        ("bayc_short", "6", "90", "60")]
+    assert fund(result)["final"] == "26"
+
+
+def test_a_fund_the_size_of_the_crash_ends_at_zero_without_adl():
+    # 96: pays 24 (-> 72); BAYC 60 <= 72, budget 72: limit 90 - 72/6 = 78, sold there: pays 72.
+    result = fund_of(96)
+    assert [e["available"] for e in of(result, "fund_lot_opened")] == ["96", "72"]
+    assert of(result, "fund_order")[1]["limit"] == "78"
+    assert result.summary()["counts"]["adl"] == 0
+    assert fund(result) == {"initial": "96", "final": "0", "positions": {}}
+
+
+# --- a spiral, and a manipulation ----------------------------------------------------------------
+
+
+def spiral(*, deposits: dict[str, str] | None = None, extra_bid: str | None = None,
+           seller: bool = True) -> RunResult:
+    from decimal import Decimal
+    sc = resolve_scenario("liquidation_spiral")
+    if deposits:
+        sc = attrs.evolve(sc, accounts=tuple(
+            attrs.evolve(a, deposit=int(Decimal(deposits[a.id]) * 10**18)) if a.id in deposits else a
+            for a in sc.accounts))
+    if extra_bid:
+        bid = sc.orders[0]
+        sc = attrs.evolve(sc, orders=(*sc.orders, attrs.evolve(bid, price=int(Decimal(extra_bid) * 10**9))))
+    if not seller:
+        sc = attrs.evolve(sc, events=tuple(e for e in sc.events if e.type != "order"))
+    result = run_scenario_sync(sc)
+    assert result.violations == [], result.violations
+    return result
+
+
+def marks_after_warm_up(result: RunResult) -> list[str]:
+    return [e["mark"] for e in of(result, "mark_computed")][4:]
+
+
+def test_a_liquidation_spiral_each_sale_lowers_the_mark_that_liquidates_the_next():
+    # Warm-up: mid (99 + 101)/2 = 100, basis 0. The seller takes 99 and 98: mid 98.75,
+    # basis -1.25; price2 = 100 + (sum of the last 5 bases)/5, price1 = 100, the median
+    # is price2: 99.75, 99.50, 99.25. a (long 1 at 100 with 5): equity 5 - 0.75 = 4.25
+    # <= 0.045 x 99.25 = 4.46625, bankruptcy 95, sold at 96.5 (+1.5). Mid (95 + 101)/2
+    # = 98: the last five bases 0, -1.25 x 3, -2 -> 98.85; -1.25 x 2, -2 x 3 -> 98.45:
+    # b (5.8): 4.25 <= 4.43025, bankruptcy 94.2, sold at 95 (+0.8). Mid (93.5 + 101)/2
+    # = 97.25 -> 98.15, 97.85: c (6.5):
+    # 4.35 <= 4.40325, bankruptcy 93.5, sold at 93.5 (0 left). Mid 96.5 -> 96.65 at t=15.
+    result = spiral()
+    computed = {e["time"]: e for e in of(result, "mark_computed")}
+    assert (computed[5]["impact_mid"], computed[8]["impact_mid"], computed[10]["impact_mid"],
+            computed[12]["impact_mid"]) == ("98.75", "98", "97.25", "96.5")
+    assert marks_after_warm_up(result) == [
+        "99.75", "99.5", "99.25", "98.85", "98.45", "98.15", "97.85", "97.4", "97.1", "96.8", "96.65"]
+    started = [(e["time"], e["account"], e["equity"], e["maintenance_margin"], e["bankruptcy_prices"]["PUNK"])
+               for e in of(result, "liquidation_started")]
+    assert started == [(7, "a", "4.25", "4.46625", "95"), (9, "b", "4.25", "4.43025", "94.2"),
+                       (11, "c", "4.35", "4.40325", "93.5")]
+    assert [(e["account"], e["price"]) for e in of(result, "liquidation_fill")] == [
+        ("a", "96.5"), ("b", "95"), ("c", "93.5")]
+    assert [(e["account"], e["amount"]) for e in of(result, "fund_surplus")] == [("a", "1.5"), ("b", "0.8")]
+    assert result.summary()["counts"]["bankruptcies"] == 0
+    assert fund(result)["final"] == "12.3"
+
+
+def test_without_a_liquidation_the_mark_stops_at_98_75_and_b_and_c_survive():
+    # a with 20 is never liquidated: the mid stays 98.75 and the mark walks down to it;
+    # there b's equity is 5.8 - 1.25 = 4.55 > 0.045 x 98.75 = 4.44375.
+    result = spiral(deposits={"a": "20"})
+    assert marks_after_warm_up(result)[-1] == "98.75"
+    assert of(result, "liquidation_started") == []
+    # Exact, in the sandbox's units (wei; price 1e-9; size 1e-9; rates in ppm).
+    sc = resolve_scenario("liquidation_spiral")
+    b, punk = next(a for a in sc.accounts if a.id == "b"), sc.markets[0]
+    mark = 98_750_000_000
+    equity = b.deposit - 10**9 * (100 * 10**9 - mark)
+    margin = 10**9 * mark * punk.maintenance_margin // 10**6
+    assert (equity, margin) == (4_550_000_000_000_000_000, 4_443_750_000_000_000_000)
+
+
+def test_without_b_liquidation_the_mark_stops_at_98_and_c_survives():
+    # a's sale takes the mid to 98; c's equity there is 6.5 - 2 = 4.5 > 0.045 x 98 = 4.41.
+    result = spiral(deposits={"b": "20"})
+    assert marks_after_warm_up(result)[-1] == "98"
+    assert [e["account"] for e in of(result, "liquidation_started")] == ["a"]
+    sc = resolve_scenario("liquidation_spiral")
+    c, punk = next(a for a in sc.accounts if a.id == "c"), sc.markets[0]
+    mark = 98 * 10**9
+    equity = c.deposit - 10**9 * (100 * 10**9 - mark)
+    margin = 10**9 * mark * punk.maintenance_margin // 10**6
+    assert (equity, margin) == (4_500_000_000_000_000_000, 4_410_000_000_000_000_000)
+
+
+def test_the_spiral_is_set_up_as_its_description_says():
+    # Deposits 5, 5.8, 6.5 on a notional of 100 (20x, 17.2x, 15.4x); rates 5% / 4.5%;
+    # one contract bid at each of 99 .. 89, 50 at 80, 50 offered at 101; impact notional 50,
+    # price2 over the last 5 bases; the seller sells 2 at t=4.5; the index is always 100.
+    sc = resolve_scenario("liquidation_spiral")
+    assert {a.id: a.deposit for a in sc.accounts if a.id in ("a", "b", "c")} == {
+        "a": 5 * 10**18, "b": 58 * 10**17, "c": 65 * 10**17}
+    punk = sc.markets[0]
+    assert (punk.initial_margin, punk.maintenance_margin) == (50_000, 45_000)
+    book = [(o.side, o.price // 10**7, o.size // 10**9) for o in sc.orders]
+    assert book == [("buy", p, 1) for p in (9900, 9800, 9650, 9500, 9350, 9200, 9050, 8900)] + [
+        ("buy", 8000, 50), ("sell", 10100, 50)]
+    assert (sc.policy.impact_notional, sc.policy.basis_window) == (50 * 10**18, 5)
+    seller = [e for e in sc.events if e.type == "order"]
+    assert [(e.at_ms, e.order.side, e.order.size) for e in seller] == [(4500, "sell", 2 * 10**9)]
+    assert {e.price for e in sc.events if e.type == "index_price"} == {100 * 10**9}
+
+
+def test_with_a_deeper_book_a_liquidation_does_not_move_the_mark_and_the_spiral_stops():
+    # A second contract bid at 96.5: a's sale leaves the impact bid at 96.5, the mid at 98.75.
+    result = spiral(extra_bid="96.5")
+    assert [e["account"] for e in of(result, "liquidation_started")] == ["a"]
+    assert marks_after_warm_up(result)[-1] == "98.75"
+
+
+def test_without_the_seller_nobody_is_liquidated():
+    result = spiral(seller=False)
+    assert set(marks_after_warm_up(result)) == {"100"}
+    assert of(result, "liquidation_started") == []
+
+
+def test_an_oracle_manipulation_drains_the_fund_into_the_attackers_long():
+    # Pump 10 -> 30: the short's equity 100 - 100 x 20 = -1900, bankruptcy 10 + 100/100 =
+    # 11. The fund accepts (loss at mark 100 x 19 = 1900 <= 2000); its limit is
+    # min(band 33, budget 11 + 2000/100 = 31) = 31. It buys from attacker_long at 31:
+    # pays 100 x 20 = 2000; attacker_long realizes 100 x 21 = 2100 and withdraws 2200.
+    from actors.insurance_fund import band_limit_price
+
+    result = run("oracle_manipulation")
+    # The fund's 10% band alone would let it buy back the short at 30 x 1.1 = 33.
+    assert band_limit_price(-100 * 10**9, 30 * 10**9, 100_000, 10**7) == 33 * 10**9
+    assert [e["price"] for e in of(result, "mark_price")] == ["30", "30", "10"]
+    started = of(result, "liquidation_started")[0]
+    assert (started["account"], started["equity"], started["bankruptcy_prices"]) == (
+        "attacker_short", "-1900", {"MNGO": "11"})
+    opened = of(result, "fund_lot_opened")[0]
+    assert (opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("1900", "2000", True)
+    assert [(e["time"], e["limit"]) for e in of(result, "fund_order")] == [(1, "31"), (4, "31")]
+    assert [(e["time"], e["amount"], e["reason"]) for e in of(result, "withdraw_rejected")] == [
+        (2, "2000", "more than the balance")]
+    assert [(e["time"], e["amount"]) for e in of(result, "withdraw")] == [(5, "2200")]
+    assert [(e["amount"], e["balance"]) for e in of(result, "fund_payout")] == [("2000", "0")]
+    assert account(result, "attacker_long") == {"deposited": "100", "withdrawn": "2200", "balance": "0",
+                                                "positions": {}}
+    assert account(result, "attacker_short") == {"deposited": "100", "withdrawn": "0", "balance": "0",
+                                                 "positions": {}}
+    assert fund(result) == {"initial": "2000", "final": "0", "positions": {}}
+    assert result.summary()["counts"]["adl"] == 0
+
+
+def test_a_fund_too_small_to_accept_the_pumped_lot_hands_it_to_adl_and_the_attack_gains_nothing():
+    # 1900 > 1000: ADL at 11 against attacker_long: +100, the 100 the short lost.
+    sc = resolve_scenario("oracle_manipulation")
+    result = run_scenario_sync(attrs.evolve(sc, fund_balance=1000 * 10**18))
+    assert result.violations == []
+    assert [(e["account"], e["price"], e["realized_pnl"]) for e in of(result, "adl")] == [
+        ("attacker_long", "11", "100")]
+    assert account(result, "attacker_long")["balance"] == "200"
+    assert account(result, "attacker_long")["withdrawn"] == "0"
+    assert fund(result)["final"] == "1000"
+
+
+def test_an_oracle_band_refuses_the_pump():
+    result = run("oracle_manipulation", oracle_band=250_000, oracle_staleness_ms=60_000)
+    assert [(e["time"], e["reason"]) for e in of(result, "oracle_price_rejected")] == [
+        (1, "outside_band"), (4, "outside_band")]
+    assert of(result, "liquidation_started") == []
+    assert fund(result)["final"] == "2000"
+
+
+# --- the library's reference page -------------------------------------------------------------
+
+
+def test_the_library_page_has_a_row_for_every_bundled_scenario_and_no_other():
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "reference" / "scenario-library.md"
+    rows = re.findall(r"^\| `([^`]+)` \|", page.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert sorted(rows) == LIBRARY  # each scenario once, by its own name (no `race_*`)
+
+
+@pytest.mark.parametrize(("name", "ids"), [
+    ("thin_book_crash", {"p", "q"}), ("funding_drain", {"long"}), ("hedged_cross_margin", {"h"}),
+    ("clearance_fee", {"carol"}), ("fill_above_bankruptcy", {"trader"}),
+])
+def test_the_accounts_a_description_says_start_below_initial_margin_do(name, ids):
+    # Equity at the starting marks against the initial margin of the positions (10%, or 1% for BTC):
+    # p, q 16 < 20; long 60 < 100; h 11.90 < 10 + 10; carol 8 < 10; trader 100 < 140.
+    sc = resolve_scenario(name)
+    markets = {m.symbol: m for m in sc.markets}
+    below = set()
+    for acct in sc.accounts:
+        if not acct.positions:
+            continue
+        equity = acct.deposit + sum(p.size * (markets[p.market].mark_price - p.entry_price) for p in acct.positions)
+        margin = sum(abs(p.size) * markets[p.market].mark_price * markets[p.market].initial_margin // 10**6
+                     for p in acct.positions)
+        assert {markets[p.market].initial_margin for p in acct.positions} <= {100_000, 10_000}
+        if equity < margin:
+            below.add(acct.id)
+    assert ids <= below

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sandbox import resolve_scenario, run_scenario_sync
 
+from decimal import Decimal
+
 from .helpers import ONE_SHOT, one_shot, account, balance, event, fund, market, order, run
 
 # 100x leverage: 1% initial, 0.5% maintenance, prices to the cent.
@@ -192,7 +194,7 @@ def test_the_default_fund_accepts_what_it_covers_and_works_it_out_without_adl():
     result = run_scenario_sync(resolve_scenario("demo"))
     assert result.ok, result.violations
     opened = result.log.of_kind("fund_lot_opened")[0]
-    assert (opened["size"], opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("-2", "4", "4", True)
+    assert (opened["size"], opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("-2", "4", "8", True)
     assert [e["limit"] for e in result.log.of_kind("fund_order")] == ["60", "61"]
     held = result.log.of_kind("fund_inventory_held")[0]
     assert (held["size"], held["reserved"]) == ("-1", "5")
@@ -272,3 +274,96 @@ def test_a_realistic_snapshot_with_unequal_entry_prices_runs_and_conserves_money
     from sandbox.testing import summary_conserves_money
 
     assert summary_conserves_money(s, "0")
+
+
+# B short 5 PUNK at 100 with 10; the mark gaps to 110: equity 10 - 50 = -40, bankruptcy
+# price 110 - 40/5 = 102. The fund (0) cannot accept a lot that loses 5 x 8 = 40 at the
+# mark, so the 5 go to ADL at 102 against the longs. Lot size 1 keeps the numbers whole.
+ADL_MARKET = market(extra='tick_size = "0.01"\nlot_size = "1"')
+
+
+def test_adl_cancels_the_deleveraged_traders_open_orders_in_that_market():
+    # A (long 5 at 100) has a resting sell of 5 at 200: it reduced A's position, so it
+    # was never margin-checked; after ADL closes A, it would open a fresh short.
+    result = run(
+        ADL_MARKET
+        + account("A", "100", ("PUNK", "5", "100"))
+        + account("B", "10", ("PUNK", "-5", "100"))
+        + order("A", "PUNK", "sell", "200", "5", id="take-profit")
+        + event(1, "mark_price", market="PUNK", price="110")
+    )
+    adl = result.log.of_kind("adl")
+    assert [(e["account"], e["size"], e["price"]) for e in adl] == [("A", "-5", "102")]
+    assert [(e["account"], e["market"]) for e in result.log.of_kind("adl_orders_cancelled")] == [("A", "PUNK")]
+    assert [e["order_id"] for e in result.log.of_kind("order_cancelled")] == ["A#take-profit"]
+    assert result.runtime["clearing"].accounts["A"].orders == {}
+    assert result.summary()["accounts"]["A"] == {
+        "deposited": "100", "withdrawn": "0", "balance": "110", "positions": {}}
+
+
+def test_adl_deleverages_a_thin_counterparty_only_as_far_as_its_balance_pays():
+    # A snapshot: A1 is long 5 PUNK at 125 with only 50 of balance, kept healthy by a
+    # BAYC short that is 500 up. At mark 110 the ranks (PnL% / leverage, both losing)
+    # are A1 -0.12 / (550/475) = -0.104 and A2 (long 5 at 130 with 1000) -0.154 /
+    # (550/900) = -0.252: A1 first. At the ADL price 102 A1 loses 23 a contract: its
+    # 50 pays for 2 (balance 4); A2 gives the other 3 (-28 each: 916).
+    result = run(
+        ADL_MARKET + market("BAYC", mark="50", extra='tick_size = "0.01"\nlot_size = "1"')
+        + account("A1", "50", ("PUNK", "5", "125"), ("BAYC", "-10", "100"))
+        + account("A2", "1000", ("PUNK", "5", "130"))
+        + account("B", "10", ("PUNK", "-5", "100"))
+        + account("C", "1000", ("PUNK", "-5", "100"))
+        + account("D", "1000", ("BAYC", "10", "100"))
+        + event(1, "mark_price", market="PUNK", price="110")
+    )
+    assert result.log.of_kind("adl_ranking")[0]["ranking"] == ["A1", "A2"]
+    adl = result.log.of_kind("adl")
+    assert [(e["account"], e["size"], e["price"], e["balance"]) for e in adl] == [
+        ("A1", "-2", "102", "4"), ("A2", "-3", "102", "916")]
+    s = result.summary()
+    assert s["accounts"]["A1"]["positions"]["PUNK"] == {"size": "3", "entry_value": "375"}
+    assert s["accounts"]["B"]["balance"] == "0"
+    assert all(Decimal(a["balance"]) >= 0 for a in s["accounts"].values())
+
+
+def test_an_order_that_only_reduces_is_checked_at_its_own_price():
+    # a: long 1 at 100 with 2 (maintenance 1%). A sell of 1 at 97 would realize -3:
+    # more than the balance, refused. At 98.50 it realizes -1.50 plus a taker fee of
+    # 98.50 x 0.15% = 0.14775: 0.35225 is left, accepted.
+    result = run(
+        market(mm="0.01", extra='taker_fee = "0.0015"\nmaker_fee = "0.0015"\ntick_size = "0.01"')
+        + account("a", "2", ("PUNK", "1", "100"))
+        + account("b", "100", ("PUNK", "-1", "100"))
+        + account("mm", "1000")
+        + order("mm", "PUNK", "buy", "98.5", "1")
+        + event(1, "order", account="a", market="PUNK", side="sell", price="97", size="1", tif="ioc")
+        + event(2, "order", account="a", market="PUNK", side="sell", price="98.5", size="1", tif="ioc")
+    )
+    rejected = result.log.of_kind("order_rejected")
+    assert [(e["time"], e["reason"], e["realized_pnl"], e["fee"]) for e in rejected] == [
+        (1, "its realized loss and fee exceed the balance", "-3", "0.1455")]
+    assert result.summary()["accounts"]["a"]["balance"] == "0.35225"
+
+
+STUB = (market(mark="90", extra='tick_size = "0.01"')
+        + account("a", "10", ("PUNK", "1", "100")) + account("b", "100", ("PUNK", "-1", "100"))
+        + account("mm", "1000") + order("mm", "PUNK", "buy", "1", "1")
+        + event(1, "mark_price", market="PUNK", price="85"))
+
+
+def test_the_fund_does_not_sell_into_a_stub_bid_far_below_the_mark():
+    # a (long 1 at 100 with 10) has equity 0 at the opening mark 90: liquidated at once,
+    # bankruptcy price 90. A rich fund (1000) accepts the lot, but its band keeps it from
+    # selling below 90 x 0.9 = 81, and after the mark falls to 85, below 76.50: the stub
+    # bid at 1 is left alone and the fund holds the contract.
+    result = run(STUB, fund="1000")
+    assert [e["limit"] for e in result.log.of_kind("fund_order")] == ["81", "76.5"]
+    assert result.log.of_kind("trade") == []
+    assert result.summary()["insurance_fund"]["positions"] == {"PUNK": {"size": "1", "entry_value": "90"}}
+
+
+def test_under_the_one_shot_policy_the_band_sends_the_fund_to_adl_instead_of_the_stub():
+    result = run(STUB + ONE_SHOT, fund="1000")
+    assert result.log.of_kind("trade") == []
+    assert [(e["account"], e["size"], e["price"]) for e in result.log.of_kind("adl")] == [("b", "1", "90")]
+    assert result.summary()["insurance_fund"]["final"] == "1000"

@@ -132,3 +132,11 @@ def test_cli_bad_arguments_exit_2_without_traceback(args):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip()
+
+
+def test_a_folder_named_like_a_bundled_scenario_does_not_hide_it(tmp_path, monkeypatch):
+    from sandbox import resolve_scenario
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. an output folder
+    assert resolve_scenario("demo").name == "demo"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
 import subprocess
 import sys
-import textwrap
 import tomllib
 from collections import deque
 from pathlib import Path
@@ -15,12 +16,14 @@ import attrs
 import pytest
 import trio
 
+from actors import MarginMonitor
 from actors.zoo import VARIANTS
 from sandbox import bundled_scenarios, parse_scenario, resolve_scenario
 from sandbox.bench import _Ping, _Relay, delivery_msgs_per_s
 from sandbox.exchange import run_scenario
 from sandbox.explore import (
     Budget,
+    TapeChooser,
     events_digest,
     explore,
     plan,
@@ -30,6 +33,7 @@ from sandbox.explore import (
 )
 from sandbox.invariants import InFlight, check_step
 from sandbox.pct import PCTChooser, pct_bound, pct_seed
+from sandbox.sweep import RUNS_FILE, SPEC_FILE
 from sandbox.runtime import (
     TIMELINE,
     Envelope,
@@ -40,8 +44,6 @@ from sandbox.runtime import (
     SeededChooser,
     SeededDelivery,
 )
-from sandbox.explore import TapeChooser
-
 from .test_faults import FAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,11 +259,11 @@ def test_the_looping_variant_is_reported_as_a_livelock_and_replays(strategy):
     assert events_digest(again.events) == events_digest(finding.events) and again.failure == finding.failure
 
 
-class _FloodMonitor(VARIANTS["monitor_polls_stale_copy"].actors["margin_monitor"]):  # type: ignore[misc]
-    """The same race, but each poll posts two more at once: the number in flight doubles, no virtual time passes."""
+class _FloodMonitor(MarginMonitor):
+    """The zoo's looping race, but each poll posts two more at once: the number in flight doubles, no time passes."""
 
     def on_LiquidationEnded(self, msg):
-        super(VARIANTS["monitor_polls_stale_copy"].actors["margin_monitor"], self).on_LiquidationEnded(msg)
+        super().on_LiquidationEnded(msg)
         view = self.accounts.get(msg.account)
         if msg.outcome == "settled" and view is not None and view[2]:
             self.send(self.name, _Flood(0))
@@ -327,6 +329,15 @@ def test_every_zoo_variant_is_found_by_both_strategies(name, strategy):
     # The correct actors pass the very decisions that break the variant.
     correct = run_once(sc, ScriptedChooser(result.finding.decisions))
     assert correct.failure is None or correct.failure.kind != result.finding.failure.kind
+
+
+@pytest.mark.parametrize("name", RACES)
+def test_correct_actors_pass_pct_on_every_race_scenario(name):
+    # PCT starves low-priority links for long stretches: the correct exchange
+    # must still break nothing and always go quiet within the budget.
+    result = explore(resolve_scenario(name), examples=500, database=None, seed=0, strategy="pct")
+    assert result.finding is None, result.finding and result.finding.failure.summary
+    assert result.runs == 500 and result.links > 5
 
 
 def test_pct_is_seeded_and_deterministic():
@@ -488,21 +499,43 @@ def test_a_users_variant_in_a_file_is_explored_replayed_run_and_swept(user_varia
     refused = cli("replay", str(replay), "--quiet")
     assert refused.returncode == 2 and "pass the same --actor" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
-    # The correct clearing is clean on the same scenario; the variant runs under run and sweep too.
-    assert cli("run", "race_partial_fill", "--quiet", "--actor", ref).returncode in (0, 1)
-    sweep = cli("sweep", "race_partial_fill", "--seeds", "2", "--workers", "1", "--actor", ref,
+    # Under run and sweep too: seed 3 is an order that breaks the variant and not the correct clearing.
+    assert cli("run", "race_partial_fill", "--quiet", "--seed", "3").returncode == 0
+    broken = cli("run", "race_partial_fill", "--quiet", "--seed", "3", "--actor", ref)
+    assert broken.returncode == 1 and "1 violated" in broken.stdout
+    sweep = cli("sweep", "race_partial_fill", "--seeds", "4", "--workers", "1", "--actor", ref,
                 "--out", str(tmp_path / "sweep"))
-    assert sweep.returncode in (0, 1), sweep.stderr
-    assert '"actors"' in (tmp_path / "sweep" / "sweep.json").read_text() if (tmp_path / "sweep" / "sweep.json").exists() \
-        else any('"actors"' in p.read_text() for p in (tmp_path / "sweep").glob("*.json"))
+    assert sweep.returncode == 1, sweep.stderr  # the worker loaded the class from the file: seed 3 broke
+    rows = [json.loads(line) for line in (tmp_path / "sweep" / RUNS_FILE).read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "invariant_violated"]
+    assert json.loads((tmp_path / "sweep" / SPEC_FILE).read_text())["actors"] == {"clearing": f"{user_variant}:MyClearing"}
+    # Resuming that sweep without the variant would mix two exchanges' rows: refused.
+    mixed = cli("sweep", "race_partial_fill", "--seeds", "4", "--workers", "1", "--out", str(tmp_path / "sweep"))
+    assert mixed.returncode == 2 and "actors" in mixed.stderr
+
+
+def test_explore_workers_load_a_users_variant_each(user_variant, tmp_path):
+    proc = cli("explore", "race_partial_fill", "--actor", f"clearing={user_variant}:MyClearing", "--workers", "2",
+               "--examples", "200", "--out", str(tmp_path), "--db", str(tmp_path / "db"))
+    assert proc.returncode == 1, proc.stderr
+    assert "2 worker(s)" in proc.stdout and "a liquidated position is closed once" in proc.stdout
 
 
 def test_a_module_reference_works_as_a_file_does(user_variant, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sandbox", "explore", "race_partial_fill", "--actor",
                            "clearing=my_variant:MyClearing", "--seed", "0", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "PYTHONPATH": str(user_variant.parent)})
+                          env={**os.environ, "PYTHONPATH": str(user_variant.parent)})
     assert proc.returncode == 1 and "a liquidated position is closed once" in proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def outcome_replay(tmp_path_factory):
+    """A replay file of the correct actors (an outcome class), written once."""
+    out = tmp_path_factory.mktemp("outcome")
+    assert cli("explore", "race_partial_fill", "--examples", "5", "--seed", "0", "--outcomes",
+               "--out", str(out)).returncode == 0
+    return out / "replay-race_partial_fill-outcome-1.json"
 
 
 @pytest.mark.parametrize("command", ["run", "explore", "replay", "sweep"])
@@ -515,14 +548,9 @@ def test_a_module_reference_works_as_a_file_does(user_variant, tmp_path):
     ("clearing={file}:NotAnActor", "NotAnActor is not a subclass of Clearing"),
     ("insurance_fund={file}:MyClearing", "MyClearing is not a subclass of InsuranceFund"),
 ])
-def test_a_bad_actor_reference_is_one_line_and_exit_2(command, ref, problem, user_variant, tmp_path):
+def test_a_bad_actor_reference_is_one_line_and_exit_2(command, ref, problem, user_variant, outcome_replay, tmp_path):
     ref = ref.format(file=user_variant)
-    replay = tmp_path / "r.json"
-    if command == "replay":
-        explored = cli("explore", "race_partial_fill", "--examples", "5", "--seed", "0", "--outcomes",
-                       "--out", str(tmp_path))
-        assert explored.returncode == 0
-        replay = tmp_path / "replay-race_partial_fill-outcome-1.json"
+    replay = outcome_replay
     args = {"run": ["run", "race_partial_fill"], "explore": ["explore", "race_partial_fill", "--out", str(tmp_path)],
             "replay": ["replay", str(replay)], "sweep": ["sweep", "race_partial_fill", "--seeds", "1",
                                                          "--out", str(tmp_path / "s")]}[command]
@@ -553,8 +581,8 @@ def _printed_test(stdout: str) -> str:
 
 
 def _pytest(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                           str(path)], capture_output=True, text=True, cwd=path.parent, timeout=600)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)],
+                          capture_output=True, text=True, cwd=path.parent, timeout=600)
 
 
 def test_the_printed_test_of_a_users_variant_reproduces_the_failure(user_variant, tmp_path):

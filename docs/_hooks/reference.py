@@ -83,12 +83,16 @@ def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
     out = [f"`{_usage(parser)}`", "", parser.description or "", ""]
     top = _table(parser, parser.prog)
     out += top if top != ["No arguments."] else []
+    if parser.epilog:
+        out += ["", " ".join(parser.epilog.split())]
     for name, summary, sub in _subcommands(parser):
         out += ["", f"## `sandbox {name}`", "", summary[:1].upper() + summary[1:] + ("." if summary else ""), ""]
         if sub.description and sub.description != summary:
             out += [sub.description, ""]
         out += ["```text", _usage(sub), "```", ""]
         out += _table(sub, sub.prog)
+        if sub.epilog:
+            out += ["", " ".join(sub.epilog.split())]
     return "\n".join(out) + "\n"
 
 

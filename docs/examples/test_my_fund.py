@@ -15,7 +15,7 @@ SCENARIO = resolve_scenario("race_two_bankruptcies")
 class SimplerFund(InsuranceFund):
     """My idea: skip the bookkeeping of reservations and budget every lot with the whole balance."""
 
-    def budget(self, msg):
+    def budget(self, lot):
         return self.balance
 
 
