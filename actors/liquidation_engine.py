@@ -77,7 +77,7 @@ from sandbox.messages import (
     TakeOverPosition,
     UnfreezeAccount,
 )
-from sandbox.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size, sign
+from sandbox.money import RATE_ONE, apply_rate_up, ceil_div, fmt_money, fmt_price, fmt_size, sign
 from sandbox.runtime import Actor
 from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
 
@@ -88,11 +88,12 @@ from ._common import (
     book_name,
     equity,
     maintenance_margin,
+    margin_units,
     round_price_down,
     round_price_up,
 )
 
-__all__ = ["LiquidationEngine", "bankruptcy_prices"]
+__all__ = ["LiquidationEngine", "bankruptcy_prices", "closing_fees"]
 
 
 def bankruptcy_prices(
@@ -101,8 +102,14 @@ def bankruptcy_prices(
     marks: Mapping[str, int],
     markets: Mapping[str, MarketSpec],
     split: str = "loss",
+    closing_fee: bool = False,
 ) -> dict[str, int]:
     """The bankruptcy price of each position of a cross-margin account (see module doc).
+
+    With ``closing_fee`` (Bybit, ``policy.bankruptcy_closing_fee``) a positive
+    cushion first keeps the fee to close every position at its mark
+    (``ceil(|size| x mark x taker fee)`` each): the split is of
+    ``max(Q - fees, 0)``, so each price lies that much closer to its mark.
 
     With equity ``Q >= 0`` the cushion is split over every position by mark
     notional (a long's share is capped so its price stays >= one tick; what it
@@ -118,7 +125,13 @@ def bankruptcy_prices(
     a price of one tick; it would settle the account below zero, which the
     invariants report ("no loss left on an account that cannot pay it").
     """
-    return _allocate(balance, positions, marks, markets, split)
+    return _allocate(balance, positions, marks, markets, split, closing_fee)
+
+
+def closing_fees(positions: tuple[PositionView, ...], marks: Mapping[str, int],
+                 markets: Mapping[str, MarketSpec]) -> int:
+    """The taker fee of closing every position at its mark, each rounded up (Bybit's fee to close)."""
+    return sum(apply_rate_up(abs(p.size) * marks[p.market], markets[p.market].taker_fee) for p in positions)
 
 
 def _capacity(p: PositionView, marks: Mapping[str, int], markets: Mapping[str, MarketSpec], sign_: int) -> int | None:
@@ -172,15 +185,19 @@ def _allocate(
     marks: Mapping[str, int],
     markets: Mapping[str, MarketSpec],
     split: str,
+    closing_fee: bool = False,
 ) -> dict[str, int]:
     triples = [(p.market, p.size, p.entry_value) for p in positions]
     q = equity(balance, triples, marks)
     idx = list(range(len(positions)))
     shares = {i: 0 for i in idx}  # signed: equity each leg uses up (> 0) or must recover (< 0)
     if q >= 0:
+        cushion = q
+        if closing_fee:
+            cushion = max(0, q - closing_fees(positions, marks, markets))
         weights = {i: abs(p.size) * marks[p.market] for i, p in enumerate(positions)}
         caps = {i: _capacity(p, marks, markets, 1) for i, p in enumerate(positions)}
-        shares.update(_share_out(q, idx, weights, caps))
+        shares.update(_share_out(cushion, idx, weights, caps))
         # A cushion no long can take (every leg at one tick) stays with the
         # account and is swept to the fund at settlement: nothing to carry.
     else:
@@ -189,8 +206,9 @@ def _allocate(
         losing = [i for i in idx if pnl[i] < 0]
         winning = [i for i in idx if pnl[i] >= 0]
         if split == "maintenance_margin":
+            # Each leg's maintenance margin, exactly (tiers and risk factor included).
             weights = {
-                i: abs(p.size) * marks[p.market] * markets[p.market].maintenance_margin
+                i: margin_units(markets[p.market], abs(p.size) * marks[p.market])
                 for i, p in enumerate(positions)
             }
         else:
@@ -337,7 +355,8 @@ class LiquidationEngine(Actor):
 
     def bankruptcy_prices(self, balance: int, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """Each position's bankruptcy price (an extension hook; module doc has the rule)."""
-        return bankruptcy_prices(balance, positions, self.marks, self.markets, self.policy.bankruptcy_split)
+        return bankruptcy_prices(balance, positions, self.marks, self.markets, self.policy.bankruptcy_split,
+                                 self.policy.bankruptcy_closing_fee)
 
     def slice_sizes(self, liq: _Liquidation, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """How much of each position this round closes: all of it, or a slice (module doc)."""

@@ -10,7 +10,7 @@ all; the runner calls it at every quiet point (no message in flight).
   PnL of every position (accounts' and fund's) == deposits - withdrawals +
   initial fund + the opening imbalance (what the opening positions' entry
   costs do not net to, a constant), exactly, in wei;
-* the fund's balance is never negative, and at a quiet point it covers what
+* the fund's balance is never negative (with several funds, each fund's), and at a quiet point it covers what
   its inventory loses at the mark (balance + the losing lots' PnL >= 0);
 * no loss is left on an account that cannot pay it: at a quiet point no
   account has negative equity, and at every step no account without a
@@ -102,9 +102,20 @@ def check_conservation(rt: Runtime, initial_fund: int) -> list[Violation]:
     return []
 
 
+def _ledgers(fund: object) -> dict[str, int]:
+    """Each insurance fund's balance, when there are several (``[[funds]]``); empty with one."""
+    ledgers = getattr(fund, "ledgers", None)
+    return dict(ledgers) if isinstance(ledgers, dict) and len(ledgers) > 1 else {}
+
+
 def check_fund_non_negative(rt: Runtime) -> list[Violation]:
-    balance = rt[FUND].balance
-    return [_v(rt, "fund never negative", f"fund balance {fmt_money(balance)}")] if balance < 0 else []
+    fund = rt[FUND]
+    balance = fund.balance
+    out = [_v(rt, "fund never negative", f"fund balance {fmt_money(balance)}")] if balance < 0 else []
+    # With several funds, each one on its own: one's surplus never covers another's loss.
+    out += [_v(rt, "fund never negative", f"fund {name!r} balance {fmt_money(value)}")
+            for name, value in _ledgers(fund).items() if value < 0 and balance >= 0]
+    return out
 
 
 def check_unowned_losses(rt: Runtime) -> list[Violation]:
@@ -155,6 +166,14 @@ def check_quiet(rt: Runtime) -> list[Violation]:
         out.append(_v(rt, "fund never negative, inventory included",
                       f"fund balance {fmt_money(fund.balance)} less what its inventory loses at the mark "
                       f"is {fmt_money(covered)}"))
+    else:
+        for name, value in _ledgers(fund).items():
+            own = value + sum(min(0, lot.size * marks[lot.market] - lot.basis) for lot in fund.lots.values()
+                              if fund.fund_of[lot.market] == name)
+            if own < 0:
+                out.append(_v(rt, "fund never negative, inventory included",
+                              f"fund {name!r} balance {fmt_money(value)} less what its inventory loses at the "
+                              f"mark is {fmt_money(own)}"))
     policy = getattr(fund, "policy", None)
     if policy is not None and policy.fund_inventory == "close" and fund.lots:
         for lot in fund.lots.values():
