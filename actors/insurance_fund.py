@@ -507,9 +507,12 @@ class InsuranceFund(Actor):
                 each.size += trade
                 each.basis += trade * price
                 each.held += trade
-            for each in (other, lot):
-                if each.size == 0:
-                    self._close(each)
+            closing = [each for each in (other, lot) if each.size == 0]
+            if len(closing) == 2 and self.ledgers[self.ledger_of(lot)] - closing[0].basis < 0:
+                # Book the gain first, so the balance never dips below zero in between.
+                closing.reverse()
+            for each in closing:
+                self._close(each)
         return lot.size == 0
 
     def _close(self, lot: Lot) -> None:
