@@ -34,9 +34,7 @@ and not yet passed on to receivers.
 
 from __future__ import annotations
 
-from typing import Any
-
-from typing import Iterable
+from typing import Any, Iterable
 
 from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE, equity, maintenance_margin
 from sandbox.money import fmt_money, fmt_size
@@ -136,6 +134,14 @@ def check_open_interest(rt: Runtime) -> list[Violation]:
     ]
 
 
+def _can_pay_one_lot(acct: Any, position: Any, lot: Any, lot_size: int) -> bool:
+    """Whether ADL could deleverage one lot of ``position`` at ``lot``'s price (it never takes a balance below 0)."""
+    from actors._common import Position, apply_trade
+
+    trial = Position(position.size, position.entry_value)
+    return acct.balance + apply_trade(trial, -lot_size if position.size > 0 else lot_size, lot.bankruptcy_price) >= 0
+
+
 def check_quiet(rt: Runtime) -> list[Violation]:
     """What must hold once nothing is in flight: every liquidation finished, none missed."""
     clearing, oracle = rt[CLEARING], rt[ORACLE]
@@ -162,11 +168,11 @@ def check_quiet(rt: Runtime) -> list[Violation]:
                 ))
     fund = rt[FUND]
     covered = fund.balance + sum(min(0, lot.size * marks[lot.market] - lot.basis) for lot in fund.lots.values())
-    if covered < 0:
+    if covered < 0 and not _ledgers(fund):
         out.append(_v(rt, "fund never negative, inventory included",
                       f"fund balance {fmt_money(fund.balance)} less what its inventory loses at the mark "
                       f"is {fmt_money(covered)}"))
-    # Not per fund: with several funds, a cross-margin account whose markets span
+    # Not with several funds (neither per fund nor all together): with several funds, a cross-margin account whose markets span
     # funds can have its deficit carried by one fund's market (its bankruptcy
     # prices know nothing of funds), and when nobody is left to deleverage that
     # fund keeps lots it cannot pay for at the mark. Its *balance* still never
@@ -177,6 +183,7 @@ def check_quiet(rt: Runtime) -> list[Violation]:
         for lot in fund.lots.values():
             side = -1 if lot.size > 0 else 1
             if any((p := a.positions.get(lot.market)) is not None and (p.size > 0) == (side > 0)
+                   and _can_pay_one_lot(a, p, lot, clearing.markets[lot.market].lot_size)
                    for a in clearing.accounts.values()):
                 out.append(_v(rt, "no lot left with the fund while ADL has a candidate",
                               f"lot {lot.lot_id} ({fmt_size(lot.size)} {lot.market}) is still the fund's"))
