@@ -247,6 +247,11 @@ class _Liquidation:
     slices: int = 0
     initial: dict[str, int] = attrs.Factory(dict)
     keep: dict[str, int] = attrs.Factory(dict)
+    # Tier step-down: True once the step-down round has been sent; the sizes it
+    # sent and each position's size before it, while that round is in flight.
+    stepped: bool = False
+    step_sent: dict[str, int] = attrs.Factory(dict)
+    step_from: dict[str, int] = attrs.Factory(dict)
 
 
 class LiquidationEngine(Actor):
@@ -319,17 +324,20 @@ class LiquidationEngine(Actor):
             if liq.slices:
                 self.last_partial[msg.account] = self.now_ms
             del self.active[msg.account]
-            outcome = "restored" if liq.slices else "cancelled"
+            restored = liq.slices or liq.stepped  # a step-down that left the account healthy
+            outcome = "restored" if restored else "cancelled"
             self.emit(
-                "liquidation_restored" if liq.slices else "liquidation_cancelled", account=msg.account,
+                "liquidation_restored" if restored else "liquidation_cancelled", account=msg.account,
                 liq_id=liq.liq_id, equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
-                **({"positions": {p.market: fmt_size(p.size) for p in positions}} if liq.slices else {}),
+                **({"positions": {p.market: fmt_size(p.size) for p in positions}} if restored else {}),
             )
             self.send(CLEARING, UnfreezeAccount(liq.liq_id, msg.account))
             self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, outcome, self._marks_of(positions),
                                                 msg.version))
             return
         liq.prices = self.bankruptcy_prices(balance, positions)
+        if self.policy.tier_step_down and not liq.stepped and self.step_down(liq, positions, eq, mm):
+            return
         sizes = self.slice_sizes(liq, positions)
         sliced = {p.market: fmt_size(sizes[p.market]) for p in positions if sizes[p.market] != abs(p.size)}
         fields = dict(
@@ -352,6 +360,72 @@ class LiquidationEngine(Actor):
                 sizes[p.market], "ioc", "liquidation", CLEARING, ENGINE,
             )
             self.send(book_name(p.market), SubmitOrder(order))
+
+    def step_sizes(self, positions: tuple[PositionView, ...]) -> dict[str, int]:
+        """How much of each position the tier step-down sells: down to the bound of the tier below.
+
+        A position whose mark notional is in tier k > 0 of its market's table
+        is reduced to the largest whole number of lots whose notional is at
+        most tier k-1's bound; positions in the first tier (or in a market
+        without tiers) are not stepped.
+        """
+        out: dict[str, int] = {}
+        for p in positions:
+            spec, mark = self.markets[p.market], self.marks[p.market]
+            notional = abs(p.size) * mark
+            below = [t.notional for t in spec.tiers[:-1] if t.notional is not None and t.notional < notional]
+            if not below:
+                continue
+            target = below[-1] // mark // spec.lot_size * spec.lot_size
+            if abs(p.size) > target:
+                out[p.market] = abs(p.size) - target
+        return out
+
+    def step_down(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> bool:
+        """Binance's tier-reducing IOC (BitMEX's risk-limit step); False if no position is above a lower tier.
+
+        One IOC per stepped position, at market within ``step_down_band`` of the
+        mark and never past its bankruptcy price (the account cannot end below
+        zero); what it does not fill stays the account's. The account is then
+        judged again on clearing's next snapshot: handed back if healthy, else
+        liquidated as usual at the bankruptcy price.
+        """
+        sizes = self.step_sizes(positions)
+        if not sizes:
+            return False
+        liq.stepped = True
+        band = self.policy.step_down_band
+        limits: dict[str, int] = {}
+        for p in positions:
+            if p.market not in sizes:
+                continue
+            mark, tick = self.marks[p.market], self.markets[p.market].tick_size
+            if p.size > 0:
+                by_band = round_price_up(ceil_div(mark * (RATE_ONE - band), RATE_ONE), tick)
+                limits[p.market] = max(by_band, liq.prices[p.market], tick)
+            else:
+                limits[p.market] = min(round_price_down(mark * (RATE_ONE + band) // RATE_ONE, tick),
+                                       liq.prices[p.market])
+        self.emit("liquidation_step_down", account=liq.account, liq_id=liq.liq_id, equity=fmt_money(eq),
+                  maintenance_margin=fmt_money(mm), positions={p.market: fmt_size(p.size) for p in positions},
+                  closing={m: fmt_size(q) for m, q in sizes.items()},
+                  limits={m: fmt_price(x) for m, x in limits.items()})
+        for p in positions:
+            liq.sides[p.market] = 1 if p.size > 0 else -1
+            liq.step_from[p.market] = p.size
+            if p.market not in sizes:  # not stepped: it keeps its whole size this round
+                liq.keep[p.market] = p.size
+                self.take_over(liq, p.market, 0, liq.prices[p.market])
+                continue
+            liq.open_orders.add(p.market)
+            liq.step_sent[p.market] = sizes[p.market]
+            liq.keep[p.market] = p.size - sign(p.size) * sizes[p.market]
+            order = Order(
+                f"liq{liq.liq_id}:{p.market}", liq.account, p.market, "sell" if p.size > 0 else "buy",
+                limits[p.market], sizes[p.market], "ioc", "liquidation", CLEARING, ENGINE,
+            )
+            self.send(book_name(p.market), SubmitOrder(order))
+        return True
 
     def bankruptcy_prices(self, balance: int, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """Each position's bankruptcy price (an extension hook; module doc has the rule)."""
@@ -378,6 +452,14 @@ class LiquidationEngine(Actor):
     def on_OrderClosed(self, msg: OrderClosed) -> None:
         liq = self.active[msg.account]
         liq.open_orders.discard(msg.market)
+        if msg.market in liq.step_sent:
+            # A step-down order: what it did not fill stays the account's, nothing goes to the fund.
+            filled = liq.step_sent.pop(msg.market) - msg.unfilled
+            liq.keep[msg.market] = liq.step_from[msg.market] - liq.sides[msg.market] * filled
+            self.take_over(liq, msg.market, 0, liq.prices[msg.market])
+            if not liq.open_orders:
+                self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, liq.account))
+            return
         price = liq.prices[msg.market]
         # The part the liquidation order could not fill, signed like the position.
         remaining = liq.sides[msg.market] * msg.unfilled

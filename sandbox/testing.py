@@ -78,6 +78,8 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         policy.update(mark_price="median", impact_notional=draw(st.sampled_from(["1", "50"])))
     policy["bankruptcy_closing_fee"] = draw(st.booleans())
+    if draw(st.booleans()):
+        policy.update(tier_step_down=True, step_down_band=draw(st.sampled_from(["0.01", "0.05", "0.3"])))
     return policy
 
 
