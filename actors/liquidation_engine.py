@@ -330,6 +330,7 @@ class LiquidationEngine(Actor):
                 "liquidation_restored" if restored else "liquidation_cancelled", account=msg.account,
                 liq_id=liq.liq_id, equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
                 **({"positions": {p.market: fmt_size(p.size) for p in positions}} if restored else {}),
+                **({"after": "step_down"} if liq.stepped and not liq.slices else {}),
             )
             self.send(CLEARING, UnfreezeAccount(liq.liq_id, msg.account))
             self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, outcome, self._marks_of(positions),

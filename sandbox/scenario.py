@@ -458,7 +458,7 @@ PRESETS: Final[dict[str, dict[str, Any]]] = {
     "dydx": {"bankruptcy_split": "maintenance_margin", "fund_inventory": "close"},
     "hyperliquid": {"liquidation": "partial", "partial_threshold": "30", "partial_fraction": "0.2",
                     "partial_cooldown": "30", "fund_inventory": "keep"},
-    "drift": {"fund_inventory": "close", "adl_ranking": "pnl_pct"},
+    "drift": {"fund_inventory": "close"},
 }
 # Keys that only mean something under one choice (key -> (choice key, value)).
 _DEPENDENT: Final = {
@@ -472,13 +472,13 @@ _DEPENDENT: Final = {
 
 def _with_preset(source: str, raw: object) -> object:
     """The [policy] table with its preset's keys filled in (the table's own keys win)."""
+    key = "policy" if isinstance(raw, str) else "policy.preset"
     if isinstance(raw, str):
         raw = {"preset": raw}
     if not isinstance(raw, dict) or "preset" not in raw:
         return raw
     name = raw["preset"]
     if not isinstance(name, str) or name not in PRESETS:
-        key = "policy.preset" if len(raw) > 1 or not isinstance(raw.get("preset"), str) else "policy"
         raise ScenarioError(source, key, f"must be one of the venue presets {', '.join(PRESETS)}, got {_show(name)}")
     own = {k: v for k, v in raw.items() if k != "preset"}
     base = dict(PRESETS[name])
