@@ -337,6 +337,8 @@ class LiquidationEngine(Actor):
                                                 msg.version))
             return
         liq.prices = self.bankruptcy_prices(balance, positions)
+        if self.policy.backstop_below and eq * RATE_ONE < mm * self.policy.backstop_below:
+            return self.backstop(liq, positions, eq, mm)
         if self.policy.tier_step_down and not liq.stepped and self.step_down(liq, positions, eq, mm):
             return
         sizes = self.slice_sizes(liq, positions)
@@ -361,6 +363,24 @@ class LiquidationEngine(Actor):
                 sizes[p.market], "ioc", "liquidation", CLEARING, ENGINE,
             )
             self.send(book_name(p.market), SubmitOrder(order))
+
+    def backstop(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> None:
+        """Hyperliquid's backstop: below ``backstop_below`` of maintenance margin, no order to the book.
+
+        The fund, as the backstop vault, takes every position over at its
+        bankruptcy price: with it the account's margin (the position's value
+        at the mark less the price is the account's equity, share by share).
+        """
+        self.emit(
+            "liquidation_started", account=liq.account, liq_id=liq.liq_id, equity=fmt_money(eq),
+            maintenance_margin=fmt_money(mm), bankruptcy_prices={m: fmt_price(p) for m, p in liq.prices.items()},
+            positions={p.market: fmt_size(p.size) for p in positions}, backstop=True,
+        )
+        liq.slices += 1
+        for p in positions:
+            liq.sides[p.market] = 1 if p.size > 0 else -1
+            liq.keep[p.market] = 0
+            self.take_over(liq, p.market, p.size, liq.prices[p.market])
 
     def step_sizes(self, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """How much of each position the tier step-down sells: down to the bound of the tier below.

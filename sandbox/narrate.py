@@ -108,6 +108,10 @@ def _prices(e: dict[str, Any]) -> str:
 
 
 def _started(e: dict[str, Any]) -> str:
+    if e.get("backstop"):
+        return (f"{e['account']}'s equity {_eth(e['equity'])} is below the backstop's share of its maintenance "
+                f"margin {_eth(e['maintenance_margin'])}: nothing goes to the book, the backstop vault takes "
+                f"every position over with its margin, at bankruptcy price {_prices(e)}")
     if "closing" not in e:
         return (f"liquidating {e['account']} (equity {_eth(e['equity'])}): closing at bankruptcy price "
                 f"{_prices(e)}")

@@ -250,6 +250,11 @@ class Policy:
     # then, if the account is still liquidatable, the rest goes at the bankruptcy price.
     tier_step_down: bool = False
     step_down_band: int = 50_000
+    # Hyperliquid's backstop: an account whose equity is below this fraction of
+    # its maintenance margin (ppm; 0: never) sends no order to the book; the
+    # fund, as the backstop vault, takes every position over at its bankruptcy
+    # price, that is with the account's margin (Hyperliquid: 2/3).
+    backstop_below: int = 0
 
     def is_stale(self, last_valid_ms: int, now_ms: int) -> bool:
         """Stale: no valid price for longer than the staleness limit."""
@@ -457,7 +462,7 @@ PRESETS: Final[dict[str, dict[str, Any]]] = {
     "bybit": {"bankruptcy_closing_fee": True, "fund_inventory": "close"},
     "dydx": {"bankruptcy_split": "maintenance_margin", "fund_inventory": "close"},
     "hyperliquid": {"liquidation": "partial", "partial_threshold": "30", "partial_fraction": "0.2",
-                    "partial_cooldown": "30", "fund_inventory": "keep"},
+                    "partial_cooldown": "30", "fund_inventory": "keep", "backstop_below": "0.666667"},
     "drift": {"fund_inventory": "close"},
 }
 # Keys that only mean something under one choice (key -> (choice key, value)).
@@ -530,6 +535,7 @@ def _parse_policy(source: str, raw: object) -> Policy:
         bankruptcy_closing_fee=r.boolean("bankruptcy_closing_fee", d.bankruptcy_closing_fee),
         tier_step_down=r.boolean("tier_step_down", d.tier_step_down),
         step_down_band=r.units("step_down_band", RATE_DECIMALS, default=d.step_down_band, positive=True),
+        backstop_below=r.units("backstop_below", RATE_DECIMALS, default=d.backstop_below),
     )
     r.at_most("partial_fraction", policy.partial_fraction, RATE_ONE, "1 (the whole position)")
     r.at_most("partial_cooldown", policy.partial_cooldown_ms, _DAY_MS, "one day")
@@ -547,6 +553,7 @@ def _parse_policy(source: str, raw: object) -> Policy:
     if "stale_liquidations" in r.table and not policy.oracle_staleness_ms:
         r.fail("stale_liquidations", "only applies with an oracle_staleness limit")
     r.at_most("step_down_band", policy.step_down_band, RATE_ONE - 1, "just below 1 (100%)")
+    r.at_most("backstop_below", policy.backstop_below, RATE_ONE, "1 (the whole maintenance margin)")
     if "step_down_band" in r.table and not policy.tier_step_down:
         r.fail("step_down_band", "only applies with tier_step_down = true")
     r.done()

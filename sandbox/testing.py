@@ -80,6 +80,7 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
     policy["bankruptcy_closing_fee"] = draw(st.booleans())
     if draw(st.booleans()):
         policy.update(tier_step_down=True, step_down_band=draw(st.sampled_from(["0.01", "0.05", "0.3"])))
+    policy["backstop_below"] = draw(st.sampled_from(["0", "0.5", "0.666667", "1"]))
     return policy
 
 

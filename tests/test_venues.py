@@ -184,6 +184,31 @@ def test_a_step_down_that_does_not_restore_margin_is_followed_by_the_full_liquid
     assert result.log.of_kind("fund_takeover")[0]["size"] == "20"
 
 
+# --- Hyperliquid's backstop vault -------------------------------------------------------------------------
+
+
+def test_below_two_thirds_of_maintenance_margin_the_vault_takes_position_and_margin():
+    # Long 10 at 100 with 100, mark 93: equity 30 < 2/3 x 46.50 = 31. The fund takes the long at
+    # 93 - 30/10 = 90 (worth 30 at the mark, alice's margin); the bid at 92 is never used. At 95 the
+    # vault's long is worth 50: equity 10 + 50.
+    vault = run(resolve_scenario("backstop_vault"))
+    started = vault.log.of_kind("liquidation_started")[0]
+    assert (started["equity"], started["maintenance_margin"], started["backstop"]) == ("30", "46.5", True)
+    assert "backstop vault takes every position over" in narrate(started)
+    assert vault.log.of_kind("liquidation_fill") == []
+    assert [(e["size"], e["price"]) for e in vault.log.of_kind("fund_takeover")] == [("10", "90")]
+    marked = vault.log.of_kind("fund_inventory_marked")[-1]
+    assert (marked["unrealized_pnl"], marked["equity"]) == ("50", "60")
+    assert vault.summary()["insurance_fund"]["positions"] == {"PUNK": {"size": "10", "entry_value": "900"}}
+    assert log_ok(vault).ok
+    book = run(with_policy("backstop_vault", backstop_below=0))
+    assert [e["price"] for e in book.log.of_kind("liquidation_fill")] == ["92"]
+    assert book.summary()["insurance_fund"]["final"] == "30"
+    # Just above the threshold (2/3 of 46.50 is 31; at 0.64 it is 29.76 < 30): the book as usual.
+    above = run(with_policy("backstop_vault", backstop_below=640_000))
+    assert "backstop" not in above.log.of_kind("liquidation_started")[0]
+
+
 # --- several insurance funds ------------------------------------------------------------------------
 
 
@@ -263,6 +288,7 @@ VENUE_CASES = [
     (None, '[policy]\nstep_down_band = "0.1"\n', "policy.step_down_band", "only applies with tier_step_down"),
     (None, '[policy]\ntier_step_down = true\nstep_down_band = "1"\n', "policy.step_down_band", "at most just below 1"),
     (None, '[policy]\npreset = "kraken"\n', "policy.preset", "venue presets nfex, bitmex"),
+    (None, '[policy]\nbackstop_below = "1.5"\n', "policy.backstop_below", "at most 1"),
     (None, '[policy]\npreset = "hyperliquid"\nliquidation = "full"\npartial_fraction = "0.5"\n',
      "policy.partial_fraction", "only applies with liquidation = 'partial'"),
 ]
@@ -332,7 +358,8 @@ def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_d
         assert found.finding is None, (name, found.finding and found.finding.failure.summary)
 
 
-@pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups"])
+@pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups",
+                                  "backstop_vault"])
 def test_venue_scenarios_keep_every_invariant_under_latency_and_any_interleaving(name):
     from sandbox.explore import explore
 
