@@ -497,8 +497,11 @@ class InsuranceFund(Actor):
                 continue
             qty = min(abs(lot.held), abs(other.held))
             trades = [(each, -qty if each.held > 0 else qty) for each in (other, lot)]
-            # What the crossing realizes, on the lots it closes: never more than the fund has.
-            realized = sum(-(each.basis + trade * price) for each, trade in trades if each.size + trade == 0)
+            # What the crossing realizes, on the lots it closes: never more than the fund has. A lot
+            # whose held part it crosses whole closes once its ADL fills in flight land, at its
+            # bankruptcy price: that counts too (it is size - held; 0 when nothing is in flight).
+            realized = sum(-(each.basis + trade * price - (each.size - each.held) * each.bankruptcy_price)
+                           for each, trade in trades if each.held + trade == 0)
             if self.ledgers[self.ledger_of(lot)] + realized < 0:
                 continue
             self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
