@@ -129,7 +129,7 @@ class LogReport:
 # rebuild yet: it stops at the first one rather than claim a result.
 UNMODELLED: Final = frozenset({
     "funding", "fund_funding_received", "fund_funding_paid", "funding_shortfall", "fund_fee_income",
-    "clearance_fee", "liquidation_slice", "fund_inventory_taken", "liquidation_step_down",
+    "clearance_fee", "liquidation_slice", "fund_inventory_taken",
 })
 
 
@@ -546,6 +546,10 @@ class _Books:
     def on_liquidation_started(self, e: dict[str, Any]) -> None:
         self._running(e)
         self.liquidations += 1
+
+    def on_liquidation_step_down(self, e: dict[str, Any]) -> None:
+        """A tier step-down moves money only through its liquidation fills, which are checked as such."""
+        self._running(e)
 
     def on_fund_takeover(self, e: dict[str, Any]) -> None:
         account, liq_id = self._running(e)
