@@ -25,6 +25,18 @@ while its one order is in flight, so the snapshot the order was priced on is
 final, and limits the order at the bankruptcy price, so the slice cannot take
 the account below zero.)
 
+Tier step-down (``tier_step_down``, Binance's tier-reducing IOC, BitMEX's
+risk-limit step): before anything else, a position above its market's first
+tier gets one IOC at market (within ``step_down_band`` of the mark, never past
+its bankruptcy price) down to the bound of the tier below; what it does not
+fill stays the account's; the account is then judged again on a new snapshot
+and handed back if healthy (``liquidation_restored``, ``after="step_down"``),
+else liquidated as usual. Backstop (``backstop_below``, Hyperliquid): an
+account below that share of its maintenance margin sends nothing to the book;
+every position goes to the fund (the vault) at its bankruptcy price at once.
+Maintenance margins here are tiered when the market has tiers (one rule,
+:func:`actors._common.position_margin`).
+
 Bankruptcy prices (cross margin). The bankruptcy prices are the prices at
 which closing every position leaves the account's balance at exactly zero.
 With equity ``Q`` (balance + unrealized PnL at mark):
