@@ -101,6 +101,7 @@ from ._common import (
     equity,
     maintenance_margin,
     margin_units,
+    position_margin,
     round_price_down,
     round_price_up,
 )
@@ -360,6 +361,9 @@ class LiquidationEngine(Actor):
             bankruptcy_prices={m: fmt_price(p) for m, p in liq.prices.items()},
             positions={p.market: fmt_size(p.size) for p in positions},
         )
+        limits = self.order_limits(liq, positions, eq, mm)
+        if self.policy.liquidation_price == "fillable":
+            fields["limits"] = {m: fmt_price(x) for m, x in limits.items()}
         if liq.slices or sliced:
             fields.update(slice=liq.slices + 1, closing={p.market: fmt_size(sizes[p.market]) for p in positions})
         # The first slice is the liquidation's start (counted once in the summary).
@@ -371,10 +375,38 @@ class LiquidationEngine(Actor):
             liq.sides[p.market] = 1 if p.size > 0 else -1
             liq.keep[p.market] = p.size - sign(p.size) * sizes[p.market]
             order = Order(
-                order_id, msg.account, p.market, "sell" if p.size > 0 else "buy", liq.prices[p.market],
+                order_id, msg.account, p.market, "sell" if p.size > 0 else "buy", limits[p.market],
                 sizes[p.market], "ioc", "liquidation", CLEARING, ENGINE,
             )
             self.send(book_name(p.market), SubmitOrder(order))
+
+    def order_limits(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> dict[str, int]:
+        """Each liquidation order's limit: the bankruptcy price, or dYdX's fillable price.
+
+        Fillable (``liquidation_price = "fillable"``): ``mark -/+ spread x
+        (the position's maintenance margin / |size|) x BA`` with ``BA = (MM -
+        equity) / MM`` clamped to [0, 1] (at maintenance margin the order is
+        limited at the mark; at zero equity or below, ``spread`` maintenance
+        rates away), rounded to the tick towards the mark, and never past the
+        bankruptcy price: a liquidation fill never takes the account below zero.
+        """
+        if self.policy.liquidation_price != "fillable":
+            return dict(liq.prices)
+        out: dict[str, int] = {}
+        ba_num, ba_den = min(max(mm - eq, 0), mm), mm  # BA = ba_num / ba_den, in [0, 1]
+        for p in positions:
+            spec, mark = self.markets[p.market], self.marks[p.market]
+            margin = position_margin(spec, abs(p.size) * mark)  # the position's maintenance margin, wei
+            # offset (price units) = spread/ONE x margin/|size| x BA
+            num = self.policy.fillable_spread * margin * ba_num
+            den = RATE_ONE * abs(p.size) * ba_den if ba_den else 1
+            if p.size > 0:
+                limit = round_price_up(mark - num // den, spec.tick_size)
+                out[p.market] = max(limit, liq.prices[p.market])
+            else:
+                limit = round_price_down(mark + ceil_div(num, den), spec.tick_size)
+                out[p.market] = min(limit, liq.prices[p.market])
+        return out
 
     def backstop(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> None:
         """Hyperliquid's backstop: below ``backstop_below`` of maintenance margin, no order to the book.

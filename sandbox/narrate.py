@@ -112,6 +112,10 @@ def _started(e: dict[str, Any]) -> str:
         return (f"{e['account']}'s equity {_eth(e['equity'])} is below the backstop's share of its maintenance "
                 f"margin {_eth(e['maintenance_margin'])}: nothing goes to the book, the backstop vault takes "
                 f"every position over with its margin, at bankruptcy price {_prices(e)}")
+    if "limits" in e:  # dYdX's fillable price
+        return (f"liquidating {e['account']} (equity {_eth(e['equity'])}): orders limited at the fillable price "
+                + ", ".join(f"{m} {_eth(p)}" for m, p in e["limits"].items())
+                + f"; what does not fill goes to the fund at bankruptcy price {_prices(e)}")
     if "closing" not in e:
         return (f"liquidating {e['account']} (equity {_eth(e['equity'])}): closing at bankruptcy price "
                 f"{_prices(e)}")

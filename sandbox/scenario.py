@@ -175,6 +175,7 @@ FUND_INVENTORY_POLICIES: Final = ("work", "close", "keep")
 BANKRUPTCY_SPLITS: Final = ("loss", "maintenance_margin")
 MARK_PRICE_POLICIES: Final = ("scripted", "median")
 STALE_POLICIES: Final = ("pause", "continue")
+LIQUIDATION_PRICES: Final = ("bankruptcy", "fillable")
 
 
 @attrs.frozen
@@ -255,6 +256,13 @@ class Policy:
     # fund, as the backstop vault, takes every position over at its bankruptcy
     # price, that is with the account's margin (Hyperliquid: 2/3).
     backstop_below: int = 0
+    # dYdX v4's fillable price: "bankruptcy" (NFEX) limits the liquidation order at
+    # the bankruptcy price; "fillable" limits it within fillable_spread x the
+    # position's maintenance rate x BA of the mark, BA = (MM - equity) / MM in
+    # [0, 1], and never past the bankruptcy price (what does not fill goes to
+    # the fund at the bankruptcy price, then ADL there, as usual).
+    liquidation_price: str = "bankruptcy"
+    fillable_spread: int = 1_500_000
 
     def is_stale(self, last_valid_ms: int, now_ms: int) -> bool:
         """Stale: no valid price for longer than the staleness limit."""
@@ -460,7 +468,8 @@ PRESETS: Final[dict[str, dict[str, Any]]] = {
     "binance": {"tier_step_down": True, "liquidation_fee": "0.01", "adl_ranking": "pnl_x_margin_ratio",
                 "fund_inventory": "close"},
     "bybit": {"bankruptcy_closing_fee": True, "fund_inventory": "close"},
-    "dydx": {"bankruptcy_split": "maintenance_margin", "fund_inventory": "close"},
+    "dydx": {"bankruptcy_split": "maintenance_margin", "fund_inventory": "close", "liquidation_price": "fillable",
+             "liquidation_fee": "0.015"},
     "hyperliquid": {"liquidation": "partial", "partial_threshold": "30", "partial_fraction": "0.2",
                     "partial_cooldown": "30", "fund_inventory": "keep", "backstop_below": "0.666667"},
     "drift": {"fund_inventory": "close"},
@@ -536,6 +545,9 @@ def _parse_policy(source: str, raw: object) -> Policy:
         tier_step_down=r.boolean("tier_step_down", d.tier_step_down),
         step_down_band=r.units("step_down_band", RATE_DECIMALS, default=d.step_down_band, positive=True),
         backstop_below=r.units("backstop_below", RATE_DECIMALS, default=d.backstop_below),
+        liquidation_price=r.string("liquidation_price", required=False, choices=LIQUIDATION_PRICES)
+        or d.liquidation_price,
+        fillable_spread=r.units("fillable_spread", RATE_DECIMALS, default=d.fillable_spread, positive=True),
     )
     r.at_most("partial_fraction", policy.partial_fraction, RATE_ONE, "1 (the whole position)")
     r.at_most("partial_cooldown", policy.partial_cooldown_ms, _DAY_MS, "one day")
@@ -554,6 +566,9 @@ def _parse_policy(source: str, raw: object) -> Policy:
         r.fail("stale_liquidations", "only applies with an oracle_staleness limit")
     r.at_most("step_down_band", policy.step_down_band, RATE_ONE - 1, "just below 1 (100%)")
     r.at_most("backstop_below", policy.backstop_below, RATE_ONE, "1 (the whole maintenance margin)")
+    r.at_most("fillable_spread", policy.fillable_spread, 10 * RATE_ONE, "10")
+    if "fillable_spread" in r.table and policy.liquidation_price != "fillable":
+        r.fail("fillable_spread", "only applies with liquidation_price = 'fillable'")
     if "step_down_band" in r.table and not policy.tier_step_down:
         r.fail("step_down_band", "only applies with tier_step_down = true")
     r.done()

@@ -81,6 +81,8 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         policy.update(tier_step_down=True, step_down_band=draw(st.sampled_from(["0.01", "0.05", "0.3"])))
     policy["backstop_below"] = draw(st.sampled_from(["0", "0.5", "0.666667", "1"]))
+    if draw(st.booleans()):
+        policy.update(liquidation_price="fillable", fillable_spread=draw(st.sampled_from(["0.5", "1.5", "5"])))
     return policy
 
 

@@ -208,6 +208,43 @@ def test_below_two_thirds_of_maintenance_margin_the_vault_takes_position_and_mar
     assert "backstop" not in above.log.of_kind("liquidation_started")[0]
 
 
+# --- dYdX's fillable price ------------------------------------------------------------------------------
+
+
+def test_the_fillable_price_limits_the_order_near_the_oracle_and_the_rest_goes_at_bankruptcy():
+    # Long 10 at 100 with 100, mark 95, maintenance 8%: equity 50, MM 76, BA = 26/76; limit
+    # 95 - 1.5 x 7.60 x 26/76 = 91.10. 5 sell at 94, 5 go to the fund at 90; alice has 20, pays
+    # 1.5% of 5 x 94 + 5 x 90 = 920 (13.80) and keeps 6.20; the fund sells the 5 at 90.50: 16.30.
+    dydx = run(resolve_scenario("fillable_price"))
+    started = dydx.log.of_kind("liquidation_started")[0]
+    assert (started["limits"], started["bankruptcy_prices"]) == ({"PUNK": "91.1"}, {"PUNK": "90"})
+    assert "fillable price PUNK 91.1 ETH" in narrate(started)
+    assert [(e["size"], e["price"]) for e in dydx.log.of_kind("liquidation_fill")] == [("-5", "94")]
+    assert [(e["size"], e["price"]) for e in dydx.log.of_kind("fund_takeover")] == [("5", "90")]
+    settled = dydx.log.of_kind("liquidation_settled")[0]
+    assert (settled["clearance_fee"], settled["returned"]) == ("13.8", "6.2")
+    assert dydx.summary()["insurance_fund"]["final"] == "16.3"
+    nfex = run(with_policy("fillable_price", liquidation_price="bankruptcy", liquidation_fee=0))
+    assert [e["price"] for e in nfex.log.of_kind("liquidation_fill")] == ["94", "90.5"]
+    assert nfex.summary()["insurance_fund"]["final"] == "22.5"
+
+
+def test_the_fillable_limit_is_the_mark_at_maintenance_margin_and_never_past_bankruptcy():
+    from actors import LiquidationEngine
+    from actors.liquidation_engine import _Liquidation
+    from sandbox.messages import LiquidationRequested
+
+    spec = MarketSpec("PUNK", 100 * P, 160_000, 80_000, tick_size=P // 100)
+    engine = LiquidationEngine({"PUNK": spec})
+    engine.policy = attrs.evolve(DEFAULT_POLICY, liquidation_price="fillable")
+    engine.marks["PUNK"] = 95 * P
+    liq = _Liquidation(1, "a", LiquidationRequested("a", 0, 0, (), 0, (), ()), prices={"PUNK": 90 * P})
+    long10 = (PositionView("PUNK", 10 * P, 1000 * E),)
+    assert engine.order_limits(liq, long10, 76 * E, 76 * E) == {"PUNK": 95 * P}  # BA = 0: the mark
+    assert engine.order_limits(liq, long10, 50 * E, 76 * E) == {"PUNK": 91_100_000_000}
+    assert engine.order_limits(liq, long10, 0, 76 * E) == {"PUNK": 90 * P}  # 95 - 11.40 is past 90
+
+
 # --- several insurance funds ------------------------------------------------------------------------
 
 
@@ -288,6 +325,8 @@ VENUE_CASES = [
     (None, '[policy]\ntier_step_down = true\nstep_down_band = "1"\n', "policy.step_down_band", "at most just below 1"),
     (None, '[policy]\npreset = "kraken"\n', "policy.preset", "venue presets nfex, bitmex"),
     (None, '[policy]\nbackstop_below = "1.5"\n', "policy.backstop_below", "at most 1"),
+    (None, '[policy]\nfillable_spread = "1"\n', "policy.fillable_spread", "only applies with liquidation_price"),
+    (None, '[policy]\nliquidation_price = "mark"\n', "policy.liquidation_price", "must be one of bankruptcy, fillable"),
     (None, '[policy]\npreset = "hyperliquid"\nliquidation = "full"\npartial_fraction = "0.5"\n',
      "policy.partial_fraction", "only applies with liquidation = 'partial'"),
 ]
@@ -358,7 +397,7 @@ def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_d
 
 
 @pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups",
-                                  "backstop_vault"])
+                                  "backstop_vault", "fillable_price"])
 def test_venue_scenarios_keep_every_invariant_under_latency_and_any_interleaving(name):
     from sandbox.explore import explore
 
