@@ -502,7 +502,13 @@ class InsuranceFund(Actor):
             # bankruptcy price: that counts too (it is size - held; 0 when nothing is in flight).
             realized = sum(-(each.basis + trade * price - (each.size - each.held) * each.bankruptcy_price)
                            for each, trade in trades if each.held + trade == 0)
-            if self.ledgers[self.ledger_of(lot)] + realized < 0:
+            # Lots of this fund that hold nothing any more but still have ADL fills in flight will
+            # realize their loss at the bankruptcy price when those land: that money is spoken for.
+            name = self.ledger_of(lot)
+            committed = sum(max(0, o.loss_at(o.bankruptcy_price)) for o in self.lots.values()
+                            if o is not lot and o is not other and o.held == 0 and o.size != 0
+                            and self.ledger_of(o) == name)
+            if self.ledgers[name] - committed + realized < 0:
                 continue
             self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
                       lots=[other.lot_id, lot.lot_id])
