@@ -11,7 +11,7 @@ from typing import Final, Iterable, Mapping
 
 import attrs
 
-from sandbox.money import apply_rate_up, ceil_div, sign
+from sandbox.money import RATE_ONE, apply_rate_up, ceil_div, sign
 from sandbox.scenario import FUND_ACCOUNT, MarketSpec
 
 __all__ = [
@@ -29,6 +29,9 @@ __all__ = [
     "unrealized_pnl",
     "equity",
     "maintenance_margin",
+    "margin_units",
+    "position_margin",
+    "top_maintenance_rate",
     "round_price_up",
     "round_price_down",
 ]
@@ -95,12 +98,54 @@ def equity(balance: int, positions: Iterable[tuple[str, int, int]], marks: Mappi
     return balance + sum(size * marks[market] - entry for market, size, entry in positions)
 
 
+def margin_units(spec: MarketSpec, notional: int, initial: bool = False) -> int:
+    """A position's margin, exactly, in wei x ppm x ppm: THE rule of tiered margin.
+
+    ``notional`` is the position's mark notional ``|size| x mark``. With no
+    tier table, ``notional x rate x risk factor``. With tiers (NFEX, Binance),
+    each tier's rate applies to the part of the notional between the previous
+    tier's bound and its own (the last tier's rate to everything above), so
+    the margin grows continuously with size and no position's margin jumps at
+    a bound; the collection's risk factor scales the sum. ``initial`` picks
+    the initial rates instead of the maintenance ones.
+    """
+    if not spec.tiers:
+        return notional * (spec.initial_margin if initial else spec.maintenance_margin) * spec.risk_factor
+    total, below = 0, 0
+    for tier in spec.tiers:
+        rate = tier.initial_margin if initial else tier.maintenance_margin
+        top = notional if tier.notional is None or tier is spec.tiers[-1] else min(notional, tier.notional)
+        if top > below:
+            total += (top - below) * rate
+        below = max(below, top)
+        if below >= notional:
+            break
+    return total * spec.risk_factor
+
+
+def position_margin(spec: MarketSpec, notional: int, initial: bool = False) -> int:
+    """A position's maintenance (or initial) margin in wei, rounded up (against the trader)."""
+    if not spec.tiered:  # one rate: exactly the sandbox's historical ceil(notional x rate)
+        return apply_rate_up(notional, spec.initial_margin if initial else spec.maintenance_margin)
+    return ceil_div(margin_units(spec, notional, initial), RATE_ONE * RATE_ONE)
+
+
+def top_maintenance_rate(spec: MarketSpec) -> int:
+    """The highest maintenance rate any part of a position pays, risk factor included (ppm, rounded up).
+
+    Every position's maintenance margin is at most ``notional x`` this rate:
+    the margin monitor's trigger index uses it as a safe bound.
+    """
+    rates = [t.maintenance_margin for t in spec.tiers] or [spec.maintenance_margin]
+    return ceil_div(max(rates) * spec.risk_factor, RATE_ONE)
+
+
 def maintenance_margin(
     positions: Iterable[tuple[str, int, int]], marks: Mapping[str, int], markets: Mapping[str, MarketSpec]
 ) -> int:
-    """Sum over markets of |size| x mark x maintenance rate, each rounded up."""
+    """Sum over markets of each position's maintenance margin (:func:`position_margin`), each rounded up."""
     return sum(
-        apply_rate_up(abs(size) * marks[market], markets[market].maintenance_margin)
+        position_margin(markets[market], abs(size) * marks[market])
         for market, size, _ in positions
     )
 

@@ -105,6 +105,7 @@ from ._common import (
     Position,
     apply_trade,
     book_name,
+    position_margin,
     trader_name,
 )
 
@@ -136,6 +137,11 @@ class LiquidationHold:
     # Takeovers of this round, applied together once the round is done, so the
     # liquidation's own surplus reaches the fund before the lots it must pay for.
     takeovers: list[TakeOverPosition] = attrs.Factory(list)
+
+
+def _first(hold: LiquidationHold) -> str:
+    """The liquidation's first market in symbol order (whose fund takes its surplus, with several funds)."""
+    return hold.markets[0] if hold.markets else ""
 
 
 @attrs.define(slots=True)
@@ -204,7 +210,8 @@ class Clearing(Actor):
         """Initial margin of the worst case of positions plus open orders.
 
         Per market, the exposure is max(|size + open buys|, |size - open sells|)
-        at the mark price, times the initial-margin rate, rounded up. ``extra``
+        at the mark price, times the initial-margin rate (the tier table's, if
+        the market has one: :func:`~actors._common.position_margin`), rounded up. ``extra``
         is a hypothetical new order (market, open buy, open sell).
         """
         markets = set(acct.positions) | set(acct.exposure)
@@ -218,7 +225,7 @@ class Clearing(Actor):
             if extra is not None and extra[0] == m:
                 buy, sell = buy + extra[1], sell + extra[2]
             worst = max(abs(size + buy), abs(size - sell))
-            total += apply_rate_up(worst * self.marks[m], self.markets[m].initial_margin)
+            total += position_margin(self.markets[m], worst * self.marks[m], initial=True)
         return total
 
     # -- trader requests ------------------------------------------------------------------
@@ -473,7 +480,7 @@ class Clearing(Actor):
         hold.liquidated_notional = 0
         if fee:
             acct.balance -= fee
-            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, fee, "clearance_fee"))
+            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, fee, "clearance_fee", _first(hold)))
             self.emit("clearance_fee", account=acct.id, liq_id=hold.liq_id, amount=fmt_money(fee),
                       balance=fmt_money(acct.balance))
             self._publish(acct)
@@ -573,7 +580,7 @@ class Clearing(Actor):
         if surplus:
             # Ahead of the lots on the same link: the fund counts this surplus
             # before it budgets the positions this liquidation hands it.
-            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, surplus, reason))
+            self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, surplus, reason, _first(hold)))
         self._hand_over(lots)
         self.emit("liquidation_settled", account=acct.id, liq_id=hold.liq_id, surplus=fmt_money(surplus),
                   balance=fmt_money(acct.balance), **extra)

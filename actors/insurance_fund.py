@@ -1,4 +1,4 @@
-"""The insurance fund: one for every market, never below zero.
+"""The insurance fund: one for every market (or one per group of markets), never below zero.
 
 It owns its balance and its inventory. Its income is the surplus of
 liquidations that filled better than the bankruptcy price
@@ -70,6 +70,18 @@ Also (``sandbox.scenario.Policy``):
   cap, and ``available`` is the smaller of what the balance and what the cap
   leave; past the cap ADL takes over, however rich the fund is.
 
+Several funds (``[[funds]]``, Binance): one actor holds one *ledger* per
+fund, each with its own balance, its own lots (a lot is its market's fund's)
+and its own ``available``; every rule above applies per ledger: a lot is
+accepted, budgeted, netted and drained against its own fund only, so a
+surplus in one group never pays a bankruptcy in another. Income follows the
+market it comes from (a fee share, funding); a liquidation's surplus goes to
+the fund of the first of its markets in symbol order (the sandbox's choice:
+a cross-margin account may span funds). With one fund, the default, there is
+one ledger, ``"shared"``, and nothing changes. One actor with several
+ledgers, not one actor per fund, so the rest of the exchange still has one
+fund to send to and the invariants and ``check-log`` still see every lot.
+
 Extension hooks (see docs, "Your own variant"): :attr:`RESERVES` (False:
 reserve nothing), :meth:`reserve` (what a lot may still lose),
 :meth:`accepts` (may the fund take this lot over), :meth:`budget` (what
@@ -100,7 +112,7 @@ from sandbox.messages import (
 )
 from sandbox.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size
 from sandbox.runtime import Actor
-from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
+from sandbox.scenario import DEFAULT_POLICY, SHARED_FUND, FundSpec, MarketSpec, Policy
 
 from ._common import ADL, CLEARING, FUND, FUND_ACCOUNT, book_name, round_price_down, round_price_up
 
@@ -167,13 +179,50 @@ class InsuranceFund(Actor):
     def __init__(self, markets: Mapping[str, MarketSpec], balance: int) -> None:
         super().__init__(FUND)
         self.markets = dict(markets)
-        self.balance = balance
+        # One ledger per fund (module doc): its balance, by fund name.
+        self.ledgers: dict[str, int] = {SHARED_FUND: balance}
+        self.fund_of: dict[str, str] = {m: SHARED_FUND for m in self.markets}
         self.lots: dict[int, Lot] = {}
         self._next_lot = 0
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
         self.versions = {m: 0 for m in self.markets}
-        # Net loss realized on taken-over positions so far (for policy.fund_loss_limit).
-        self.lost = 0
+        # Net loss realized on taken-over positions so far, per fund (for policy.fund_loss_limit).
+        self.losses: dict[str, int] = {SHARED_FUND: 0}
+
+    def set_funds(self, funds: tuple[FundSpec, ...]) -> None:
+        """Several funds for groups of markets (a scenario's ``[[funds]]``): one ledger each."""
+        if not funds:
+            return
+        self.ledgers = {f.name: f.balance for f in funds}
+        self.losses = {f.name: 0 for f in funds}
+        self.fund_of = {m: f.name for f in funds for m in f.markets}
+
+    @property
+    def several(self) -> bool:
+        return len(self.ledgers) > 1
+
+    @property
+    def balance(self) -> int:
+        """Every fund's balance together (with one fund, its balance)."""
+        return sum(self.ledgers.values())
+
+    @balance.setter
+    def balance(self, value: int) -> None:
+        if self.several:
+            raise AttributeError("several funds: set a ledger in InsuranceFund.ledgers")
+        (name,) = self.ledgers
+        self.ledgers[name] = value
+
+    @property
+    def lost(self) -> int:
+        return sum(self.losses.values())
+
+    def ledger_of(self, lot: Lot) -> str:
+        return self.fund_of[lot.market]
+
+    def _tag(self, name: str) -> dict[str, str]:
+        """The ``fund`` field of an event, with several funds (none with one: logs stay as they were)."""
+        return {"fund": name} if self.several else {}
 
     def _adopt(self, market: str, price: int, version: int) -> bool:
         """Take a mark newer than the fund's own (the oracle's, or one a takeover carries)."""
@@ -199,13 +248,18 @@ class InsuranceFund(Actor):
     def reserved(self) -> int:
         return sum(self.reserve(lot) for lot in self.lots.values())
 
+    def available_in(self, name: str) -> int:
+        """One fund's balance less what its open lots may still lose (and, capped, less its losses)."""
+        reserved = sum(self.reserve(lot) for lot in self.lots.values() if self.fund_of[lot.market] == name)
+        free = self.ledgers[name] - reserved
+        if self.policy.fund_loss_limit:  # a capped vault: its loss so far counts against the cap
+            free = min(free, self.policy.fund_loss_limit - self.losses[name] - reserved)
+        return free
+
     @property
     def available(self) -> int:
-        reserved = self.reserved
-        free = self.balance - reserved
-        if self.policy.fund_loss_limit:  # a capped vault: its loss so far counts against the cap
-            free = min(free, self.policy.fund_loss_limit - self.lost - reserved)
-        return free
+        """What every fund has available, together (with one fund, its ``available``)."""
+        return sum(self.available_in(name) for name in self.ledgers)
 
     def positions(self) -> dict[str, tuple[int, int]]:
         """Inventory per market: (size, entry value) summed over open lots."""
@@ -225,30 +279,38 @@ class InsuranceFund(Actor):
 
     # -- income ---------------------------------------------------------------------------
 
+    def _fund_of_market(self, market: str) -> str:
+        # A surplus names its liquidation's first market; one fund takes everything.
+        return self.fund_of.get(market, SHARED_FUND) if self.several else next(iter(self.ledgers))
+
     def on_SurplusTransferred(self, msg: SurplusTransferred) -> None:
-        self.balance += msg.amount
+        name = self._fund_of_market(msg.market)
+        self.ledgers[name] += msg.amount
         kind = "fund_liquidation_fee" if msg.reason == "clearance_fee" else "fund_surplus"
         self.emit(kind, account=msg.account, liq_id=msg.liq_id, amount=fmt_money(msg.amount),
-                  balance=fmt_money(self.balance))
+                  balance=fmt_money(self.ledgers[name]), **self._tag(name))
 
     def on_FeeShareTransferred(self, msg: FeeShareTransferred) -> None:
-        self.balance += msg.amount
+        name = self._fund_of_market(msg.market)
+        self.ledgers[name] += msg.amount
         self.emit("fund_fee_income", account=msg.account, market=msg.market, amount=fmt_money(msg.amount),
-                  balance=fmt_money(self.balance))
+                  balance=fmt_money(self.ledgers[name]), **self._tag(name))
 
     def on_FundingContributionRequested(self, msg: FundingContributionRequested) -> None:
         # Never more than is available: the reservations of open lots stay covered.
-        amount = min(msg.amount, max(self.available, 0))
-        self.balance -= amount
+        name = self._fund_of_market(msg.market)
+        amount = min(msg.amount, max(self.available_in(name), 0))
+        self.ledgers[name] -= amount
         self.emit("fund_funding_paid", market=msg.market, funding_id=msg.funding_id, amount=fmt_money(amount),
-                  owed=fmt_money(msg.amount), balance=fmt_money(self.balance))
+                  owed=fmt_money(msg.amount), balance=fmt_money(self.ledgers[name]), **self._tag(name))
         self.send(CLEARING, FundingContributed(msg.market, msg.funding_id, amount))
         self._check_drained()
 
     def on_FundingRemainderTransferred(self, msg: FundingRemainderTransferred) -> None:
-        self.balance += msg.amount
+        name = self._fund_of_market(msg.market)
+        self.ledgers[name] += msg.amount
         self.emit("fund_funding_received", market=msg.market, funding_id=msg.funding_id,
-                  amount=fmt_money(msg.amount), balance=fmt_money(self.balance))
+                  amount=fmt_money(msg.amount), balance=fmt_money(self.ledgers[name]), **self._tag(name))
 
     # -- marks: value the inventory, work it out ------------------------------------------
 
@@ -258,11 +320,13 @@ class InsuranceFund(Actor):
             return
         held = sum(lot.size for lot in self.lots.values() if lot.market == msg.market)
         if held:
+            name = self.fund_of[msg.market]
+            equity = self.ledgers[name] + sum(lot.size * self.marks[lot.market] - lot.basis
+                                              for lot in self.lots.values() if self.fund_of[lot.market] == name)
             self.emit(
                 "fund_inventory_marked", market=msg.market, size=fmt_size(held), mark_price=fmt_price(msg.price),
-                unrealized_pnl=fmt_money(self.unrealized_pnl(msg.market)), balance=fmt_money(self.balance),
-                equity=fmt_money(self.balance + self.unrealized_pnl()),
-                available=fmt_money(self.available),
+                unrealized_pnl=fmt_money(self.unrealized_pnl(msg.market)), balance=fmt_money(self.ledgers[name]),
+                equity=fmt_money(equity), available=fmt_money(self.available_in(name)), **self._tag(name),
             )
         self._check_drained()
         if self.policy.fund_inventory != "keep":
@@ -273,19 +337,20 @@ class InsuranceFund(Actor):
     # -- taking a position over -------------------------------------------------------------
 
     def accepts(self, lot: Lot) -> bool:
-        """May the fund take ``lot`` over (it is already counted in ``available``)?"""
-        return self.policy.fund_inventory == "close" or self.available >= 0
+        """May the fund take ``lot`` over (it is already counted in its fund's ``available``)?"""
+        return self.policy.fund_inventory == "close" or self.available_in(self.ledger_of(lot)) >= 0
 
     def budget(self, lot: Lot) -> int:
-        """What closing ``lot`` may lose: its own reservation plus what no other lot may still lose."""
-        return self.available + self.reserve(lot)
+        """What closing ``lot`` may lose: its own reservation plus what no other lot of its fund may still lose."""
+        return self.available_in(self.ledger_of(lot)) + self.reserve(lot)
 
     def on_PositionTakenOver(self, msg: PositionTakenOver) -> None:
         # The mark the liquidation judged by: the oracle's copy to the fund may
         # still be on its way, and the lot is valued and priced at a mark at
         # least that new, whatever the delivery order.
         self._adopt(msg.market, msg.mark, msg.mark_version)
-        before = self.available
+        name = self.fund_of[msg.market]
+        before = self.available_in(name)
         self._next_lot += 1
         lot = Lot(self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price, msg.liq_id, msg.account,
                   held=msg.size, hint=msg.budget)
@@ -295,7 +360,7 @@ class InsuranceFund(Actor):
             "fund_lot_opened", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
             bankruptcy_price=fmt_price(msg.price), liq_id=msg.liq_id, account=msg.account,
             loss_at_mark=fmt_money(lot.loss_at(self.marks[msg.market])), available=fmt_money(before),
-            accepted=accepted,
+            accepted=accepted, **self._tag(name),
         )
         if not accepted:
             self._deleverage(lot, "cannot accept")
@@ -357,29 +422,35 @@ class InsuranceFund(Actor):
         lot.state, lot.held = HELD, lot.size
         if self._net(lot):
             return
+        name = self.ledger_of(lot)
         self.emit("fund_inventory_held", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.size),
                   mark_price=fmt_price(self.marks[lot.market]), reserved=fmt_money(self.reserve(lot)),
-                  available=fmt_money(self.available))
+                  available=fmt_money(self.available_in(name)), **self._tag(name))
         self._check_drained()
 
     # -- ADL -----------------------------------------------------------------------------------
 
     def _check_drained(self) -> None:
-        """Held inventory has drained the fund: its oldest held lots go to ADL until it covers the rest."""
-        if self.available >= 0 or self.policy.fund_inventory == "close":
+        """Held inventory has drained a fund: its oldest held lots go to ADL until it covers the rest."""
+        if self.policy.fund_inventory == "close":
             return
-        for lot in list(self.lots.values()):
-            if self.available >= 0:
-                break
-            # A kept lot ADL just failed to place is offered again by its timer
-            # (and on the next mark), not here: that would ask ADL again at once.
-            if lot.state == HELD and lot.held:
-                self._deleverage(lot, "drained")
+        for name in self.ledgers:
+            if self.available_in(name) >= 0:
+                continue
+            for lot in list(self.lots.values()):
+                if self.available_in(name) >= 0:
+                    break
+                # A kept lot ADL just failed to place is offered again by its timer
+                # (and on the next mark), not here: that would ask ADL again at once.
+                if lot.state == HELD and lot.held and self.ledger_of(lot) == name:
+                    self._deleverage(lot, "drained")
 
     def _deleverage(self, lot: Lot, reason: str) -> None:
         lot.state = IN_ADL
+        name = self.ledger_of(lot)
         self.emit("fund_adl_requested", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held),
-                  price=fmt_price(lot.bankruptcy_price), reason=reason, available=fmt_money(self.available))
+                  price=fmt_price(lot.bankruptcy_price), reason=reason,
+                  available=fmt_money(self.available_in(name)), **self._tag(name))
         self.send(ADL, DeleverageRequested(lot.lot_id, lot.market, lot.held, lot.bankruptcy_price))
 
     def on_DeleverageAbandoned(self, msg: DeleverageAbandoned) -> None:
@@ -426,9 +497,18 @@ class InsuranceFund(Actor):
                 continue
             qty = min(abs(lot.held), abs(other.held))
             trades = [(each, -qty if each.held > 0 else qty) for each in (other, lot)]
-            # What the crossing realizes, on the lots it closes: never more than the fund has.
-            realized = sum(-(each.basis + trade * price) for each, trade in trades if each.size + trade == 0)
-            if self.balance + realized < 0:
+            # What the crossing realizes, on the lots it closes: never more than the fund has. A lot
+            # whose held part it crosses whole closes once its ADL fills in flight land, at its
+            # bankruptcy price: that counts too (it is size - held; 0 when nothing is in flight).
+            realized = sum(-(each.basis + trade * price - (each.size - each.held) * each.bankruptcy_price)
+                           for each, trade in trades if each.held + trade == 0)
+            # Lots of this fund that hold nothing any more but still have ADL fills in flight will
+            # realize their loss at the bankruptcy price when those land: that money is spoken for.
+            name = self.ledger_of(lot)
+            committed = sum(max(0, o.loss_at(o.bankruptcy_price)) for o in self.lots.values()
+                            if o is not lot and o is not other and o.held == 0 and o.size != 0
+                            and self.ledger_of(o) == name)
+            if self.ledgers[name] - committed + realized < 0:
                 continue
             self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
                       lots=[other.lot_id, lot.lot_id])
@@ -445,13 +525,16 @@ class InsuranceFund(Actor):
     def _close(self, lot: Lot) -> None:
         del self.lots[lot.lot_id]
         pnl = -lot.basis
-        self.balance += pnl
-        self.lost -= pnl
+        name = self.ledger_of(lot)
+        self.ledgers[name] += pnl
+        self.losses[name] -= pnl
         kind = "fund_payout" if pnl < 0 else ("fund_gain" if pnl > 0 else "fund_lot_closed")
         self.emit(kind, lot_id=lot.lot_id, market=lot.market, account=lot.account, amount=fmt_money(abs(pnl)),
-                  balance=fmt_money(self.balance))
-        if self.balance < 0:
-            self.violation("fund never negative", f"balance {fmt_money(self.balance)} after lot {lot.lot_id}")
+                  balance=fmt_money(self.ledgers[name]), **self._tag(name))
+        if self.ledgers[name] < 0:
+            where = f"fund {name!r} " if self.several else ""
+            self.violation("fund never negative",
+                           f"{where}balance {fmt_money(self.ledgers[name])} after lot {lot.lot_id}")
 
     @staticmethod
     def _order_id(lot: Lot) -> str:

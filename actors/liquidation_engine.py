@@ -26,6 +26,18 @@ while its one order is in flight, so the snapshot the order was priced on is
 final, and limits the order at the bankruptcy price, so the slice cannot take
 the account below zero.)
 
+Tier step-down (``tier_step_down``, Binance's tier-reducing IOC, BitMEX's
+risk-limit step): before anything else, a position above its market's first
+tier gets one IOC at market (within ``step_down_band`` of the mark, never past
+its bankruptcy price) down to the bound of the tier below; what it does not
+fill stays the account's; the account is then judged again on a new snapshot
+and handed back if healthy (``liquidation_restored``, ``after="step_down"``),
+else liquidated as usual. Backstop (``backstop_below``, Hyperliquid): an
+account below that share of its maintenance margin sends nothing to the book;
+every position goes to the fund (the vault) at its bankruptcy price at once.
+Maintenance margins here are tiered when the market has tiers (one rule,
+:func:`actors._common.position_margin`).
+
 Bankruptcy prices (cross margin). The bankruptcy prices are the prices at
 which closing every position leaves the account's balance at exactly zero.
 With equity ``Q`` (balance + unrealized PnL at mark):
@@ -81,7 +93,7 @@ from sandbox.messages import (
     TakeOverPosition,
     UnfreezeAccount,
 )
-from sandbox.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size, sign
+from sandbox.money import RATE_ONE, apply_rate_up, ceil_div, fmt_money, fmt_price, fmt_size, sign
 from sandbox.runtime import Actor
 from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
 
@@ -92,11 +104,13 @@ from ._common import (
     book_name,
     equity,
     maintenance_margin,
+    margin_units,
+    position_margin,
     round_price_down,
     round_price_up,
 )
 
-__all__ = ["LiquidationEngine", "bankruptcy_prices"]
+__all__ = ["LiquidationEngine", "bankruptcy_prices", "closing_fees"]
 
 
 def bankruptcy_prices(
@@ -105,8 +119,14 @@ def bankruptcy_prices(
     marks: Mapping[str, int],
     markets: Mapping[str, MarketSpec],
     split: str = "loss",
+    closing_fee: bool = False,
 ) -> dict[str, int]:
     """The bankruptcy price of each position of a cross-margin account (see module doc).
+
+    With ``closing_fee`` (Bybit, ``policy.bankruptcy_closing_fee``) a positive
+    cushion first keeps the fee to close every position at its mark
+    (``ceil(|size| x mark x taker fee)`` each): the split is of
+    ``max(Q - fees, 0)``, so each price lies that much closer to its mark.
 
     With equity ``Q >= 0`` the cushion is split over every position by mark
     notional (a long's share is capped so its price stays >= one tick; what it
@@ -122,7 +142,13 @@ def bankruptcy_prices(
     a price of one tick; it would settle the account below zero, which the
     invariants report ("no loss left on an account that cannot pay it").
     """
-    return _allocate(balance, positions, marks, markets, split)
+    return _allocate(balance, positions, marks, markets, split, closing_fee)
+
+
+def closing_fees(positions: tuple[PositionView, ...], marks: Mapping[str, int],
+                 markets: Mapping[str, MarketSpec]) -> int:
+    """The taker fee of closing every position at its mark, each rounded up (Bybit's fee to close)."""
+    return sum(apply_rate_up(abs(p.size) * marks[p.market], markets[p.market].taker_fee) for p in positions)
 
 
 def _capacity(p: PositionView, marks: Mapping[str, int], markets: Mapping[str, MarketSpec], sign_: int) -> int | None:
@@ -176,15 +202,19 @@ def _allocate(
     marks: Mapping[str, int],
     markets: Mapping[str, MarketSpec],
     split: str,
+    closing_fee: bool = False,
 ) -> dict[str, int]:
     triples = [(p.market, p.size, p.entry_value) for p in positions]
     q = equity(balance, triples, marks)
     idx = list(range(len(positions)))
     shares = {i: 0 for i in idx}  # signed: equity each leg uses up (> 0) or must recover (< 0)
     if q >= 0:
+        cushion = q
+        if closing_fee:
+            cushion = max(0, q - closing_fees(positions, marks, markets))
         weights = {i: abs(p.size) * marks[p.market] for i, p in enumerate(positions)}
         caps = {i: _capacity(p, marks, markets, 1) for i, p in enumerate(positions)}
-        shares.update(_share_out(q, idx, weights, caps))
+        shares.update(_share_out(cushion, idx, weights, caps))
         # A cushion no long can take (every leg at one tick) stays with the
         # account and is swept to the fund at settlement: nothing to carry.
     else:
@@ -193,8 +223,9 @@ def _allocate(
         losing = [i for i in idx if pnl[i] < 0]
         winning = [i for i in idx if pnl[i] >= 0]
         if split == "maintenance_margin":
+            # Each leg's maintenance margin, exactly (tiers and risk factor included).
             weights = {
-                i: abs(p.size) * marks[p.market] * markets[p.market].maintenance_margin
+                i: margin_units(markets[p.market], abs(p.size) * marks[p.market])
                 for i, p in enumerate(positions)
             }
         else:
@@ -237,6 +268,11 @@ class _Liquidation:
     slices: int = 0
     initial: dict[str, int] = attrs.Factory(dict)
     keep: dict[str, int] = attrs.Factory(dict)
+    # Tier step-down: True once the step-down round has been sent; the sizes it
+    # sent and each position's size before it, while that round is in flight.
+    stepped: bool = False
+    step_sent: dict[str, int] = attrs.Factory(dict)
+    step_from: dict[str, int] = attrs.Factory(dict)
 
 
 class LiquidationEngine(Actor):
@@ -309,17 +345,23 @@ class LiquidationEngine(Actor):
             if liq.slices:
                 self.last_partial[msg.account] = self.now_ms
             del self.active[msg.account]
-            outcome = "restored" if liq.slices else "cancelled"
+            restored = liq.slices or liq.stepped  # a step-down that left the account healthy
+            outcome = "restored" if restored else "cancelled"
             self.emit(
-                "liquidation_restored" if liq.slices else "liquidation_cancelled", account=msg.account,
+                "liquidation_restored" if restored else "liquidation_cancelled", account=msg.account,
                 liq_id=liq.liq_id, equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
-                **({"positions": {p.market: fmt_size(p.size) for p in positions}} if liq.slices else {}),
+                **({"positions": {p.market: fmt_size(p.size) for p in positions}} if restored else {}),
+                **({"after": "step_down"} if liq.stepped and not liq.slices else {}),
             )
             self.send(CLEARING, UnfreezeAccount(liq.liq_id, msg.account))
             self.send(MONITOR, LiquidationEnded(liq.liq_id, msg.account, outcome, self._marks_of(positions),
                                                 msg.version))
             return
         liq.prices = self.bankruptcy_prices(balance, positions)
+        if self.policy.backstop_below and eq * RATE_ONE < mm * self.policy.backstop_below:
+            return self.backstop(liq, positions, eq, mm)
+        if self.policy.tier_step_down and not liq.stepped and self.step_down(liq, positions, eq, mm):
+            return
         sizes = self.slice_sizes(liq, positions) if eq >= 0 else {p.market: abs(p.size) for p in positions}
         sliced = {p.market: fmt_size(sizes[p.market]) for p in positions if sizes[p.market] != abs(p.size)}
         fields = dict(
@@ -327,6 +369,9 @@ class LiquidationEngine(Actor):
             bankruptcy_prices={m: fmt_price(p) for m, p in liq.prices.items()},
             positions={p.market: fmt_size(p.size) for p in positions},
         )
+        limits = self.order_limits(liq, positions, eq, mm)
+        if self.policy.liquidation_price == "fillable":
+            fields["limits"] = {m: fmt_price(x) for m, x in limits.items()}
         if liq.slices or sliced:
             fields.update(slice=liq.slices + 1, closing={p.market: fmt_size(sizes[p.market]) for p in positions})
         # The first slice is the liquidation's start (counted once in the summary).
@@ -338,14 +383,127 @@ class LiquidationEngine(Actor):
             liq.sides[p.market] = 1 if p.size > 0 else -1
             liq.keep[p.market] = p.size - sign(p.size) * sizes[p.market]
             order = Order(
-                order_id, msg.account, p.market, "sell" if p.size > 0 else "buy", liq.prices[p.market],
+                order_id, msg.account, p.market, "sell" if p.size > 0 else "buy", limits[p.market],
                 sizes[p.market], "ioc", "liquidation", CLEARING, ENGINE,
             )
             self.send(book_name(p.market), SubmitOrder(order))
 
+    def order_limits(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> dict[str, int]:
+        """Each liquidation order's limit: the bankruptcy price, or dYdX's fillable price.
+
+        Fillable (``liquidation_price = "fillable"``): ``mark -/+ spread x
+        (the position's maintenance margin / |size|) x BA`` with ``BA = (MM -
+        equity) / MM`` clamped to [0, 1] (at maintenance margin the order is
+        limited at the mark; at zero equity or below, ``spread`` maintenance
+        rates away), rounded to the tick towards the mark, and never past the
+        bankruptcy price: a liquidation fill never takes the account below zero.
+        """
+        if self.policy.liquidation_price != "fillable":
+            return dict(liq.prices)
+        out: dict[str, int] = {}
+        ba_num, ba_den = min(max(mm - eq, 0), mm), mm  # BA = ba_num / ba_den, in [0, 1]
+        for p in positions:
+            spec, mark = self.markets[p.market], self.marks[p.market]
+            margin = position_margin(spec, abs(p.size) * mark)  # the position's maintenance margin, wei
+            # offset (price units) = spread/ONE x margin/|size| x BA
+            num = self.policy.fillable_spread * margin * ba_num
+            den = RATE_ONE * abs(p.size) * ba_den if ba_den else 1
+            if p.size > 0:
+                limit = round_price_up(mark - num // den, spec.tick_size)
+                out[p.market] = max(limit, liq.prices[p.market])
+            else:
+                limit = round_price_down(mark + ceil_div(num, den), spec.tick_size)
+                out[p.market] = min(limit, liq.prices[p.market])
+        return out
+
+    def backstop(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> None:
+        """Hyperliquid's backstop: below ``backstop_below`` of maintenance margin, no order to the book.
+
+        The fund, as the backstop vault, takes every position over at its
+        bankruptcy price: with it the account's margin (the position's value
+        at the mark less the price is the account's equity, share by share).
+        """
+        self.emit(
+            "liquidation_started", account=liq.account, liq_id=liq.liq_id, equity=fmt_money(eq),
+            maintenance_margin=fmt_money(mm), bankruptcy_prices={m: fmt_price(p) for m, p in liq.prices.items()},
+            positions={p.market: fmt_size(p.size) for p in positions}, backstop=True,
+        )
+        liq.slices += 1
+        for p in positions:
+            liq.sides[p.market] = 1 if p.size > 0 else -1
+            liq.keep[p.market] = 0
+            self.take_over(liq, p.market, p.size, liq.prices[p.market])
+
+    def step_sizes(self, positions: tuple[PositionView, ...]) -> dict[str, int]:
+        """How much of each position the tier step-down sells: down to the bound of the tier below.
+
+        A position whose mark notional is in tier k > 0 of its market's table
+        is reduced to the largest whole number of lots whose notional is at
+        most tier k-1's bound; positions in the first tier (or in a market
+        without tiers) are not stepped.
+        """
+        out: dict[str, int] = {}
+        for p in positions:
+            spec, mark = self.markets[p.market], self.marks[p.market]
+            notional = abs(p.size) * mark
+            below = [t.notional for t in spec.tiers[:-1] if t.notional is not None and t.notional < notional]
+            if not below:
+                continue
+            target = below[-1] // mark // spec.lot_size * spec.lot_size
+            if abs(p.size) > target:
+                out[p.market] = abs(p.size) - target
+        return out
+
+    def step_down(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> bool:
+        """Binance's tier-reducing IOC (BitMEX's risk-limit step); False if no position is above a lower tier.
+
+        One IOC per stepped position, at market within ``step_down_band`` of the
+        mark and never past its bankruptcy price (the account cannot end below
+        zero); what it does not fill stays the account's. The account is then
+        judged again on clearing's next snapshot: handed back if healthy, else
+        liquidated as usual at the bankruptcy price.
+        """
+        sizes = self.step_sizes(positions)
+        if not sizes:
+            return False
+        liq.stepped = True
+        band = self.policy.step_down_band
+        limits: dict[str, int] = {}
+        for p in positions:
+            if p.market not in sizes:
+                continue
+            mark, tick = self.marks[p.market], self.markets[p.market].tick_size
+            if p.size > 0:
+                by_band = round_price_up(ceil_div(mark * (RATE_ONE - band), RATE_ONE), tick)
+                limits[p.market] = max(by_band, liq.prices[p.market], tick)
+            else:
+                limits[p.market] = min(round_price_down(mark * (RATE_ONE + band) // RATE_ONE, tick),
+                                       liq.prices[p.market])
+        self.emit("liquidation_step_down", account=liq.account, liq_id=liq.liq_id, equity=fmt_money(eq),
+                  maintenance_margin=fmt_money(mm), positions={p.market: fmt_size(p.size) for p in positions},
+                  closing={m: fmt_size(q) for m, q in sizes.items()},
+                  limits={m: fmt_price(x) for m, x in limits.items()})
+        for p in positions:
+            liq.sides[p.market] = 1 if p.size > 0 else -1
+            liq.step_from[p.market] = p.size
+            if p.market not in sizes:  # not stepped: it keeps its whole size this round
+                liq.keep[p.market] = p.size
+                self.take_over(liq, p.market, 0, liq.prices[p.market])
+                continue
+            liq.open_orders.add(p.market)
+            liq.step_sent[p.market] = sizes[p.market]
+            liq.keep[p.market] = p.size - sign(p.size) * sizes[p.market]
+            order = Order(
+                f"liq{liq.liq_id}:{p.market}", liq.account, p.market, "sell" if p.size > 0 else "buy",
+                limits[p.market], sizes[p.market], "ioc", "liquidation", CLEARING, ENGINE,
+            )
+            self.send(book_name(p.market), SubmitOrder(order))
+        return True
+
     def bankruptcy_prices(self, balance: int, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """Each position's bankruptcy price (an extension hook; module doc has the rule)."""
-        return bankruptcy_prices(balance, positions, self.marks, self.markets, self.policy.bankruptcy_split)
+        return bankruptcy_prices(balance, positions, self.marks, self.markets, self.policy.bankruptcy_split,
+                                 self.policy.bankruptcy_closing_fee)
 
     def slice_sizes(self, liq: _Liquidation, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """How much of each position this round closes: all of it, or a slice (module doc)."""
@@ -367,6 +525,14 @@ class LiquidationEngine(Actor):
     def on_OrderClosed(self, msg: OrderClosed) -> None:
         liq = self.active[msg.account]
         liq.open_orders.discard(msg.market)
+        if msg.market in liq.step_sent:
+            # A step-down order: what it did not fill stays the account's, nothing goes to the fund.
+            filled = liq.step_sent.pop(msg.market) - msg.unfilled
+            liq.keep[msg.market] = liq.step_from[msg.market] - liq.sides[msg.market] * filled
+            self.take_over(liq, msg.market, 0, liq.prices[msg.market])
+            if not liq.open_orders:
+                self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, liq.account))
+            return
         price = liq.prices[msg.market]
         # The part the liquidation order could not fill, signed like the position.
         remaining = liq.sides[msg.market] * msg.unfilled

@@ -14,6 +14,12 @@ cross for the account to be liquidatable there (below it for a long, above it
 for a short; see :func:`trigger`). The bound is derived from the exact
 integer test, with the rounding of the margin on the safe side, so an index
 lookup may return an account that turns out healthy but never misses one.
+With tiered margin (a tier table or a risk factor, ``MarketSpec.tiered``)
+the key is derived from the highest rate any part of the position pays
+(:func:`~actors._common.top_maintenance_rate`): the margin is at most the
+notional times that rate, so the bound stays safe (it may return more
+accounts, never miss one); a rate of 100% or more leaves a long unindexed,
+re-checked like a cross-margin account.
 Cross-margin accounts (positions in several markets) are few; they are
 re-checked on every tick of any of their markets. Candidates are checked in
 the order a scan of every account would have checked them (by when the
@@ -38,7 +44,7 @@ from sandbox.money import RATE_ONE, fmt_money
 from sandbox.runtime import Actor
 from sandbox.scenario import MarketSpec
 
-from ._common import ENGINE, MONITOR, equity, maintenance_margin
+from ._common import ENGINE, MONITOR, equity, maintenance_margin, top_maintenance_rate
 
 __all__ = ["MarginMonitor", "trigger"]
 
@@ -100,7 +106,7 @@ class MarginMonitor(Actor):
         stamp = self._stamp
         if len(positions) == 1:
             p = positions[0]
-            key = trigger(balance, p.size, p.entry_value, self.markets[p.market].maintenance_margin)
+            key = trigger(balance, p.size, p.entry_value, top_maintenance_rate(self.markets[p.market]))
             if key is not None:
                 entry = (key, stamp, account)
                 (self.longs if p.size > 0 else self.shorts)[p.market].add(entry)

@@ -240,6 +240,9 @@ class _Books:
         self.frozen: dict[str, int] = {}  # account -> liquidation id
         self.fund = 0
         self.fund_initial = 0
+        # With several funds ([[funds]]): each fund's balance, and the fund of each market.
+        self.ledgers: dict[str, int] = {}
+        self.fund_of: dict[str, str] = {}
         self.fees = 0
         self.external = 0  # initial fund + deposits - withdrawals
         self.lots: dict[int, _Lot] = {}
@@ -311,8 +314,29 @@ class _Books:
 
     def stated_fund(self, e: dict[str, Any]) -> None:
         stated = _money(e, "balance")
+        if self.ledgers:  # several funds: the event states its own fund's balance
+            name = self.ledger(e)
+            if stated != self.ledgers[name]:
+                _bad(f"fund {name!r}'s balance is stated as {fmt_money(stated)}, "
+                     f"but the log adds up to {fmt_money(self.ledgers[name])}")
+            return
         if stated != self.fund:
             _bad(f"the fund's balance is stated as {fmt_money(stated)}, but the log adds up to {fmt_money(self.fund)}")
+
+    def ledger(self, e: dict[str, Any], market: str | None = None) -> str:
+        """The fund an event of several funds names; a lot's must be its market's fund."""
+        name = _text(e, "fund")
+        if name not in self.ledgers:
+            _bad(f"unknown fund {name!r}")
+        if market is not None and self.fund_of[market] != name:
+            _bad(f"{market} belongs to fund {self.fund_of[market]!r}, but the event books it to {name!r}")
+        return name
+
+    def book_fund(self, e: dict[str, Any], amount: int, market: str | None = None) -> None:
+        """Money into (or out of) the fund; with several funds, into the one the event names."""
+        self.fund += amount
+        if self.ledgers:
+            self.ledgers[self.ledger(e, market)] += amount
 
     # -- the invariants, after every line ----------------------------------------------------
 
@@ -330,6 +354,9 @@ class _Books:
                  f"by {fmt_money(gap)}{why}")
         if self.fund < 0:
             _bad(f"the fund is negative: {fmt_money(self.fund)}")
+        for name, value in self.ledgers.items():
+            if value < 0:
+                _bad(f"fund {name!r} is negative: {fmt_money(value)}")
 
     def check_closed(self, e: dict[str, Any]) -> None:
         """At the end of a run nothing may be left in flight and every liquidation has ended."""
@@ -356,6 +383,18 @@ class _Books:
             )
             self.net[symbol] = 0
         self.fund = self.fund_initial = self.external = _money(e, "insurance_fund")
+        if "funds" in e:
+            for name, spec in _table(e, "funds").items():
+                if not isinstance(spec, dict) or not isinstance(spec.get("markets"), list):
+                    _bad(f"opening_state: fund {name!r} must be an object with markets")
+                self.ledgers[name] = _units(e, "balance", MONEY_DECIMALS, spec.get("balance"))
+                for market in spec["markets"]:
+                    if market not in self.markets or market in self.fund_of:
+                        _bad(f"opening_state: fund {name!r} names market {market!r} twice or unknown")
+                    self.fund_of[market] = name
+            if sum(self.ledgers.values()) != self.fund or set(self.fund_of) != set(self.markets):
+                _bad("opening_state: the funds' balances do not add up to insurance_fund, "
+                     "or some market is in no fund")
         for account, spec in _table(e, "accounts").items():
             if not isinstance(spec, dict) or not isinstance(spec.get("positions"), dict):
                 _bad(f"opening_state: account {account!r} must be an object with positions")
@@ -508,6 +547,10 @@ class _Books:
         self._running(e)
         self.liquidations += 1
 
+    def on_liquidation_step_down(self, e: dict[str, Any]) -> None:
+        """A tier step-down moves money only through its liquidation fills, which are checked as such."""
+        self._running(e)
+
     def on_fund_takeover(self, e: dict[str, Any]) -> None:
         account, liq_id = self._running(e)
         market, size, price = self.market(e), _size(e), _price(e)
@@ -548,7 +591,7 @@ class _Books:
         if sent is None:
             _bad(f"the fund receives a surplus from liquidation {liq_id}, which sent none")
         self.surplus_total -= sent
-        self.fund += amount
+        self.book_fund(e, amount)
         if amount != sent:
             self.note = f"liquidation {liq_id} sent {fmt_money(sent)}, the fund received {fmt_money(amount)}"
         self.stated_fund(e)
@@ -595,7 +638,7 @@ class _Books:
         del self.lots[lot_id]
         self.hold(lot.market, 0, -lot.basis)
         stated = sign * amount
-        self.fund += stated
+        self.book_fund(e, stated, lot.market)
         if stated != -lot.basis:
             self.note = (f"the fund books {fmt_money(stated)} on lot {lot_id}, "
                          f"whose trades come to {fmt_money(-lot.basis)}")

@@ -94,6 +94,8 @@ def build(
     rt.add(cls[MONITOR](markets, {a.id: (a.balance, a.views()) for a in accounts.values()}))
     rt.add(cls[ENGINE](markets))
     rt.add(cls[FUND](markets, scenario.fund_balance))
+    if scenario.funds:  # several funds for groups of markets: one ledger each
+        rt[FUND].set_funds(scenario.funds)
     rt.add(cls[ADL](markets))
     # The scenario's [policy] is configuration, not a constructor argument, so a
     # user's subclass keeps the constructor of the role it replaces.
@@ -401,12 +403,16 @@ def opening_state(scenario: Scenario, seed: int, mode: str) -> dict[str, Any]:
     (``entry_value`` = size x entry price, the exact cost basis, as in
     ``summary.json``) and the fund's balance, as exact decimal strings.
     """
+    funds = {
+        "funds": {f.name: {"balance": fmt_money(f.balance), "markets": list(f.markets)} for f in scenario.funds}
+    } if scenario.funds else {}
     return {
         "scenario": scenario.name,
         "digest": scenario.digest,
         "seed": seed,
         "mode": mode,
         "insurance_fund": fmt_money(scenario.fund_balance),
+        **funds,
         "opening_imbalance": fmt_money(scenario.opening_imbalance),
         "markets": {
             m.symbol: {
@@ -417,6 +423,7 @@ def opening_state(scenario: Scenario, seed: int, mode: str) -> dict[str, Any]:
                 "maintenance_margin": fmt_rate(m.maintenance_margin),
                 "maker_fee": fmt_rate(m.maker_fee),
                 "taker_fee": fmt_rate(m.taker_fee),
+                **_tiers_of(m),
             }
             for m in scenario.markets
         },
@@ -430,6 +437,18 @@ def opening_state(scenario: Scenario, seed: int, mode: str) -> dict[str, Any]:
             }
             for a in scenario.accounts
         },
+    }
+
+
+def _tiers_of(m: Any) -> dict[str, Any]:
+    """A tiered market's risk factor and tier table, for the opening state (nothing for a flat rate)."""
+    if not m.tiered:
+        return {}
+    return {
+        "risk_factor": fmt_rate(m.risk_factor),
+        "tiers": [{"notional": None if t.notional is None else fmt_money(t.notional),
+                   "maintenance_margin": fmt_rate(t.maintenance_margin), "initial_margin": fmt_rate(t.initial_margin),
+                   "max_leverage": t.max_leverage} for t in m.tiers],
     }
 
 

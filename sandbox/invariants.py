@@ -10,7 +10,7 @@ all; the runner calls it at every quiet point (no message in flight).
   PnL of every position (accounts' and fund's) == deposits - withdrawals +
   initial fund + the opening imbalance (what the opening positions' entry
   costs do not net to, a constant), exactly, in wei;
-* the fund's balance is never negative, and at a quiet point it covers what
+* the fund's balance is never negative (with several funds, each fund's), and at a quiet point it covers what
   its inventory loses at the mark (balance + the losing lots' PnL >= 0);
 * no loss is left on an account that cannot pay it: at a quiet point no
   account has negative equity, and at every step no account without a
@@ -34,9 +34,7 @@ and not yet passed on to receivers.
 
 from __future__ import annotations
 
-from typing import Any
-
-from typing import Iterable
+from typing import Any, Iterable
 
 from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE, equity, maintenance_margin
 from sandbox.money import fmt_money, fmt_size
@@ -102,9 +100,20 @@ def check_conservation(rt: Runtime, initial_fund: int) -> list[Violation]:
     return []
 
 
+def _ledgers(fund: object) -> dict[str, int]:
+    """Each insurance fund's balance, when there are several (``[[funds]]``); empty with one."""
+    ledgers = getattr(fund, "ledgers", None)
+    return dict(ledgers) if isinstance(ledgers, dict) and len(ledgers) > 1 else {}
+
+
 def check_fund_non_negative(rt: Runtime) -> list[Violation]:
-    balance = rt[FUND].balance
-    return [_v(rt, "fund never negative", f"fund balance {fmt_money(balance)}")] if balance < 0 else []
+    fund = rt[FUND]
+    balance = fund.balance
+    out = [_v(rt, "fund never negative", f"fund balance {fmt_money(balance)}")] if balance < 0 else []
+    # With several funds, each one on its own: one's surplus never covers another's loss.
+    out += [_v(rt, "fund never negative", f"fund {name!r} balance {fmt_money(value)}")
+            for name, value in _ledgers(fund).items() if value < 0 and balance >= 0]
+    return out
 
 
 def check_unowned_losses(rt: Runtime) -> list[Violation]:
@@ -123,6 +132,14 @@ def check_open_interest(rt: Runtime) -> list[Violation]:
         for m, (long, short) in open_interest(rt).items()
         if long != short
     ]
+
+
+def _can_pay_one_lot(acct: Any, position: Any, lot: Any, lot_size: int) -> bool:
+    """Whether ADL could deleverage one lot of ``position`` at ``lot``'s price (it never takes a balance below 0)."""
+    from actors._common import Position, apply_trade
+
+    trial = Position(position.size, position.entry_value)
+    return acct.balance + apply_trade(trial, -lot_size if position.size > 0 else lot_size, lot.bankruptcy_price) >= 0
 
 
 def check_quiet(rt: Runtime) -> list[Violation]:
@@ -151,15 +168,22 @@ def check_quiet(rt: Runtime) -> list[Violation]:
                 ))
     fund = rt[FUND]
     covered = fund.balance + sum(min(0, lot.size * marks[lot.market] - lot.basis) for lot in fund.lots.values())
-    if covered < 0:
+    if covered < 0 and not _ledgers(fund):
         out.append(_v(rt, "fund never negative, inventory included",
                       f"fund balance {fmt_money(fund.balance)} less what its inventory loses at the mark "
                       f"is {fmt_money(covered)}"))
+    # Not with several funds (neither per fund nor all together): with several funds, a cross-margin account whose markets span
+    # funds can have its deficit carried by one fund's market (its bankruptcy
+    # prices know nothing of funds), and when nobody is left to deleverage that
+    # fund keeps lots it cannot pay for at the mark. Its *balance* still never
+    # goes below zero (check_fund_non_negative, per fund); see
+    # docs/concepts/fund-and-bankruptcy.md, "Several funds".
     policy = getattr(fund, "policy", None)
     if policy is not None and policy.fund_inventory == "close" and fund.lots:
         for lot in fund.lots.values():
             side = -1 if lot.size > 0 else 1
             if any((p := a.positions.get(lot.market)) is not None and (p.size > 0) == (side > 0)
+                   and _can_pay_one_lot(a, p, lot, clearing.markets[lot.market].lot_size)
                    for a in clearing.accounts.values()):
                 out.append(_v(rt, "no lot left with the fund while ADL has a candidate",
                               f"lot {lot.lot_id} ({fmt_size(lot.size)} {lot.market}) is still the fund's"))

@@ -496,6 +496,8 @@ class SurplusTransferred:
     account: str
     amount: int
     reason: str = "surplus"
+    # The liquidation's first market (symbol order): with several funds, whose fund it goes to.
+    market: str = ""
 
 
 @_frozen

@@ -108,6 +108,14 @@ def _prices(e: dict[str, Any]) -> str:
 
 
 def _started(e: dict[str, Any]) -> str:
+    if e.get("backstop"):
+        return (f"{e['account']}'s equity {_eth(e['equity'])} is below the backstop's share of its maintenance "
+                f"margin {_eth(e['maintenance_margin'])}: nothing goes to the book, the backstop vault takes "
+                f"every position over with its margin, at bankruptcy price {_prices(e)}")
+    if "limits" in e:  # dYdX's fillable price
+        return (f"liquidating {e['account']} (equity {_eth(e['equity'])}): orders limited at the fillable price "
+                + ", ".join(f"{m} {_eth(p)}" for m, p in e["limits"].items())
+                + f"; what does not fill goes to the fund at bankruptcy price {_prices(e)}")
     if "closing" not in e:
         return (f"liquidating {e['account']} (equity {_eth(e['equity'])}): closing at bankruptcy price "
                 f"{_prices(e)}")
@@ -227,9 +235,17 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
                               f"{_eth(e['maintenance_margin'])}): liquidation cancelled"),
     "liquidation_started": (LIQ_BOLD, _started),
     "liquidation_slice": (LIQ_BOLD, _started),
-    "liquidation_restored": (GOOD, lambda e: f"{e['account']} is handed back after a partial liquidation with "
-                             f"{_positions(e)} (equity {_eth(e['equity'])}, maintenance margin "
-                             f"{_eth(e['maintenance_margin'])}); for the cooldown, a new liquidation closes it all"),
+    "liquidation_restored": (GOOD, lambda e: (
+        f"{e['account']} is handed back after a tier step-down with {_positions(e)} (equity {_eth(e['equity'])} > "
+        f"maintenance margin {_eth(e['maintenance_margin'])})" if e.get("after") == "step_down" else
+        f"{e['account']} is handed back after a partial liquidation with "
+        f"{_positions(e)} (equity {_eth(e['equity'])}, maintenance margin "
+        f"{_eth(e['maintenance_margin'])}); for the cooldown, a new liquidation closes it all")),
+    "liquidation_step_down": (LIQ_BOLD, lambda e: (
+        f"{e['account']} (equity {_eth(e['equity'])}, tiered maintenance margin {_eth(e['maintenance_margin'])}) "
+        "is first stepped down a tier: an IOC closes "
+        + ", ".join(f"{_qty(q)} of {_qty(e['positions'][m])} {m} (limit {_eth(e['limits'][m])})"
+                    for m, q in e["closing"].items()))),
     "liquidation_paused": (ALERT, lambda e: f"{e['account']}'s liquidation paused: no valid price in "
                            f"{', '.join(e['markets'])} for too long"),
     "liquidation_resumed": (WARN, lambda e: f"{e['account']}'s liquidation resumes: prices are back"),
@@ -360,8 +376,9 @@ GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
                                     "fund_lot_opened"})),
     "realized": ("realized profit or loss: what closing (part of) a position at that price adds to or takes "
                  "from the balance", frozenset({"liquidation_fill", "adl"})),
-    "insurance fund": ("one fund for all markets: it receives surpluses, takes over positions that could not be "
-                       "closed, and pays for bankruptcies; it never goes below zero",
+    "insurance fund": ("one fund for all markets (or, with several funds, one per group of markets): it receives "
+                       "surpluses, takes over positions that could not be closed, and pays for bankruptcies; it "
+                       "never goes below zero",
                        frozenset({k for k in _SENTENCES if k.startswith("fund_")})),
     "reserved": ("while it closes a position the fund sets aside the most it could lose on it; only the rest "
                  "is available", frozenset({"fund_order", "fund_inventory_held", "fund_lot_opened"})),
@@ -375,6 +392,8 @@ GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
                     frozenset({"index_price", "funding_rate", "mark_computed"})),
     "stale": ("no valid oracle price for longer than the limit: new liquidations may pause",
               frozenset({"oracle_stale", "oracle_fresh", "liquidation_paused", "liquidation_resumed"})),
+    "tier": ("a band of position size with its own margin rates: the larger the position, the higher the "
+             "rate on the part in each higher tier", frozenset({"liquidation_step_down"})),
 }
 
 
@@ -387,7 +406,16 @@ def glossary(kinds: Iterable[str]) -> list[tuple[str, str]]:
 def narrate(event: dict[str, Any]) -> str | None:
     """The sentence for ``event`` (user strings made visible by :func:`plain`), or None if it is left out."""
     entry = _SENTENCES.get(event["kind"])
-    return None if entry is None else plain(entry[1](event))
+    if entry is None:
+        return None
+    sentence = entry[1](event)
+    if isinstance(event.get("fund"), str):  # several funds: say which one
+        name = event["fund"]
+        if "insurance fund" in sentence:
+            sentence = sentence.replace("insurance fund", f"insurance fund {name}", 1)
+        else:
+            sentence += f" (fund {name})"
+    return plain(sentence)
 
 
 # A scenario with more scripted events than this is folded unless asked otherwise.

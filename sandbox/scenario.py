@@ -41,6 +41,10 @@ __all__ = [
     "OrderSpec",
     "EventSpec",
     "Policy",
+    "Tier",
+    "FundSpec",
+    "PRESETS",
+    "SHARED_FUND",
     "Scenario",
     "load_scenario",
     "parse_scenario",
@@ -113,6 +117,22 @@ def reading() -> Reading:
 
 
 @attrs.frozen
+class Tier:
+    """One row of a market's tier table (NFEX, Binance, BitMEX risk limits).
+
+    The tier's rates apply to the part of a position's mark notional between
+    the previous tier's bound and this one's (``notional``, wei; None on the
+    last tier: no bound). ``max_leverage`` is the leverage the tier allows,
+    ``1 / initial_margin`` at most.
+    """
+
+    notional: int | None
+    maintenance_margin: int  # ppm
+    initial_margin: int  # ppm
+    max_leverage: int
+
+
+@attrs.frozen
 class MarketSpec:
     symbol: str
     mark_price: int
@@ -124,6 +144,30 @@ class MarketSpec:
     taker_fee: int = 0  # ppm of notional
     # The index (spot) price at time 0: funding and the median mark need one.
     index_price: int | None = None
+    # NFEX's tiered margin: the tier table by position notional (empty: one
+    # rate, maintenance_margin and initial_margin, for any size), and the
+    # collection's risk factor that scales every rate (ppm; 1_000_000: x1).
+    tiers: tuple[Tier, ...] = ()
+    risk_factor: int = 1_000_000
+
+    @property
+    def tiered(self) -> bool:
+        """Whether this market's margin is anything but one flat rate (the trigger index then widens)."""
+        return bool(self.tiers) or self.risk_factor != RATE_ONE
+
+
+# The insurance fund of the markets no [[funds]] entry names (and of every
+# market when there is none): NFEX's single fund.
+SHARED_FUND: Final = "shared"
+
+
+@attrs.frozen
+class FundSpec:
+    """One insurance fund of a ``[[funds]]`` table: its name, opening balance and markets (Binance)."""
+
+    name: str
+    balance: int
+    markets: tuple[str, ...]
 
 
 @attrs.frozen
@@ -172,6 +216,7 @@ FUND_INVENTORY_POLICIES: Final = ("work", "close", "keep")
 BANKRUPTCY_SPLITS: Final = ("loss", "maintenance_margin")
 MARK_PRICE_POLICIES: Final = ("scripted", "median")
 STALE_POLICIES: Final = ("pause", "continue")
+LIQUIDATION_PRICES: Final = ("bankruptcy", "fillable")
 
 
 @attrs.frozen
@@ -237,6 +282,28 @@ class Policy:
     oracle_band: int = 0
     oracle_staleness_ms: int = 0
     stale_liquidations: str = "pause"
+    # Bybit: the bankruptcy price leaves room for the fee to close the position
+    # (|size| x mark x the market's taker fee, rounded up), reserved out of a
+    # positive cushion; what it leaves on the account goes to the fund with the surplus.
+    bankruptcy_closing_fee: bool = False
+    # Binance's tier-reducing IOC, BitMEX's risk-limit step: a position whose
+    # notional is above its market's first tier is first sent an IOC at market,
+    # within step_down_band of the mark, that brings it down to the tier below;
+    # then, if the account is still liquidatable, the rest goes at the bankruptcy price.
+    tier_step_down: bool = False
+    step_down_band: int = 50_000
+    # Hyperliquid's backstop: an account whose equity is below this fraction of
+    # its maintenance margin (ppm; 0: never) sends no order to the book; the
+    # fund, as the backstop vault, takes every position over at its bankruptcy
+    # price, that is with the account's margin (Hyperliquid: 2/3).
+    backstop_below: int = 0
+    # dYdX v4's fillable price: "bankruptcy" (NFEX) limits the liquidation order at
+    # the bankruptcy price; "fillable" limits it within fillable_spread x the
+    # position's maintenance rate x BA of the mark, BA = (MM - equity) / MM in
+    # [0, 1], and never past the bankruptcy price (what does not fill goes to
+    # the fund at the bankruptcy price, then ADL there, as usual).
+    liquidation_price: str = "bankruptcy"
+    fillable_spread: int = 1_500_000
 
     def is_stale(self, last_valid_ms: int, now_ms: int) -> bool:
         """Stale: no valid price for longer than the staleness limit."""
@@ -267,6 +334,10 @@ class Scenario:
     # [faults]: what to inject, decided by the run's chooser.
     faults: Faults = Faults()
     policy: Policy = DEFAULT_POLICY
+    # [[funds]]: several insurance funds for groups of markets (Binance); empty:
+    # one shared fund for every market (NFEX), whose balance is fund_balance.
+    # When set, fund_balance is the sum of the funds' balances.
+    funds: tuple[FundSpec, ...] = ()
     text: str = attrs.field(default="", repr=False, eq=False)
     # A stochastic scenario's document (see sandbox.stochastic): kept so that
     # for_seed can expand its generators again from another seed.
@@ -389,6 +460,14 @@ class _Reader:
             self.fail(name, f"must be between {low} and {bound}, got {_show(value)}")
         return value
 
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.get(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(name, f"expected true or false, got {_typename(value)}")
+        return value
+
     def at_most(self, name: str, value: int, limit: int, what: str) -> None:
         if value > limit:
             self.fail(name, f"must be at most {what}")
@@ -452,19 +531,58 @@ def _typename(value: object) -> str:
 _DAY_MS: Final = 86_400_000
 
 
+# Venue presets: ``policy = "binance"`` (or ``[policy] preset = "binance"`` with
+# keys of its own that override the preset's). Each is the [policy] table that
+# reproduces the venue's rules as far as the sandbox models them; the table on
+# docs/concepts/policies.md says, per rule, what each venue does and what is left out.
+PRESETS: Final[dict[str, dict[str, Any]]] = {
+    "nfex": {},
+    "bitmex": {"tier_step_down": True},
+    "binance": {"tier_step_down": True, "liquidation_fee": "0.01", "adl_ranking": "pnl_x_margin_ratio",
+                "fund_inventory": "close"},
+    "bybit": {"bankruptcy_closing_fee": True, "fund_inventory": "close"},
+    "dydx": {"bankruptcy_split": "maintenance_margin", "fund_inventory": "close", "liquidation_price": "fillable",
+             "liquidation_fee": "0.015"},
+    "hyperliquid": {"liquidation": "partial", "partial_threshold": "30", "partial_fraction": "0.2",
+                    "partial_cooldown": "30", "fund_inventory": "keep", "backstop_below": "0.666667"},
+    "drift": {"fund_inventory": "close"},
+}
+# Keys that only mean something under one choice (key -> (choice key, value)).
+_DEPENDENT: Final = {
+    "partial_threshold": ("liquidation", "partial"),
+    "partial_fraction": ("liquidation", "partial"),
+    "partial_cooldown": ("liquidation", "partial"),
+    "impact_notional": ("mark_price", "median"),
+    "basis_window": ("mark_price", "median"),
+}
+
+
+def _with_preset(source: str, raw: object) -> object:
+    """The [policy] table with its preset's keys filled in (the table's own keys win)."""
+    key = "policy" if isinstance(raw, str) else "policy.preset"
+    if isinstance(raw, str):
+        raw = {"preset": raw}
+    if not isinstance(raw, dict) or "preset" not in raw:
+        return raw
+    name = raw["preset"]
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ScenarioError(source, key, f"must be one of the venue presets {', '.join(PRESETS)}, got {_show(name)}")
+    own = {k: v for k, v in raw.items() if k != "preset"}
+    base = dict(PRESETS[name])
+    # A choice the table overrides takes the preset's keys that depend on it away.
+    for key, (needs, value) in _DEPENDENT.items():
+        if key in base and key not in own and own.get(needs, base.get(needs)) != value:
+            del base[key]
+    return {**base, **own}
+
+
 def _parse_policy(source: str, raw: object) -> Policy:
-    r = _Reader(source, "policy", raw)
+    r = _Reader(source, "policy", _with_preset(source, raw))
     liquidation = r.string("liquidation", required=False, choices=LIQUIDATION_POLICIES) or "full"
     mark_price = r.string("mark_price", required=False, choices=MARK_PRICE_POLICIES) or "scripted"
     # Keys that only mean something under one choice are refused under the others,
     # so a scenario never carries a setting that silently does nothing.
-    for key, needs, value in (
-        ("partial_threshold", "liquidation", "partial"),
-        ("partial_fraction", "liquidation", "partial"),
-        ("partial_cooldown", "liquidation", "partial"),
-        ("impact_notional", "mark_price", "median"),
-        ("basis_window", "mark_price", "median"),
-    ):
+    for key, (needs, value) in _DEPENDENT.items():
         chosen = liquidation if needs == "liquidation" else mark_price
         if key in r.table and chosen != value:
             r.fail(key, f"only applies with {needs} = {value!r}")
@@ -496,6 +614,13 @@ def _parse_policy(source: str, raw: object) -> Policy:
         oracle_staleness_ms=r.units("oracle_staleness", TIME_DECIMALS, default=d.oracle_staleness_ms),
         stale_liquidations=r.string("stale_liquidations", required=False, choices=STALE_POLICIES)
         or d.stale_liquidations,
+        bankruptcy_closing_fee=r.boolean("bankruptcy_closing_fee", d.bankruptcy_closing_fee),
+        tier_step_down=r.boolean("tier_step_down", d.tier_step_down),
+        step_down_band=r.units("step_down_band", RATE_DECIMALS, default=d.step_down_band, positive=True),
+        backstop_below=r.units("backstop_below", RATE_DECIMALS, default=d.backstop_below),
+        liquidation_price=r.string("liquidation_price", required=False, choices=LIQUIDATION_PRICES)
+        or d.liquidation_price,
+        fillable_spread=r.units("fillable_spread", RATE_DECIMALS, default=d.fillable_spread, positive=True),
     )
     r.at_most("partial_fraction", policy.partial_fraction, RATE_ONE, "1 (the whole position)")
     r.at_most("partial_cooldown", policy.partial_cooldown_ms, _DAY_MS, "one day")
@@ -512,8 +637,50 @@ def _parse_policy(source: str, raw: object) -> Policy:
         r.fail("oracle_band", "needs oracle_staleness: a move beyond the band is accepted once the market is stale")
     if "stale_liquidations" in r.table and not policy.oracle_staleness_ms:
         r.fail("stale_liquidations", "only applies with an oracle_staleness limit")
+    r.at_most("step_down_band", policy.step_down_band, RATE_ONE - 1, "just below 1 (100%)")
+    r.at_most("backstop_below", policy.backstop_below, RATE_ONE, "1 (the whole maintenance margin)")
+    r.at_most("fillable_spread", policy.fillable_spread, 10 * RATE_ONE, "10")
+    if "fillable_spread" in r.table and policy.liquidation_price != "fillable":
+        r.fail("fillable_spread", "only applies with liquidation_price = 'fillable'")
+    if "step_down_band" in r.table and not policy.tier_step_down:
+        r.fail("step_down_band", "only applies with tier_step_down = true")
     r.done()
     return policy
+
+
+def _tiers(source: str, path: str, market: _Reader) -> tuple[Tier, ...]:
+    """A market's ``tiers`` array: ascending bounds, rates that never fall, the last one unbounded."""
+    raw = market.array("tiers")
+    out: list[Tier] = []
+    for j, raw_tier in enumerate(raw):
+        t = _Reader(source, f"{path}.tiers[{j}]", raw_tier)
+        last = j == len(raw) - 1
+        bound = None if last and "notional" not in t.table else t.units("notional", MONEY_DECIMALS, positive=True)
+        mm = t.units("maintenance_margin", RATE_DECIMALS, positive=True)
+        im = t.units("initial_margin", RATE_DECIMALS, positive=True)
+        if im > RATE_ONE:
+            t.fail("initial_margin", "must be at most 1 (100% of notional)")
+        if mm >= im:
+            t.fail("maintenance_margin", "must be below initial_margin")
+        lev = t.integer("max_leverage", RATE_ONE // im, low=1, high=1000)
+        if lev * im > RATE_ONE:
+            t.fail("max_leverage", f"must be at most 1 / initial_margin ({RATE_ONE // im})")
+        if out:
+            prev = out[-1]
+            if bound is not None and bound <= (prev.notional or 0):
+                t.fail("notional", "must be above the previous tier's notional")
+            if mm < prev.maintenance_margin or im < prev.initial_margin:
+                t.fail("maintenance_margin" if mm < prev.maintenance_margin else "initial_margin",
+                       "must not be below the previous tier's")
+            if lev > prev.max_leverage:
+                t.fail("max_leverage", "must not be above the previous tier's")
+        if bound is None and not last:
+            t.fail("notional", "is required on every tier but the last")
+        t.done()
+        out.append(Tier(bound, mm, im, lev))
+    if len(out) == 1:
+        market.fail("tiers", "needs at least two tiers (one rate for every size is the market's own)")
+    return tuple(out)
 
 
 # --- the scenario ----------------------------------------------------------------
@@ -568,11 +735,20 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
             r.fail("symbol", f"market {symbol!r} is defined twice")
         if symbol == FUND_ACCOUNT:
             r.fail("symbol", "is a reserved name")
+        tiers = _tiers(source, f"markets[{i}]", r)
+        flat = {}
+        for key in ("initial_margin", "maintenance_margin"):
+            if tiers and key not in r.table:  # the first tier's rate is the market's
+                flat[key] = getattr(tiers[0], key)
+            else:
+                flat[key] = r.units(key, RATE_DECIMALS, positive=True)
+                if tiers and flat[key] != getattr(tiers[0], key):
+                    r.fail(key, f"must be the first tier's {key} (or left out) when the market has tiers")
         spec = MarketSpec(
             symbol=symbol,
             mark_price=r.units("mark_price", PRICE_DECIMALS, positive=True),
-            initial_margin=r.units("initial_margin", RATE_DECIMALS, positive=True),
-            maintenance_margin=r.units("maintenance_margin", RATE_DECIMALS, positive=True),
+            initial_margin=flat["initial_margin"],
+            maintenance_margin=flat["maintenance_margin"],
             tick_size=r.units("tick_size", PRICE_DECIMALS, default=1, positive=True),
             lot_size=r.units("lot_size", SIZE_DECIMALS, default=1, positive=True),
             maker_fee=r.units("maker_fee", RATE_DECIMALS, default=0),
@@ -580,7 +756,13 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
             index_price=(
                 r.units("index_price", PRICE_DECIMALS, positive=True) if "index_price" in r.table else None
             ),
+            tiers=tiers,
+            risk_factor=r.units("risk_factor", RATE_DECIMALS, default=RATE_ONE, positive=True),
         )
+        # The risk factor scales every rate: the largest initial rate must stay at most 100%.
+        top_initial = max([spec.initial_margin] + [t.initial_margin for t in tiers])
+        if top_initial * spec.risk_factor > RATE_ONE * RATE_ONE:
+            r.fail("risk_factor", "makes an initial margin rate above 1 (100% of notional)")
         if spec.initial_margin > RATE_ONE:
             r.fail("initial_margin", "must be at most 1 (100% of notional)")
         if spec.maintenance_margin >= spec.initial_margin:
@@ -596,6 +778,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         markets.append(spec)
     by_symbol = {m.symbol: m for m in markets}
     faults = _faults(top, source, by_symbol)
+    funds = _funds(source, top, by_symbol, fund_balance)
 
     def market_of(r: _Reader, key: str = "market") -> MarketSpec:
         symbol = r.string(key)
@@ -737,7 +920,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         name=name,
         description=description,
         seed=seed,
-        fund_balance=fund_balance,
+        fund_balance=sum(f.balance for f in funds) if funds else fund_balance,
+        funds=funds,
         markets=tuple(markets),
         accounts=tuple(accounts),
         orders=tuple(orders),
@@ -756,6 +940,39 @@ def funding_ticks(markets: Any, events: Any, policy: Policy) -> int:
     if not indexed or not events:
         return 0
     return events[-1].at_ms // policy.funding_interval_ms
+
+
+def _funds(source: str, top: _Reader, markets: dict[str, MarketSpec], shared_balance: int) -> tuple[FundSpec, ...]:
+    """The ``[[funds]]`` table: each fund's name, balance and markets; the rest stay with the shared fund."""
+    named: list[FundSpec] = []
+    owner: dict[str, str] = {}
+    for i, raw in enumerate(top.array("funds")):
+        f = _Reader(source, f"funds[{i}]", raw)
+        name = f.string("name", max_len=40)
+        assert name is not None
+        if name in (SHARED_FUND, FUND_ACCOUNT) or not _BARE_KEY.fullmatch(name):
+            f.fail("name", f"{_show(name)} is reserved or not a plain name (letters, digits, '_' and '-')")
+        if any(x.name == name for x in named):
+            f.fail("name", f"fund {name!r} is defined twice")
+        balance = f.units("balance", MONEY_DECIMALS, default=0)
+        symbols = f.get("markets")
+        if not isinstance(symbols, list) or not symbols or not all(isinstance(m, str) for m in symbols):
+            f.fail("markets", "expected a non-empty array of market symbols")
+        for m in symbols:
+            if m not in markets:
+                f.fail("markets", f"unknown market {_show(m)}")
+            if m in owner:
+                f.fail("markets", f"market {m!r} is already in fund {owner[m]!r}")
+            owner[m] = name
+        f.done()
+        named.append(FundSpec(name, balance, tuple(sorted(symbols))))
+    if not named:
+        return ()
+    rest = tuple(m for m in sorted(markets) if m not in owner)
+    if not rest and shared_balance:
+        top.fail("insurance_fund", "every market is in one of the [[funds]]: the shared fund has no market "
+                                   "for its balance (set it in a [[funds]] entry)")
+    return tuple(named) + ((FundSpec(SHARED_FUND, shared_balance, rest),) if rest else ())
 
 
 # Actors that [faults] crash may name (traders are scripts, not servers).

@@ -27,6 +27,17 @@ def _positions(items: dict[str, tuple[int, int]]) -> dict[str, dict[str, str]]:
     return {m: {"size": fmt_size(size), "entry_value": fmt_money(ev)} for m, (size, ev) in sorted(items.items())}
 
 
+def _funds(result: RunResult, fund: Any) -> dict[str, Any]:
+    """Each fund's opening and final balance and markets, when there are several (``[[funds]]``)."""
+    if not result.scenario.funds:
+        return {}
+    ledgers = getattr(fund, "ledgers", {})
+    return {"funds": {
+        f.name: {"initial": fmt_money(f.balance), "final": fmt_money(ledgers.get(f.name, 0)), "markets": list(f.markets)}
+        for f in result.scenario.funds
+    }}
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     rt = result.runtime
     clearing, fund, oracle = rt[CLEARING], rt[FUND], rt[ORACLE]
@@ -41,6 +52,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "initial": fmt_money(result.scenario.fund_balance),
             "final": fmt_money(fund.balance),
             "positions": _positions(fund.positions()),
+            **_funds(result, fund),
         },
         "accounts": {
             acct.id: {

@@ -77,7 +77,41 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
             policy["oracle_band"] = draw(st.sampled_from(["0.1", "0.3"]))
     if draw(st.booleans()):
         policy.update(mark_price="median", impact_notional=draw(st.sampled_from(["1", "50"])))
+    policy["bankruptcy_closing_fee"] = draw(st.booleans())
+    if draw(st.booleans()):
+        policy.update(tier_step_down=True, step_down_band=draw(st.sampled_from(["0.01", "0.05", "0.3"])))
+    policy["backstop_below"] = draw(st.sampled_from(["0", "0.5", "0.666667", "1"]))
+    if draw(st.booleans()):
+        policy.update(liquidation_price="fillable", fillable_spread=draw(st.sampled_from(["0.5", "1.5", "5"])))
     return policy
+
+
+def _tiered(draw: st.DrawFn, market: dict[str, Any], mark: Decimal) -> None:
+    """Maybe give ``market`` a tier table (rates rising with notional) and a risk factor, in place."""
+    if draw(st.booleans()):
+        im = Decimal(market["initial_margin"])
+        first, second = (mark * draw(st.sampled_from([Decimal("0.5"), Decimal(2), Decimal(5)])) for _ in range(2))
+        low, high = sorted((first, second + 1))
+        del market["initial_margin"], market["maintenance_margin"]
+        market["tiers"] = [
+            {"notional": _dec(low), "maintenance_margin": str(im / 2), "initial_margin": str(im)},
+            {"notional": _dec(high), "maintenance_margin": str(im), "initial_margin": str(im * 2)},
+            {"maintenance_margin": str(im * 2), "initial_margin": str(im * 3)},
+        ]
+    if draw(st.booleans()):
+        market["risk_factor"] = draw(st.sampled_from(["0.5", "1.2", "1.5"]))
+
+
+def _grouped(draw: st.DrawFn, document: dict[str, Any], least: Mapping[str, Decimal]) -> None:
+    """Maybe put the first market in a fund of its own ([[funds]]); the others stay with the shared fund.
+
+    ``least``: what each market's fund must hold at least (its opening imbalance).
+    """
+    symbols = [m["symbol"] for m in document["markets"]]
+    if len(symbols) < 2 or not draw(st.booleans()):
+        return
+    balance = draw(st.sampled_from([0, 1, 10, 100])) + math.ceil(least.get(symbols[0], Decimal(0)))
+    document["funds"] = [{"name": "first", "balance": str(balance), "markets": [symbols[0]]}]
 
 
 @st.composite
@@ -167,6 +201,8 @@ def scenario_dicts(
         for m in markets:
             premium = Decimal(draw(st.integers(-10, 10))) / 100
             m["index_price"] = _dec(marks[m["symbol"]] * (1 + premium))
+            _tiered(draw, m, marks[m["symbol"]])
+        _grouped(draw, document, {})
         median = policy.get("mark_price") == "median"
         for e in events:
             if e["type"] != "mark_price":
@@ -206,6 +242,11 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
         })
     accounts: list[dict[str, Any]] = [{"id": "mm", "deposit": "1000000"}]
     net = {m: Decimal(0) for m in marks}
+    venues = draw(st.booleans())  # the venues' market options: tiers, a risk factor, a taker fee, fund groups
+    if venues:
+        for m in markets:
+            _tiered(draw, m, marks[m["symbol"]])
+            m["taker_fee"] = draw(st.sampled_from(["0", "0.0015", "0.01"]))
     for i in range(draw(st.integers(1, max_accounts))):
         held = draw(st.lists(st.sampled_from(sorted(marks)), min_size=1, max_size=n_markets, unique=True))
         positions, notional = [], Decimal(0)
@@ -230,9 +271,11 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
         for name, held in ((f"hl{symbol.lower()}", house), (f"hs{symbol.lower()}", -house - size)):
             accounts.append({"id": name, "deposit": _dec(abs(held) * marks[symbol] * 20),
                              "positions": [{"market": symbol, "size": str(held), "entry_price": str(marks[symbol])}]})
+    per_market = {m: Decimal(0) for m in marks}
     for a in accounts:
         for p in a.get("positions", ()):
             imbalance -= Decimal(p["size"]) * Decimal(p["entry_price"])
+            per_market[p["market"]] -= Decimal(p["size"]) * Decimal(p["entry_price"])
     orders = []
     for symbol, mark in marks.items():
         for side, direction in (("buy", -1), ("sell", 1)):
@@ -253,7 +296,7 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
                 "mark_price", "impact_notional"):
         policy.pop(key, None)  # no index prices here: funding and the median mark need one
     latency = draw(st.sampled_from(["0", "0.001", "0.01"]))
-    return {
+    document: dict[str, Any] = {
         "name": "cross_margin", "seed": draw(st.integers(0, 2**32)),
         # The fund holds at least what the opening entry costs do not net to: a
         # snapshot's books lack that much, and when every position is closed
@@ -263,6 +306,10 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
         "network": {"latency": {"min": "0", "max": latency}},
         "markets": markets, "accounts": accounts, "orders": orders, "events": events, "policy": policy,
     }
+    if venues:
+        # Each fund holds at least what its markets' entry costs do not net to.
+        _grouped(draw, document, {m: abs(v) for m, v in per_market.items()})
+    return document
 
 
 def scenarios(**kwargs: Any) -> st.SearchStrategy[Scenario]:

@@ -1,0 +1,406 @@
+"""The venues' rules (issue 17): tiered margin, the closing fee in the bankruptcy price, tier step-down,
+several insurance funds, venue presets. Hand-computed numbers, validation, and each bundled scenario
+run both ways."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors._common import margin_units, position_margin, top_maintenance_rate
+from actors.liquidation_engine import bankruptcy_prices, closing_fees
+from actors.margin_monitor import trigger
+from sandbox import ScenarioError, load_scenario, parse_scenario, resolve_scenario, run_scenario_sync
+from sandbox.checklog import check_lines
+from sandbox.eventlog import EventLog
+from sandbox.messages import PositionView
+from sandbox.money import RATE_ONE
+from sandbox.narrate import narrate
+from sandbox.scenario import DEFAULT_POLICY, PRESETS, MarketSpec, Tier
+from sandbox.sweep import apply_override
+
+from .test_scenario_validation import GOOD, write
+
+P = 10**9  # one price or size unit of a whole contract
+E = 10**18  # one ETH in wei
+
+TIERS = (Tier(500 * E, 50_000, 100_000, 10), Tier(2000 * E, 100_000, 200_000, 5), Tier(None, 200_000, 400_000, 2))
+PUNK = MarketSpec("PUNK", 100 * P, 100_000, 50_000, tick_size=P // 100, tiers=TIERS)
+
+
+def run(sc):
+    result = run_scenario_sync(sc)
+    assert result.violations == [], result.violations
+    return result
+
+
+def with_policy(name: str, **policy: Any):
+    sc = resolve_scenario(name)
+    return attrs.evolve(sc, policy=attrs.evolve(sc.policy, **policy))
+
+
+def log_ok(result) -> Any:
+    return check_lines([(EventLog.dumps(e) + "\n").encode() for e in result.events])
+
+
+# --- tiered margin: one rule -------------------------------------------------------------------
+
+
+def test_each_tier_charges_its_own_slice_of_the_notional():
+    # 1,200 of notional: 500 x 5% + 700 x 10% = 95 maintenance, 500 x 10% + 700 x 20% = 190 initial.
+    assert position_margin(PUNK, 1200 * E) == 95 * E
+    assert position_margin(PUNK, 1200 * E, initial=True) == 190 * E
+    # Within the first tier it is the flat rate; above the last bound the last rate: 25 + 150 + 1,000 x 20%.
+    assert position_margin(PUNK, 400 * E) == 20 * E
+    assert position_margin(PUNK, 3000 * E) == (25 + 150 + 200) * E
+    # Continuous at a bound: 500 and 500 + 1 wei differ by one wei's margin, rounded up.
+    assert position_margin(PUNK, 500 * E + 1) - position_margin(PUNK, 500 * E) == 1
+
+
+def test_the_risk_factor_scales_every_rate_and_rounds_up_once():
+    spec = attrs.evolve(PUNK, risk_factor=1_500_000)
+    assert position_margin(spec, 1200 * E) == 142_500_000_000_000_000_000  # 95 x 1.5
+    flat = MarketSpec("BAYC", 100 * P, 100_000, 50_000, risk_factor=2_000_000)
+    assert position_margin(flat, 94 * E) == 9_400_000_000_000_000_000  # 94 x 5% x 2
+    assert position_margin(flat, 1) == 1  # 1 wei x 10%: rounded up, against the trader
+    assert top_maintenance_rate(spec) == 300_000 and top_maintenance_rate(flat) == 100_000
+
+
+def test_a_flat_market_is_exactly_the_historical_rule():
+    flat = MarketSpec("PUNK", 100 * P, 100_000, 50_000)
+    for notional in (0, 1, 19, 94 * E, 123_456_789_123_456_789):
+        assert position_margin(flat, notional) == -(-notional * 50_000 // RATE_ONE)
+        assert margin_units(flat, notional) == notional * 50_000 * RATE_ONE
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(-10**20, 10**22), st.integers(1, 10**11), st.integers(1, 10**6), st.integers(1, 10**6),
+       st.booleans(), st.sampled_from([1_000_000, 500_000, 1_500_000]))
+def test_the_monitors_index_never_misses_a_tiered_account(balance, size, entry, mark, short, risk):
+    # The trigger key is derived from the top rate: every account liquidatable at a mark must be a
+    # candidate there (a long when mark <= key, a short when mark > key).
+    spec = attrs.evolve(PUNK, risk_factor=risk)
+    size = -size if short else size
+    entry_value, mark = size * entry * P // 1000, mark * P // 1000
+    liquidatable = balance + size * mark - entry_value <= position_margin(spec, abs(size) * mark)
+    key = trigger(balance, size, entry_value, top_maintenance_rate(spec))
+    if liquidatable and key is not None:
+        assert (mark <= key) if size > 0 else (mark > key)
+
+
+def test_tiered_margin_scenario_and_the_same_crash_at_a_flat_rate():
+    result = run(resolve_scenario("tiered_margin"))
+    refused = result.log.of_kind("order_rejected")[0]
+    assert (refused["account"], refused["required"], refused["available"]) == ("newbie", "190", "150")
+    started = {e["account"]: e for e in result.log.of_kind("liquidation_started")}
+    assert (started["whale"]["equity"], started["whale"]["maintenance_margin"]) == ("160", "161")
+    assert started["whale"]["bankruptcy_prices"] == {"PUNK": "85"}
+    assert (started["carol"]["equity"], started["carol"]["maintenance_margin"]) == ("9", "9.4")
+    assert "small" not in started
+    assert [e["amount"] for e in result.log.of_kind("fund_surplus")] == ["100", "5"]
+    assert log_ok(result).ok
+    sc = resolve_scenario("tiered_margin")
+    flat = attrs.evolve(sc, markets=tuple(
+        attrs.evolve(m, tiers=(), risk_factor=RATE_ONE, initial_margin=100_000, maintenance_margin=50_000)
+        for m in sc.markets))
+    plain = run(flat)
+    assert plain.log.of_kind("liquidation_started") == [] and plain.log.of_kind("order_rejected") == []
+
+
+def test_the_maintenance_margin_split_uses_the_tiered_margin():
+    # Two losing longs, 1 PUNK at 1000 -> 600 (tiered: 500 x 5% + 100 x 10% = 35) and 1 BAYC at
+    # 1000 -> 700 (flat 5%, risk factor 2: 70), balance 200: equity 200 - 400 - 300 = -500, split 35 : 70.
+    punk = attrs.evolve(PUNK, mark_price=1000 * P)
+    bayc = MarketSpec("BAYC", 1000 * P, 100_000, 50_000, tick_size=P // 100, risk_factor=2_000_000)
+    markets = {"PUNK": punk, "BAYC": bayc}
+    views = (PositionView("BAYC", P, 1000 * E), PositionView("PUNK", P, 1000 * E))
+    prices = bankruptcy_prices(200 * E, views, {"PUNK": 600 * P, "BAYC": 700 * P}, markets, "maintenance_margin")
+    # PUNK carries 500 x 35/105 = 166.67 (price 766.67, up), BAYC the rest, 333.33 (1033.33, up).
+    assert prices == {"PUNK": 766_670_000_000, "BAYC": 1_033_340_000_000}
+
+
+# --- the closing fee in the bankruptcy price (Bybit) ---------------------------------------------
+
+
+def test_the_fee_to_close_comes_out_of_a_positive_cushion_only():
+    spec = MarketSpec("PUNK", 100 * P, 100_000, 50_000, tick_size=P // 100, taker_fee=5_000)
+    markets = {"PUNK": spec}
+    long10 = (PositionView("PUNK", 10 * P, 1000 * E),)
+    assert closing_fees(long10, {"PUNK": 94 * P}, markets) == 4_700_000_000_000_000_000
+    assert bankruptcy_prices(100 * E, long10, {"PUNK": 94 * P}, markets, closing_fee=True) == {"PUNK": 90_470_000_000}
+    assert bankruptcy_prices(100 * E, long10, {"PUNK": 94 * P}, markets) == {"PUNK": 90 * P}
+    # A cushion smaller than the fee: the price is the mark. A negative equity: unchanged.
+    assert bankruptcy_prices(2 * E + 62 * E, long10, {"PUNK": 94 * P}, markets, closing_fee=True) == {"PUNK": 94 * P}
+    assert (bankruptcy_prices(0, long10, {"PUNK": 94 * P}, markets, closing_fee=True)
+            == bankruptcy_prices(0, long10, {"PUNK": 94 * P}, markets) == {"PUNK": 100 * P})
+
+
+def test_bankruptcy_closing_fee_scenario_and_nfex_rule():
+    bybit = run(resolve_scenario("bankruptcy_closing_fee"))
+    assert bybit.log.of_kind("liquidation_started")[0]["bankruptcy_prices"] == {"PUNK": "90.47"}
+    assert [e["amount"] for e in bybit.log.of_kind("fund_surplus")] == ["4.7"]
+    assert [e["amount"] for e in bybit.log.of_kind("fund_payout")] == ["1.7"]
+    assert bybit.summary()["insurance_fund"]["final"] == "3" and bybit.summary()["counts"]["bankruptcies"] == 1
+    assert log_ok(bybit).ok
+    nfex = run(with_policy("bankruptcy_closing_fee", bankruptcy_closing_fee=False))
+    assert nfex.log.of_kind("liquidation_started")[0]["bankruptcy_prices"] == {"PUNK": "90"}
+    assert nfex.summary()["insurance_fund"]["final"] == "3" and nfex.summary()["counts"]["bankruptcies"] == 0
+
+
+# --- tier step-down -------------------------------------------------------------------------------
+
+
+def test_step_down_hands_the_whale_back_with_five_and_nfex_sells_all_twenty():
+    stepped = run(resolve_scenario("tier_step_down"))
+    step = stepped.log.of_kind("liquidation_step_down")[0]
+    assert (step["closing"], step["limits"], step["maintenance_margin"]) == ({"PUNK": "15"}, {"PUNK": "88.35"}, "161")
+    restored = stepped.log.of_kind("liquidation_restored")[0]
+    assert (restored["equity"], restored["maintenance_margin"], restored["after"]) == ("115", "23.25", "step_down")
+    whale = stepped.summary()["accounts"]["whale"]
+    assert (whale["balance"], whale["positions"]["PUNK"]["size"]) == ("150", "5")
+    assert "stepped down a tier" in narrate(step)
+    assert log_ok(stepped).ok  # its fills are checked like any liquidation's
+    nfex = run(with_policy("tier_step_down", tier_step_down=False))
+    assert nfex.summary()["accounts"]["whale"] == {**whale, "balance": "0", "positions": {}}
+    assert nfex.summary()["insurance_fund"]["final"] == "100"
+
+
+def test_a_step_down_that_does_not_restore_margin_is_followed_by_the_full_liquidation():
+    # The only bid is at 80, below the step's limit (88.35): the step fills nothing, the whale is
+    # still at 160 <= 161 on the new snapshot and is liquidated in full at its bankruptcy price 85;
+    # the order does not fill either and the fund takes the 20 over at 85.
+    sc = resolve_scenario("tier_step_down")
+    thin = attrs.evolve(sc, orders=tuple(attrs.evolve(o, price=80 * P) for o in sc.orders))
+    result = run(thin)
+    kinds = [e["kind"] for e in result.events if e["kind"].startswith("liquidation_") or e["kind"] == "fund_takeover"]
+    assert kinds == ["liquidation_step_down", "liquidation_started", "fund_takeover", "liquidation_settled"]
+    assert result.log.of_kind("liquidation_started")[0]["bankruptcy_prices"] == {"PUNK": "85"}
+    assert result.log.of_kind("fund_takeover")[0]["size"] == "20"
+
+
+# --- Hyperliquid's backstop vault -------------------------------------------------------------------------
+
+
+def test_below_two_thirds_of_maintenance_margin_the_vault_takes_position_and_margin():
+    # Long 10 at 100 with 100, mark 93: equity 30 < 2/3 x 46.50 = 31. The fund takes the long at
+    # 93 - 30/10 = 90 (worth 30 at the mark, alice's margin); the bid at 92 is never used. At 95 the
+    # vault's long is worth 50: equity 10 + 50.
+    vault = run(resolve_scenario("backstop_vault"))
+    started = vault.log.of_kind("liquidation_started")[0]
+    assert (started["equity"], started["maintenance_margin"], started["backstop"]) == ("30", "46.5", True)
+    assert "backstop vault takes every position over" in narrate(started)
+    assert vault.log.of_kind("liquidation_fill") == []
+    assert [(e["size"], e["price"]) for e in vault.log.of_kind("fund_takeover")] == [("10", "90")]
+    marked = vault.log.of_kind("fund_inventory_marked")[-1]
+    assert (marked["unrealized_pnl"], marked["equity"]) == ("50", "60")
+    assert vault.summary()["insurance_fund"]["positions"] == {"PUNK": {"size": "10", "entry_value": "900"}}
+    assert log_ok(vault).ok
+    book = run(with_policy("backstop_vault", backstop_below=0))
+    assert [e["price"] for e in book.log.of_kind("liquidation_fill")] == ["92"]
+    assert book.summary()["insurance_fund"]["final"] == "30"
+    # Just above the threshold (2/3 of 46.50 is 31; at 0.64 it is 29.76 < 30): the book as usual.
+    above = run(with_policy("backstop_vault", backstop_below=640_000))
+    assert "backstop" not in above.log.of_kind("liquidation_started")[0]
+
+
+# --- dYdX's fillable price ------------------------------------------------------------------------------
+
+
+def test_the_fillable_price_limits_the_order_near_the_oracle_and_the_rest_goes_at_bankruptcy():
+    # Long 10 at 100 with 100, mark 95, maintenance 8%: equity 50, MM 76, BA = 26/76; limit
+    # 95 - 1.5 x 7.60 x 26/76 = 91.10. 5 sell at 94, 5 go to the fund at 90; alice has 20, pays
+    # 1.5% of 5 x 94 + 5 x 90 = 920 (13.80) and keeps 6.20; the fund sells the 5 at 90.50: 16.30.
+    dydx = run(resolve_scenario("fillable_price"))
+    started = dydx.log.of_kind("liquidation_started")[0]
+    assert (started["limits"], started["bankruptcy_prices"]) == ({"PUNK": "91.1"}, {"PUNK": "90"})
+    assert "fillable price PUNK 91.1 ETH" in narrate(started)
+    assert [(e["size"], e["price"]) for e in dydx.log.of_kind("liquidation_fill")] == [("-5", "94")]
+    assert [(e["size"], e["price"]) for e in dydx.log.of_kind("fund_takeover")] == [("5", "90")]
+    settled = dydx.log.of_kind("liquidation_settled")[0]
+    assert (settled["clearance_fee"], settled["returned"]) == ("13.8", "6.2")
+    assert dydx.summary()["insurance_fund"]["final"] == "16.3"
+    nfex = run(with_policy("fillable_price", liquidation_price="bankruptcy", liquidation_fee=0))
+    assert [e["price"] for e in nfex.log.of_kind("liquidation_fill")] == ["94", "90.5"]
+    assert nfex.summary()["insurance_fund"]["final"] == "22.5"
+
+
+def test_the_fillable_limit_is_the_mark_at_maintenance_margin_and_never_past_bankruptcy():
+    from actors import LiquidationEngine
+    from actors.liquidation_engine import _Liquidation
+    from sandbox.messages import LiquidationRequested
+
+    spec = MarketSpec("PUNK", 100 * P, 160_000, 80_000, tick_size=P // 100)
+    engine = LiquidationEngine({"PUNK": spec})
+    engine.policy = attrs.evolve(DEFAULT_POLICY, liquidation_price="fillable")
+    engine.marks["PUNK"] = 95 * P
+    liq = _Liquidation(1, "a", LiquidationRequested("a", 0, 0, (), 0, (), ()), prices={"PUNK": 90 * P})
+    long10 = (PositionView("PUNK", 10 * P, 1000 * E),)
+    assert engine.order_limits(liq, long10, 76 * E, 76 * E) == {"PUNK": 95 * P}  # BA = 0: the mark
+    assert engine.order_limits(liq, long10, 50 * E, 76 * E) == {"PUNK": 91_100_000_000}
+    assert engine.order_limits(liq, long10, 0, 76 * E) == {"PUNK": 90 * P}  # 95 - 11.40 is past 90
+
+
+# --- several insurance funds ------------------------------------------------------------------------
+
+
+def test_a_surplus_in_one_group_cannot_pay_a_bankruptcy_in_another():
+    groups = run(resolve_scenario("fund_groups"))
+    funds = groups.summary()["insurance_fund"]["funds"]
+    assert {n: (f["initial"], f["final"], f["markets"]) for n, f in funds.items()} == {
+        "blue_chip": ("0", "30", ["PUNK"]), "long_tail": ("0", "0", ["BAYC"])}
+    opened = groups.log.of_kind("fund_lot_opened")[0]
+    assert (opened["fund"], opened["available"], opened["accepted"]) == ("long_tail", "0", False)
+    adl = groups.log.of_kind("adl")
+    assert [(e["account"], e["size"], e["price"]) for e in adl] == [("carol", "-1", "55")]
+    assert groups.summary()["accounts"]["carol"]["balance"] == "105"
+    assert "insurance fund blue_chip receives 30 ETH" in narrate(groups.log.of_kind("fund_surplus")[0])
+    assert log_ok(groups).ok
+    # The same crash with one shared fund: the 30 pays for bob's short (bought back at 62), no ADL.
+    shared = run(attrs.evolve(resolve_scenario("fund_groups"), funds=()))
+    assert shared.summary()["insurance_fund"]["final"] == "23" and "funds" not in shared.summary()["insurance_fund"]
+    assert shared.summary()["counts"]["adl"] == 0
+    assert [e["amount"] for e in shared.log.of_kind("fund_payout")] == ["7"]
+
+
+def test_check_log_books_each_fund_separately():
+    events = [dict(e) for e in run(resolve_scenario("fund_groups")).events]
+    for e in events:
+        if e["kind"] == "fund_surplus":
+            e["fund"] = "long_tail"  # the surplus booked to the wrong fund
+    report = check_lines([(EventLog.dumps(e) + "\n").encode() for e in events])
+    assert report.bad is not None and "long_tail" in report.bad.problem
+
+
+def test_the_fund_balance_stays_one_number_with_one_fund_and_is_the_sum_with_several():
+    from actors import FUND
+
+    groups = run(resolve_scenario("fund_groups"))
+    fund = groups.runtime[FUND]
+    assert fund.ledgers == {"blue_chip": 30 * E, "long_tail": 0} and fund.balance == 30 * E
+    with pytest.raises(AttributeError):
+        fund.balance = 0
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+TIERED = GOOD.replace('initial_margin = "0.1"\nmaintenance_margin = "0.05"\n', "")
+
+VENUE_CASES = [
+    # (replace in GOOD or None to append, text, key, problem)
+    ("tiers", 'tiers = [{ notional = "10", maintenance_margin = "0.05", initial_margin = "0.1" }]',
+     "markets[0].tiers", "at least two tiers"),
+    ("tiers", 'tiers = [{ notional = "10", maintenance_margin = "0.05", initial_margin = "0.1" }, '
+              '{ notional = "5", maintenance_margin = "0.1", initial_margin = "0.2" }]',
+     "markets[0].tiers[1].notional", "above the previous"),
+    ("tiers", 'tiers = [{ notional = "10", maintenance_margin = "0.05", initial_margin = "0.1" }, '
+              '{ maintenance_margin = "0.04", initial_margin = "0.2" }]',
+     "markets[0].tiers[1].maintenance_margin", "not be below the previous"),
+    ("tiers", 'tiers = [{ maintenance_margin = "0.05", initial_margin = "0.1" }, '
+              '{ maintenance_margin = "0.1", initial_margin = "0.2" }]',
+     "markets[0].tiers[0].notional", "is required"),
+    ("tiers", 'tiers = [{ notional = "10", maintenance_margin = "0.1", initial_margin = "0.1" }, '
+              '{ maintenance_margin = "0.1", initial_margin = "0.2" }]',
+     "markets[0].tiers[0].maintenance_margin", "below initial_margin"),
+    ("tiers", 'tiers = [{ notional = "10", maintenance_margin = "0.05", initial_margin = "0.1", max_leverage = 20 },'
+              ' { maintenance_margin = "0.1", initial_margin = "0.2" }]',
+     "markets[0].tiers[0].max_leverage", "at most 1 / initial_margin"),
+    ("flat", 'initial_margin = "0.2"\ntiers = [{ notional = "10", maintenance_margin = "0.05", initial_margin = "0.1" },'
+             ' { maintenance_margin = "0.1", initial_margin = "0.2" }]',
+     "markets[0].initial_margin", "first tier's"),
+    ("market", 'risk_factor = "20"', "markets[0].risk_factor", "above 1"),
+    ("market", 'risk_factor = "0"', "markets[0].risk_factor", "greater than 0"),
+    (None, '[[funds]]\nname = "a"\nmarkets = ["BAYC"]\n', "funds[0].markets", "unknown market"),
+    (None, '[[funds]]\nname = "shared"\nmarkets = ["PUNK"]\n', "funds[0].name", "reserved"),
+    (None, '[[funds]]\nname = "a"\nmarkets = []\n', "funds[0].markets", "non-empty array"),
+    (None, '[[funds]]\nname = "a"\nmarkets = ["PUNK"]\n[[funds]]\nname = "b"\nmarkets = ["PUNK"]\n',
+     "funds[1].markets", "already in fund 'a'"),
+    (None, '[[funds]]\nname = "a"\nmarkets = ["PUNK"]\n', "insurance_fund", "shared fund has no market"),
+    (None, '[policy]\nbankruptcy_closing_fee = "yes"\n', "policy.bankruptcy_closing_fee", "expected true or false"),
+    (None, '[policy]\nstep_down_band = "0.1"\n', "policy.step_down_band", "only applies with tier_step_down"),
+    (None, '[policy]\ntier_step_down = true\nstep_down_band = "1"\n', "policy.step_down_band", "at most just below 1"),
+    (None, '[policy]\npreset = "kraken"\n', "policy.preset", "venue presets nfex, bitmex"),
+    (None, '[policy]\nbackstop_below = "1.5"\n', "policy.backstop_below", "at most 1"),
+    (None, '[policy]\nfillable_spread = "1"\n', "policy.fillable_spread", "only applies with liquidation_price"),
+    (None, '[policy]\nliquidation_price = "mark"\n', "policy.liquidation_price", "must be one of bankruptcy, fillable"),
+    (None, '[policy]\npreset = "hyperliquid"\nliquidation = "full"\npartial_fraction = "0.5"\n',
+     "policy.partial_fraction", "only applies with liquidation = 'partial'"),
+]
+
+
+@pytest.mark.parametrize(("where", "text", "key", "problem"), VENUE_CASES)
+def test_a_bad_venue_option_is_named(tmp_path, where, text, key, problem):
+    if where is None:
+        body = GOOD + "\n" + text
+    elif where in ("tiers", "flat"):
+        base = TIERED if where == "tiers" else GOOD.replace('initial_margin = "0.1"\n', "")
+        body = base.replace('symbol = "PUNK"\n', 'symbol = "PUNK"\n' + text + "\n", 1)
+    else:
+        body = GOOD.replace('symbol = "PUNK"\n', 'symbol = "PUNK"\n' + text + "\n", 1)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, body))
+    assert (info.value.key, problem in info.value.problem) == (key, True), info.value
+
+
+def test_a_policy_string_is_a_venue_preset_and_the_tables_own_keys_win(tmp_path):
+    assert load_scenario(write(tmp_path, 'policy = "nfex"\n' + GOOD)).policy == DEFAULT_POLICY
+    binance = load_scenario(write(tmp_path, 'policy = "binance"\n' + GOOD)).policy
+    assert (binance.tier_step_down, binance.liquidation_fee, binance.adl_ranking, binance.fund_inventory) == (
+        True, 10_000, "pnl_x_margin_ratio", "close")
+    mine = load_scenario(write(tmp_path, GOOD + '\n[policy]\npreset = "binance"\nliquidation_fee = "0"\n')).policy
+    assert mine == attrs.evolve(binance, liquidation_fee=0)
+    # A choice the table overrides takes the preset's dependent keys away.
+    full = load_scenario(write(tmp_path, GOOD + '\n[policy]\npreset = "hyperliquid"\nliquidation = "full"\n')).policy
+    assert (full.liquidation, full.partial_threshold, full.fund_inventory) == ("full", 0, "keep")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, 'policy = "kraken"\n' + GOOD))
+    assert info.value.key == "policy" and "venue presets" in info.value.problem
+
+
+def test_every_preset_parses_and_the_sweep_can_set_them(tmp_path):
+    import tomllib
+
+    doc = tomllib.loads(GOOD)
+    for name in PRESETS:
+        assert parse_scenario(apply_override(doc, "policy", name), "<sweep>").policy is not None
+    fund = apply_override(doc, "markets.PUNK.risk_factor", "1.5")
+    assert parse_scenario(fund, "<sweep>").markets[0].risk_factor == 1_500_000
+    fee = apply_override(doc, "policy.bankruptcy_closing_fee", "true")
+    assert parse_scenario(fee, "<sweep>").policy.bankruptcy_closing_fee is True
+    groups = tomllib.loads((resolve_scenario("fund_groups").text))
+    assert parse_scenario(apply_override(groups, "funds.long_tail.balance", "40"), "<sweep>").funds[1].balance == 40 * E
+
+
+# --- every venue preset side by side -------------------------------------------------------------------
+
+
+def test_the_docs_show_the_presets_table_as_it_is_now():
+    from sandbox.presets import BEGIN, END, PAGE, generated
+
+    page = PAGE.read_text()
+    shown = page.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert shown == generated(), "docs/concepts/policies.md is stale: run python -m sandbox.presets"
+
+
+def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_delivery():
+    from sandbox.explore import explore
+    from sandbox.presets import under_preset
+
+    base = attrs.evolve(resolve_scenario("venue_rules"), latency_ms=(0, 5))
+    for name in PRESETS:
+        found = explore(under_preset(base, name), examples=15, database=None, seed=random.Random(name).randint(0, 99))
+        assert found.finding is None, (name, found.finding and found.finding.failure.summary)
+
+
+@pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups",
+                                  "backstop_vault", "fillable_price"])
+def test_venue_scenarios_keep_every_invariant_under_latency_and_any_interleaving(name):
+    from sandbox.explore import explore
+
+    sc = attrs.evolve(resolve_scenario(name), latency_ms=(0, 10))
+    result = explore(sc, examples=40, database=None, seed=0)
+    assert result.finding is None, result.finding and result.finding.failure.summary
