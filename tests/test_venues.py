@@ -120,8 +120,10 @@ def test_the_maintenance_margin_split_uses_the_tiered_margin():
     markets = {"PUNK": punk, "BAYC": bayc}
     views = (PositionView("BAYC", P, 1000 * E), PositionView("PUNK", P, 1000 * E))
     prices = bankruptcy_prices(200 * E, views, {"PUNK": 600 * P, "BAYC": 700 * P}, markets, "maintenance_margin")
-    # PUNK carries 500 x 35/105 = 166.67 (price 766.67, up), BAYC the rest, 333.33 (1033.33, up).
-    assert prices == {"PUNK": 766_670_000_000, "BAYC": 1_033_340_000_000}
+    # By margin PUNK would carry 500 x 35/105 = 166.67 and BAYC 333.33, but a losing leg carries
+    # at most its own loss: BAYC 300 (price 1000, its entry), and the 33.33 over goes to PUNK: 200
+    # (price 800).
+    assert prices == {"PUNK": 800 * P, "BAYC": 1000 * P}
 
 
 # --- the closing fee in the bankruptcy price (Bybit) ---------------------------------------------
