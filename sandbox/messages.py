@@ -8,7 +8,7 @@ Units: money in wei, prices in gwei per contract, sizes in 1e-9 contracts
 (see :mod:`sandbox.money`). A *signed* size is positive for a long (buy) and
 negative for a short (sell).
 
-The flow, in the order it happens (``docs/design/architecture.md`` draws it):
+The flow, in the order it happens (``docs/architecture.md`` draws it):
 
 1. timeline -> oracle ``MarkPriceObserved``; oracle -> everyone ``MarkPriceUpdated``
 2. timeline -> trader ``ScriptedEvent``; trader -> clearing ``PlaceOrder`` /

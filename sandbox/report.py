@@ -16,7 +16,7 @@ readable when a run delivers thousands of messages).
 
 **The x axis.** Virtual time does not move while the exchange works through
 the cascade of messages one scripted event sets off (see
-``docs/design/architecture.md``), so a plain time axis would draw a whole
+``docs/architecture.md``), so a plain time axis would draw a whole
 liquidation as one vertical line. Every chart therefore gives each instant of
 virtual time an equal-width *band* and draws the cascade inside it in the
 order the messages were delivered: x = band + the fraction of that instant's

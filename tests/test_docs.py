@@ -506,7 +506,9 @@ def test_the_cli_reference_is_generated_from_the_parser() -> None:
 
 
 def test_nothing_refers_to_a_folder_outside_the_project() -> None:
-    outside = re.compile(r"shared/reference|\.\./shared")
+    # The folder name is spelt in two parts so that this file does not match itself.
+    shared = "sha" + "red"
+    outside = re.compile(rf"{shared}/reference|\.\./{shared}")
     found = []
     for path in ROOT.rglob("*"):
         if any(part in (".git", ".venv", "site", "__pycache__", ".hypothesis") or part.endswith(".egg-info")
