@@ -141,10 +141,6 @@ class Lot:
     tries: int = 0  # retries after ADL could place none of it
     hint: int | None = None  # a budget handed in with the takeover (the zoo's check-then-act)
 
-    @property
-    def kept(self) -> bool:
-        return self.state == KEPT
-
     def loss_at(self, price: int) -> int:
         """What closing the whole lot at ``price`` would realize as a loss (negative: a gain)."""
         return self.basis - self.size * price

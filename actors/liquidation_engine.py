@@ -372,10 +372,9 @@ class LiquidationEngine(Actor):
         limits = self.order_limits(liq, positions, eq, mm)
         if self.policy.liquidation_price == "fillable":
             fields["limits"] = {m: fmt_price(x) for m, x in limits.items()}
-        if liq.slices or sliced:
-            fields.update(slice=liq.slices + 1, closing={p.market: fmt_size(sizes[p.market]) for p in positions})
-        # The first slice is the liquidation's start (counted once in the summary).
-        self.emit("liquidation_slice" if liq.slices else "liquidation_started", **fields)
+        if sliced:  # one slice, after which the account is handed back (module doc)
+            fields.update(slice=1, closing={p.market: fmt_size(sizes[p.market]) for p in positions})
+        self.emit("liquidation_started", **fields)
         liq.slices += 1
         for p in positions:
             order_id = f"liq{liq.liq_id}:{p.market}"

@@ -120,10 +120,8 @@ def _started(e: dict[str, Any]) -> str:
         return (f"liquidating {e['account']} (equity {_eth(e['equity'])}): closing at bankruptcy price "
                 f"{_prices(e)}")
     closing = ", ".join(f"{_qty(q)} of {_qty(e['positions'][m])} {m}" for m, q in e["closing"].items())
-    who = (f"liquidating {e['account']} in slices" if e["kind"] == "liquidation_started"
-           else f"{e['account']} still underwater after the cooldown")
-    return (f"{who} (equity {_eth(e['equity'])}), slice {e['slice']}: closing {closing} at bankruptcy price "
-            f"{_prices(e)}")
+    return (f"liquidating {e['account']} in slices (equity {_eth(e['equity'])}), slice {e['slice']}: closing "
+            f"{closing} at bankruptcy price {_prices(e)}")
 
 
 _REJECTED = {"missing": "no price", "zero": "a price of zero", "negative": "a negative price"}
@@ -234,7 +232,6 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
     "liquidation_cancelled": (GOOD, lambda e: f"{e['account']} is healthy after all (equity {_eth(e['equity'])} > "
                               f"{_eth(e['maintenance_margin'])}): liquidation cancelled"),
     "liquidation_started": (LIQ_BOLD, _started),
-    "liquidation_slice": (LIQ_BOLD, _started),
     "liquidation_restored": (GOOD, lambda e: (
         f"{e['account']} is handed back after a tier step-down with {_positions(e)} (equity {_eth(e['equity'])} > "
         f"maintenance margin {_eth(e['maintenance_margin'])})" if e.get("after") == "step_down" else
@@ -361,18 +358,18 @@ GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
     "trade": ("two orders matched in the book: the buyer's and the seller's positions change by the size "
               "at the trade price", frozenset({"trade"})),
     "equity": ("an account's balance plus the unrealized profit or loss of its positions at the mark price",
-               frozenset({"margin_call", "liquidation_started", "liquidation_slice", "liquidation_cancelled",
+               frozenset({"margin_call", "liquidation_started", "liquidation_cancelled",
                           "liquidation_restored", "fund_inventory_marked"})),
     "maintenance margin": ("the least equity an account must keep, a share of its positions' value at the mark; "
                            "at or below it the account is liquidated",
                            frozenset({"margin_call", "liquidation_cancelled", "liquidation_restored"})),
     "liquidation": ("the engine takes over an account below maintenance margin, cancels its orders and closes "
-                    "its positions with IOC orders", frozenset({"liquidation_started", "liquidation_slice",
+                    "its positions with IOC orders", frozenset({"liquidation_started",
                                                                 "liquidation_fill", "liquidation_settled",
                                                                 "account_frozen"})),
     "bankruptcy price": ("the price at which a liquidated account's equity is exactly zero: a fill better than "
                          "it leaves a surplus for the fund, no fill makes the account bankrupt",
-                         frozenset({"liquidation_started", "liquidation_slice", "fund_takeover", "bankruptcy",
+                         frozenset({"liquidation_started", "fund_takeover", "bankruptcy",
                                     "fund_lot_opened"})),
     "realized": ("realized profit or loss: what closing (part of) a position at that price adds to or takes "
                  "from the balance", frozenset({"liquidation_fill", "adl"})),
