@@ -443,13 +443,15 @@ def test_without_fees_in_the_fund_the_short_is_deleveraged():
 # --- the fund's size: savings, idle capital, a whale --------------------------------------------
 
 
-def test_a_fund_grown_in_a_calm_period_cannot_accept_the_whale():
+def test_a_fund_grown_in_a_calm_period_is_wiped_out_by_one_whale():
     # Five small longs (1 at 100 with 10 .. 12, bankruptcy 90 .. 88) each sold at the
     # bid 92: surpluses 2, 2.5, 3, 3.5, 4 = 15; the maker fee on each, 92 x 0.0015 =
     # 0.138, gives the fund 0.3 x 0.138 = 0.0414. Four trades of 10 at 100: fees
-    # 1.5 + 1.5 each, 0.45 + 0.45 to the fund: 3.60. Fund 0 -> 18.807. The exchange
-    # keeps 4 x 3 x 0.7 + 5 x 0.0966 = 8.883. Whale: long 50 at 100 with 750, mark 80:
-    # equity -250, bankruptcy 100 - 750/50 = 85; its lot loses 50 x 5 = 250 > 18.807.
+    # 1.5 + 1.5 each, 0.45 + 0.45 to the fund: 3.60. Fund 0 -> 18.807. Whale: long 10
+    # at 100 with 125, mark 86: equity -15, bankruptcy 100 - 125/10 = 87.50; its lot
+    # loses 10 x 1.50 = 15 <= 18.807: accepted. Limit 87.50 - 1.8807 -> 85.62 (the
+    # band allows 77.40): sold at the bid 85.62, a loss of 18.80; the maker fee
+    # 856.20 x 0.0015 x 0.3 = 0.38529 comes back: 18.807 - 18.80 + 0.38529 = 0.39229.
     result = run("fund_grows_then_whale")
     assert [(e["account"], e["bankruptcy_prices"]["PUNK"]) for e in of(result, "liquidation_started")][:5] == [
         ("s1", "90"), ("s2", "89.5"), ("s3", "89"), ("s4", "88.5"), ("s5", "88")]
@@ -460,30 +462,28 @@ def test_a_fund_grown_in_a_calm_period_cannot_accept_the_whale():
     assert [(e["account"], e["amount"]) for e in surpluses] == [
         ("s1", "2"), ("s2", "2.5"), ("s3", "3"), ("s4", "3.5"), ("s5", "4")]
     fees = [e["amount"] for e in of(result, "fund_fee_income")]
-    assert fees.count("0.45") == 8 and fees.count("0.0414") == 5 and len(fees) == 13
-    assert result.summary()["fees"] == "8.883"
+    assert fees.count("0.45") == 8 and fees.count("0.0414") == 5 and fees[-1] == "0.38529" and len(fees) == 14
     started = of(result, "liquidation_started")[-1]
-    assert (started["account"], started["equity"], started["bankruptcy_prices"]) == ("whale", "-250", {"PUNK": "85"})
+    assert (started["account"], started["equity"], started["bankruptcy_prices"]) == ("whale", "-15", {"PUNK": "87.5"})
     opened = of(result, "fund_lot_opened")[0]
-    assert (opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("250", "18.807", False)
-    assert [(e["account"], e["size"], e["price"], e["realized_pnl"]) for e in of(result, "adl")] == [
-        ("house", "50", "85", "750")]
-    # The savings are not spent on a lot the fund cannot cover.
-    assert fund(result) == {"initial": "0", "final": "18.807", "positions": {}}
+    assert (opened["loss_at_mark"], opened["available"], opened["accepted"]) == ("15", "18.807", True)
+    assert [e["limit"] for e in of(result, "fund_order")] == ["85.62"]
+    assert [e["amount"] for e in of(result, "fund_payout")] == ["18.8"]
+    assert result.summary()["counts"]["adl"] == 0
+    assert fund(result) == {"initial": "0", "final": "0.39229", "positions": {}}
 
 
-def test_a_fund_of_1000_accepts_the_whale_and_sells_it_inside_its_band():
-    # Available 1018.807 >= 250: accepted. Band 80 x 0.9 = 72 (the budget allows lower):
-    # sold at 75, a loss of 50 x 10 = 500; the maker fee 3750 x 0.0015 x 0.3 = 1.6875
-    # comes back: 1018.807 - 500 + 1.6875 = 520.4945.
+def test_a_fund_of_1000_loses_the_same_to_the_whale_and_survives():
+    # Limit: the band, 86 x 0.9 = 77.40 (the budget allows lower); the best bid is still
+    # 85.62: the same loss of 18.80 and the same fee back: 1018.807 - 18.80 + 0.38529.
     sc = resolve_scenario("fund_grows_then_whale")
     result = run_scenario_sync(attrs.evolve(sc, fund_balance=1000 * 10**18))
     assert result.ok
     assert of(result, "fund_lot_opened")[0]["accepted"] is True
-    assert of(result, "fund_order")[0]["limit"] == "72"
-    assert [e["amount"] for e in of(result, "fund_payout")] == ["500"]
+    assert of(result, "fund_order")[0]["limit"] == "77.4"
+    assert [e["amount"] for e in of(result, "fund_payout")] == ["18.8"]
     assert result.summary()["counts"]["adl"] == 0
-    assert fund(result)["final"] == "520.4945"
+    assert fund(result)["final"] == "1000.39229"
 
 
 def fund_of(size: int) -> RunResult:
