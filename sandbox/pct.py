@@ -43,8 +43,9 @@ as an index among the due heads, oldest first: a PCT run replays with a
 from __future__ import annotations
 
 import hashlib
-import random
 from typing import Final, Sequence
+
+from .runtime import SeededChooser
 
 __all__ = ["PCTChooser", "DEFAULT_DEPTH", "pct_seed", "pct_bound"]
 
@@ -61,13 +62,17 @@ def pct_bound(links: int, steps: int, depth: int) -> float:
     return 1.0 / (max(links, 1) * max(steps, 1) ** (depth - 1))
 
 
-class PCTChooser:
-    """One PCT run: priorities per link, ``depth - 1`` priority change points in ``1..steps``."""
+class PCTChooser(SeededChooser):
+    """One PCT run: priorities per link, ``depth - 1`` priority change points in ``1..steps``.
+
+    Latencies, fault chances and choices without link identities come from the
+    same seeded generator as :class:`~sandbox.runtime.SeededChooser`'s.
+    """
 
     def __init__(self, seed: int, depth: int, steps: int) -> None:
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        self._rng = random.Random(seed)
+        super().__init__(seed)
         self.depth = depth
         self.steps = max(steps, 1)
         # Step k_i -> i: after the delivery that is step k_i, its link drops to priority i.
@@ -106,12 +111,5 @@ class PCTChooser:
             self._priority[key] = (0, float(lowered))
 
     # Without link identities (a delivery that does not offer them) PCT has
-    # nothing to rank; it never happens with SeededDelivery.
-    def choose(self, n: int) -> int:
-        return self._rng.randrange(n)
-
-    def latency(self, low: int, high: int) -> int:
-        return self._rng.randint(low, high)
-
-    def chance(self, ppm: int) -> bool:
-        return self._rng.randrange(1_000_000) < ppm
+    # nothing to rank and falls back to SeededChooser.choose; it never happens
+    # with SeededDelivery.

@@ -241,14 +241,6 @@ class _GenReader(_Reader):
             self.fail(name, f"must be between {low} and {high}, got {value}")
         return value
 
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.get(name, False)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(name, f"expected true or false, got {_typename(value)}")
-        return value
-
     def distribution(self, name: str, decimals: int, default: str | None = None, *, positive: bool = True) -> Distribution:
         """A decimal (fixed) or a table: {min, max} uniform; {median, sigma, min?, max?}; {values}."""
         value = self.get(name, default is None)
