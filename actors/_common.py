@@ -2,7 +2,7 @@
 
 Each actor computes with its *own* view (its own copy of mark prices and of
 whatever positions it was told about); these functions only do the
-arithmetic, exactly, in the integer units of :mod:`sandbox.money`.
+arithmetic, exactly, in the integer units of :mod:`sandbox._core.money`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Final, Iterable, Mapping
 
 import attrs
 
-from sandbox.money import RATE_ONE, apply_rate_up, ceil_div, sign
-from sandbox.scenario import FUND_ACCOUNT, MarketSpec
+from sandbox._core.money import RATE_ONE, apply_rate_up, ceil_div, sign
+from sandbox._scenario.parse import FUND_ACCOUNT, MarketSpec
 
 __all__ = [
     "ORACLE",

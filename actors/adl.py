@@ -51,9 +51,9 @@ from sandbox.messages import (
     Deleveraged,
     MarkPriceUpdated,
 )
-from sandbox.money import fmt_price, fmt_size, sign
-from sandbox.runtime import Actor
-from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
+from sandbox._core.money import fmt_price, fmt_size, sign
+from sandbox._core.runtime import Actor
+from sandbox._scenario.parse import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import ADL, CLEARING, FUND, equity, maintenance_margin
 

@@ -40,9 +40,9 @@ from sandbox.messages import (
     PositionView,
     Started,
 )
-from sandbox.money import RATE_ONE, fmt_money
-from sandbox.runtime import Actor
-from sandbox.scenario import MarketSpec
+from sandbox._core.money import RATE_ONE, fmt_money
+from sandbox._core.runtime import Actor
+from sandbox._scenario.parse import MarketSpec
 
 from ._common import ENGINE, MONITOR, equity, maintenance_margin, top_maintenance_rate
 

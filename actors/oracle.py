@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Mapping, Sequence
 
-from sandbox.eventlog import time_seconds
+from sandbox._core.eventlog import time_seconds
 from sandbox.messages import (
     FundingDue,
     FundingRateSet,
@@ -55,9 +55,9 @@ from sandbox.messages import (
     MarkPriceObserved,
     MarkPriceUpdated,
 )
-from sandbox.money import RATE_ONE, fmt_price, fmt_rate, sign
-from sandbox.runtime import Actor
-from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
+from sandbox._core.money import RATE_ONE, fmt_price, fmt_rate, sign
+from sandbox._core.runtime import Actor
+from sandbox._scenario.parse import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, book_name, round_price_down
 

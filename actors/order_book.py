@@ -36,8 +36,8 @@ from sandbox.messages import (
     OrderClosed,
     SubmitOrder,
 )
-from sandbox.money import ceil_div, fmt_price, fmt_size
-from sandbox.runtime import Actor
+from sandbox._core.money import ceil_div, fmt_price, fmt_size
+from sandbox._core.runtime import Actor
 
 from ._common import CLEARING, ORACLE, book_name
 

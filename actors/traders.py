@@ -8,8 +8,8 @@ requests it sends carry its own account id, so it cannot act for another.
 from __future__ import annotations
 
 from sandbox.messages import CancelOrder, Deposit, PlaceOrder, ScriptedEvent, Withdraw
-from sandbox.runtime import Actor
-from sandbox.scenario import EventSpec, OrderSpec
+from sandbox._core.runtime import Actor
+from sandbox._scenario.parse import EventSpec, OrderSpec
 
 from ._common import CLEARING, trader_name
 

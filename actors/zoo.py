@@ -23,7 +23,7 @@ from sandbox.messages import (
     TakeOverPosition,
 )
 
-from sandbox.money import ceil_div
+from sandbox._core.money import ceil_div
 
 from ._common import CLEARING, ENGINE, FUND, equity, round_price_down, round_price_up
 from .clearing import Account, Clearing

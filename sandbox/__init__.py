@@ -8,8 +8,8 @@ running them (:func:`run_scenario`, :func:`run_scenario_sync`), the runtime
 
 from typing import Any
 
-from .runtime import Actor, Envelope, LiveDelivery, Runtime, SeededDelivery, Violation
-from .scenario import Scenario, ScenarioError, bundled_scenarios, load_scenario, parse_scenario, resolve_scenario
+from sandbox._core.runtime import Actor, Envelope, LiveDelivery, Runtime, SeededDelivery, Violation
+from sandbox._scenario.parse import Scenario, ScenarioError, bundled_scenarios, load_scenario, parse_scenario, resolve_scenario
 
 __all__ = [
     "Actor",
@@ -40,7 +40,7 @@ _EXCHANGE = ("ROLES", "InvariantViolation", "RunResult", "build", "run_scenario"
 
 def __getattr__(name: str) -> Any:
     if name in _EXCHANGE:
-        from . import exchange
+        from sandbox._exchange import run as exchange
 
         return getattr(exchange, name)
     raise AttributeError(f"module 'sandbox' has no attribute {name!r}")

@@ -8,7 +8,7 @@ line); 2 bad input, one line on stderr and nothing run or written; 3 an actor
 crashed; 4 the run reached its work limits and was stopped (docs/guarantees.md);
 130 interrupted.
 
-Every command that writes does so through :mod:`sandbox._safeio` (docs/guarantees.md, "Safe writes").
+Every command that writes does so through :mod:`sandbox._core.safeio` (docs/guarantees.md, "Safe writes").
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ._safeio import OutDir, UnsafePath, safe_name
-from .checklog import check_log
-from .eventlog import EventFile, EventLog
-from .exchange import RunResult, run_scenario
-from .narrate import FOLD_ABOVE, LEGEND, Narrator, glossary, print_hanging
-from .plain import plain, plain_text
-from .scenario import Scenario, ScenarioError, bundled_scenarios, resolve_scenario
+from sandbox._core.safeio import OutDir, UnsafePath, safe_name
+from sandbox._tools.checklog import check_log
+from sandbox._core.eventlog import EventFile, EventLog
+from sandbox._exchange.run import RunResult, run_scenario
+from sandbox._tools.narrate import FOLD_ABOVE, LEGEND, Narrator, glossary, print_hanging
+from sandbox._tools.plain import plain, plain_text
+from sandbox._scenario.parse import Scenario, ScenarioError, bundled_scenarios, resolve_scenario
 
 __all__ = ["main"]
 
@@ -63,13 +63,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no traceback
         choice = re.search(r"invalid choice: '((?:[^'\\]|\\.)*)' \(choose from (.*)\)$", message)
         if choice is not None:  # a mistyped subcommand or option value: say which was probably meant
-            from .scenario import did_you_mean
+            from sandbox._scenario.parse import did_you_mean
 
             close = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
             if close is not None:
                 message += f"; did you mean {close!r}?"
         elif message.startswith("unrecognized arguments: "):  # a mistyped option of any subcommand
-            from .scenario import did_you_mean
+            from sandbox._scenario.parse import did_you_mean
 
             options = {o for parser in self._all_parsers() for a in parser._actions for o in a.option_strings}
             typo = next((t for t in message.split()[2:] if t.startswith("--")), None)
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="hypothesis example database directory (default .hypothesis/sandbox-explore)")
     ex.add_argument("--workers", type=_positive("--workers"), default=1,
                     help="processes sharing one example database (default 1)")
-    from ._search_args import add_search_options
+    from sandbox._tools.search_args import add_search_options
 
     add_search_options(ex, _positive)
     _actor_option(ex)
@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _narration_options(run: argparse.ArgumentParser) -> None:
     """The options of the narrated timeline (see docs/narration.md)."""
-    from .narrate import FOLD_ABOVE, THEMES
+    from sandbox._tools.narrate import FOLD_ABOVE, THEMES
 
     run.add_argument("--theme", choices=list(THEMES), default="auto",
                      help="colours for a dark or light terminal (default auto: readable on both)")
@@ -209,7 +209,7 @@ def _actor_option(p: argparse.ArgumentParser) -> None:
 
 def _load_actors(texts: list[str], base: Any = None) -> tuple[Any, tuple[tuple[str, str], ...]]:
     """The --actor classes (over a variant's), or BadInput naming the bad reference."""
-    from .actorref import ActorRefError, load_actor_refs
+    from sandbox._tools.actorref import ActorRefError, load_actor_refs
 
     try:
         return load_actor_refs(texts, base)
@@ -261,11 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "variants":
             return _variants(console)
         if args.command == "explore":
-            from ._explore_cli import explore_command
+            from sandbox._tools.explore_cli import explore_command
 
             return explore_command(args, console)
         if args.command == "replay":
-            from ._explore_cli import replay_command
+            from sandbox._tools.explore_cli import replay_command
 
             return replay_command(args, console)
         if args.command == "check-log":
@@ -293,7 +293,7 @@ def _list(console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    from . import report
+    from sandbox._tools import report
 
     inputs = [args.events] + ([args.scenario] if args.scenario is not None else [])
     try:
@@ -330,7 +330,7 @@ def _check_log(path: Path) -> int:
 
 
 def _soak(args: argparse.Namespace, console: Console) -> int:
-    from .soak import soak
+    from sandbox._tools.soak import soak
 
     console.print(f"soak: {args.orders} orders from {args.traders} random traders, live mode, "
                   f"restarts at {args.restart_ppm} ppm per message", highlight=False)
@@ -367,7 +367,7 @@ def _json_logger() -> Any:
 
 
 def _bench(args: argparse.Namespace, console: Console) -> int:
-    from .bench import SIZES, TARGETS, run_bench
+    from sandbox._tools.bench import SIZES, TARGETS, run_bench
 
     mode = "quick" if args.quick else "full"
     err = Console(stderr=True, highlight=False)
@@ -415,7 +415,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     actors, _ = _load_actors(args.actors)
     recorder = None
     if args.report is not None:
-        from . import report  # matplotlib is loaded only when a report is asked for
+        from sandbox._tools import report  # matplotlib is loaded only when a report is asked for
 
         outputs = [args.out / name for name in RUN_RESULTS] if args.out is not None else []
         try:
@@ -477,7 +477,7 @@ def _run_in(args: argparse.Namespace, console: Console, scenario: Scenario, acto
         print(f"sandbox: {plain(scenario.source)}: {plain(result.stopped)}", file=sys.stderr)
         return EXIT_STOPPED
     if recorder is not None:
-        from . import report
+        from sandbox._tools import report
 
         inputs = list(scenario.read_from) + ([out.file(n) for n in RUN_RESULTS] if out is not None else [])
         try:
@@ -520,7 +520,7 @@ def _print_glossary(console: Console, kinds: set[str]) -> None:
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
-    from . import sweep as sw
+    from sandbox._tools import sweep as sw
 
     if args.scheduler is not None and args.workers is not None:
         raise BadInput("--workers is for the local pool; with --scheduler the cluster's workers run the sweep")
@@ -541,7 +541,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
 
 
 def _sweep_in(args: argparse.Namespace, console: Console, plan: Any, out: Path, security: Any) -> int:
-    from . import sweep as sw
+    from sandbox._tools import sweep as sw
 
     if args.scheduler is not None:
         try:
@@ -570,7 +570,7 @@ def _sweep_run(args: argparse.Namespace, console: Console, plan: Any, out: Path,
                                TimeElapsedColumn, TimeRemainingColumn)
     from rich.text import Text
 
-    from . import sweep as sw
+    from sandbox._tools import sweep as sw
 
     class RunsPerSecond(ProgressColumn):
         def render(self, task: Any) -> Text:

@@ -5,7 +5,7 @@ actor that keeps a message keeps a faithful record of what it was told, and a
 stale view is visibly stale rather than silently updated.
 
 Units: money in wei, prices in gwei per contract, sizes in 1e-9 contracts
-(see :mod:`sandbox.money`). A *signed* size is positive for a long (buy) and
+(see :mod:`sandbox._core.money`). A *signed* size is positive for a long (buy) and
 negative for a short (sell).
 
 The flow, in the order it happens (``docs/architecture.md`` draws it):
@@ -28,7 +28,7 @@ The flow, in the order it happens (``docs/architecture.md`` draws it):
 9. clearing -> fund ``SurplusTransferred``; clearing -> engine
    ``LiquidationSettled``; engine -> monitor ``LiquidationEnded``
 
-Only under a non-default ``[policy]`` (``sandbox.scenario.Policy``):
+Only under a non-default ``[policy]`` (``sandbox._scenario.parse.Policy``):
 
 * partial liquidation: engine -> clearing ``AccountSnapshotRequested`` once a
   slice's orders have closed; clearing -> engine ``AccountFrozen`` when its
@@ -43,7 +43,7 @@ Only under a non-default ``[policy]`` (``sandbox.scenario.Policy``):
 
 Money travels in ``Fill``, ``PositionTakenOver``, ``SurplusTransferred``,
 ``FundingContributed``, ``FundingRemainderTransferred`` and
-``FeeShareTransferred``; ``sandbox.invariants.check_step`` counts each of them
+``FeeShareTransferred``; ``sandbox._exchange.invariants.check_step`` counts each of them
 while it is in flight.
 """
 
@@ -157,7 +157,7 @@ class FundingDue:
 class ScriptedEvent:
     """timeline -> trader: perform one scripted action (a scenario order/event)."""
 
-    event: object  # a sandbox.scenario.OrderSpec / EventSpec
+    event: object  # a sandbox._scenario.parse.OrderSpec / EventSpec
 
 
 # --- oracle ---------------------------------------------------------------------

@@ -13,7 +13,7 @@
   checking every invariant after every delivery. A failing schedule shrinks
   towards plain FIFO delivery. :class:`ScriptedSchedule` replays exact
   recorded decisions. ``sandbox explore`` prints each shrunk failure as a
-  test written with these (:mod:`sandbox.failtest`).
+  test written with these (:mod:`sandbox._tools.failtest`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any, Mapping, Sequence
 
 from hypothesis import strategies as st
 
-from .exchange import RunResult, run_scenario, run_scenario_sync
-from .explore import Budget, Run, TapeChooser, run_once, run_once_async
-from .invariants import check_all
-from .runtime import Runtime, ScriptedChooser, Violation
-from .scenario import Scenario, parse_scenario
+from sandbox._exchange.run import RunResult, run_scenario, run_scenario_sync
+from sandbox._tools.explore import Budget, Run, TapeChooser, run_once, run_once_async
+from sandbox._exchange.invariants import check_all
+from sandbox._core.runtime import Runtime, ScriptedChooser, Violation
+from sandbox._scenario.parse import Scenario, parse_scenario
 
 __all__ = [
     "scenarios",
@@ -335,7 +335,7 @@ def check_invariants(runtime: Runtime, scenario: Scenario, *, quiet: bool = True
 def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bool:
     """Recompute conservation from ``summary.json`` alone, in exact decimals.
 
-    Independent of :mod:`sandbox.invariants`: the summary's own numbers must
+    Independent of :mod:`sandbox._exchange.invariants`: the summary's own numbers must
     show balances + fund + fees + unrealized PnL == deposits - withdrawals +
     initial fund + the opening imbalance.
     """
@@ -355,7 +355,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
 
 class Schedule:
-    """A delivery schedule: the tape of decisions a run reads (see :class:`sandbox.explore.TapeChooser`)."""
+    """A delivery schedule: the tape of decisions a run reads (see :class:`sandbox._tools.explore.TapeChooser`)."""
 
     def __init__(self, tape: bytes) -> None:
         self.tape = tape
@@ -371,7 +371,7 @@ class ScriptedSchedule:
     """A schedule of exact recorded decisions, as a replay file holds them (see :class:`ScriptedChooser`).
 
     Strict where :class:`Schedule` is tolerant: a run that asks for a
-    different decision raises :class:`sandbox.runtime.ReplayDiverged`.
+    different decision raises :class:`sandbox._core.runtime.ReplayDiverged`.
     """
 
     def __init__(self, decisions: Sequence[tuple[str, int, int, int]]) -> None:
@@ -399,7 +399,7 @@ async def run_schedule(
     the run stops at the first failure. ``run.failure`` says what failed (None
     if nothing did), ``run.events`` is the event log, ``run.runtime`` holds
     every actor's final state and ``run.decisions`` replays the run. A run
-    that exceeds ``budget`` (see :class:`sandbox.explore.Budget`) stops as a
+    that exceeds ``budget`` (see :class:`sandbox._tools.explore.Budget`) stops as a
     ``livelock``.
     """
     return await run_once_async(scenario, schedule.chooser(), actors=actors, find=find, budget=budget)

@@ -7,7 +7,7 @@ import tomllib
 from typing import Any
 
 from sandbox import RunResult, Scenario, parse_scenario, run_scenario_sync
-from sandbox.money import parse_units
+from sandbox._core.money import parse_units
 
 HEADER = """
 name = "test"

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from actors import InsuranceFund, LiquidationEngine
 from sandbox import bundled_scenarios, resolve_scenario, run_scenario_sync
-from sandbox.checklog import LogReport, check_lines
-from sandbox.eventlog import EventLog
+from sandbox._tools.checklog import LogReport, check_lines
+from sandbox._core.eventlog import EventLog
 from sandbox.testing import scenarios
 
 from .helpers import one_shot, account, event, market, order, scenario

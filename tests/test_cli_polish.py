@@ -12,7 +12,7 @@ import pytest
 
 import sandbox
 from sandbox import cli as sandbox_cli
-from sandbox.scenario import ScenarioError, load_scenario
+from sandbox._scenario.parse import ScenarioError, load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -167,7 +167,7 @@ def test_report_refuses_an_edited_a_cut_and_a_live_log(saved_run, tmp_path):
 
 
 def test_exit_codes_are_defined_once():
-    from sandbox import _explore_cli
+    from sandbox._tools import explore_cli as _explore_cli
 
     assert _explore_cli.EXIT_FOUND == sandbox_cli.EXIT_VIOLATION and _explore_cli.EXIT_OK is sandbox_cli.EXIT_OK
     definitions = [p.relative_to(REPO).as_posix() for p in Path(sandbox.__file__).parent.glob("*.py")

@@ -97,7 +97,7 @@ def test_the_maintenance_margin_split_weights_the_losing_legs_by_their_margin():
     # with 50: equity 50 - 40 - 30 = -20. By loss (40 : 30) PUNK carries 11.43 and
     # BAYC 8.57; by maintenance margin (60 x 5% = 3 : 70 x 10% = 7) PUNK carries 6,
     # BAYC 14.
-    from sandbox.money import parse_units
+    from sandbox._core.money import parse_units
 
     p = lambda text: parse_units(text, 9)  # noqa: E731
     markets = {m.symbol: m for m in parse_scenario({

@@ -317,7 +317,7 @@ def check_sandbox_command(where: str, argv: list[str], work: Path) -> None:
     if not (work / scenario).exists():
         resolve_scenario(scenario)  # a bundled name, or it raises
     if args.command == "sweep":
-        from sandbox.sweep import load_sweep
+        from sandbox._tools.sweep import load_sweep
 
         path = work / scenario
         load_sweep(str(path) if path.exists() else scenario, args.sets, args.seeds)

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from sandbox.checklog import check_log
-from sandbox.eventlog import EventFile, EventLog
+from sandbox._tools.checklog import check_log
+from sandbox._core.eventlog import EventFile, EventLog
 
 from .longscenario import long_scenario_toml
 

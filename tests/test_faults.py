@@ -12,7 +12,7 @@ import pytest
 
 from actors import LiquidationEngine, Trader
 from sandbox import resolve_scenario, run_scenario_sync
-from sandbox.explore import explore
+from sandbox._tools.explore import explore
 from sandbox.messages import CancelOrder, Deposit, PlaceOrder, Withdraw
 
 from .helpers import account, event, market, order, scenario
@@ -165,7 +165,7 @@ def test_bad_faults_are_refused_by_key(raw, key, problem):
 
 CRASHING_RUN = textwrap.dedent("""
     import sys
-    import sandbox.exchange as exchange
+    import sandbox._exchange.run as exchange
     from actors import InsuranceFund
     from sandbox.cli import main
 
@@ -271,7 +271,7 @@ def test_an_account_under_liquidation_refuses_its_owner():
 
 
 def test_a_short_soak_keeps_every_invariant_and_restarts_actors():
-    from sandbox.soak import soak
+    from sandbox._tools.soak import soak
 
     r = soak(orders=6_000, traders=10, restart_ppm=300, seed=1)
     assert r.violations == []

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from sandbox import ScenarioError, load_scenario
-from sandbox._safeio import OutDir, UnsafePath, read_regular, safe_name, write_atomic
+from sandbox._core.safeio import OutDir, UnsafePath, read_regular, safe_name, write_atomic
 from sandbox.cli import main
-from sandbox.exchange import Timeline, build, run_scenario_sync, work_limits
+from sandbox._exchange.run import Timeline, build, run_scenario_sync, work_limits
 
 MARKET = """\
 name = "hostile"
@@ -143,8 +143,8 @@ def test_a_crash_with_probability_1_ends(tmp_path):
 def test_a_run_stops_at_its_step_cap():
     import trio
 
-    from sandbox.exchange import WorkLimits, run_scenario
-    from sandbox.scenario import resolve_scenario
+    from sandbox._exchange.run import WorkLimits, run_scenario
+    from sandbox._scenario.parse import resolve_scenario
 
     demo = resolve_scenario("demo")  # 64 deliveries
     assert work_limits(demo).steps == 10_000 + 64 * work_limits(demo).entries
@@ -161,7 +161,7 @@ def test_a_run_whose_clock_runs_away_stops_at_its_horizon(tmp_path):
         'actors = ["oracle"]', 'actors = ["oracle"]\ndowntime = "60"')))
     limits = work_limits(scenario)
     assert limits.horizon_ms == 1_000 + 86_400_000 + 1_000 * 60_000
-    from sandbox.exchange import WorkLimits
+    from sandbox._exchange.run import WorkLimits
 
     # A horizon an hour after the last event: reached after some 60 crashes, before any other limit.
     result = run_scenario_sync(scenario, limits=WorkLimits(limits.steps, 1_000 + 3_600_000, limits.entries))
@@ -171,7 +171,7 @@ def test_a_run_whose_clock_runs_away_stops_at_its_horizon(tmp_path):
 
 
 def test_every_bundled_scenario_runs_well_inside_its_limits():
-    from sandbox.scenario import bundled_scenarios
+    from sandbox._scenario.parse import bundled_scenarios
 
     for name, load in bundled_scenarios().items():
         for seed in (0, 1):
@@ -289,7 +289,7 @@ def test_a_scenario_name_with_dot_dot_keeps_the_sweeps_default_folder_in_out(tmp
 
 
 def test_the_replay_file_is_named_from_a_harmless_name():
-    from sandbox._explore_cli import _replay_name
+    from sandbox._tools.explore_cli import _replay_name
 
     scenario = load_scenario_from_text(MARKET.replace('name = "hostile"', 'name = "../../../etc/x"'))
     name = _replay_name(scenario, None, None)
@@ -297,7 +297,7 @@ def test_the_replay_file_is_named_from_a_harmless_name():
 
 
 def load_scenario_from_text(text: str):
-    from sandbox.scenario import _parse_bytes
+    from sandbox._scenario.parse import _parse_bytes
 
     return _parse_bytes(text.encode(), "text.toml")
 
@@ -367,8 +367,8 @@ def test_a_fifo_given_as_any_input_is_refused_at_once(tmp_path, command):
 
 
 def test_replay_and_log_files_have_a_size_limit(tmp_path):
-    from sandbox.checklog import MAX_LOG_BYTES
-    from sandbox.explore import MAX_REPLAY_BYTES
+    from sandbox._tools.checklog import MAX_LOG_BYTES
+    from sandbox._tools.explore import MAX_REPLAY_BYTES
 
     big = tmp_path / "big.json"
     with open(big, "wb") as f:  # sparse: nothing is really written
@@ -386,14 +386,14 @@ def test_replay_and_log_files_have_a_size_limit(tmp_path):
 
 
 def _finding(scenario):
-    from sandbox.explore import Failure, Finding, _CountingChooser, run_once
+    from sandbox._tools.explore import Failure, Finding, _CountingChooser, run_once
 
     run = run_once(scenario, _CountingChooser())
     return Finding(scenario, None, None, Failure("event", "recorded"), tuple(run.decisions), tuple(run.events), (), 0)
 
 
 def test_a_replay_of_a_csv_scenario_is_self_contained_and_checks_its_data(tmp_path):
-    from sandbox.explore import events_digest, read_replay, replay_run, write_replay
+    from sandbox._tools.explore import events_digest, read_replay, replay_run, write_replay
 
     write(tmp_path / "punk.csv", "at,price\n1,95\n2,80\n3,70\n")
     scenario = load_scenario(write(tmp_path / "s.toml", CSV_SCENARIO)).for_seed(5)  # as explore runs it
@@ -420,7 +420,7 @@ def test_a_replay_of_a_csv_scenario_is_self_contained_and_checks_its_data(tmp_pa
 
 
 def test_replay_fields_of_the_wrong_type_and_deep_nesting_are_bad_input(tmp_path):
-    from sandbox.explore import write_replay
+    from sandbox._tools.explore import write_replay
 
     replay_file = tmp_path / "replay.json"
     write_replay(_finding(load_scenario(write(tmp_path / "s.toml", MARKET))), replay_file)
@@ -519,7 +519,7 @@ def test_an_unwritable_sweep_out_is_bad_input(tmp_path):
 
 
 def test_results_from_a_worker_are_checked_plain_data():
-    from sandbox import sweep as sw
+    from sandbox._tools import sweep as sw
 
     plan = sw.load_sweep("demo", ["insurance_fund.balance=0,100"], 1)
     task, other = plan.tasks()[0], plan.tasks()[1]
@@ -539,7 +539,7 @@ def test_results_from_a_worker_are_checked_plain_data():
 def test_dask_task_keys_are_unpredictable_and_pickled_results_are_refused():
     from distributed import LocalCluster
 
-    from sandbox import sweep as sw
+    from sandbox._tools import sweep as sw
 
     plan = sw.load_sweep("demo", [], 2)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:

@@ -139,7 +139,7 @@ def test_the_monitor_never_asks_again_on_a_view_older_than_the_engines_last_answ
     # reaches the monitor after the engine has judged a newer version of the
     # account. The monitor must wait for clearing's newer update, not ask again.
     from actors import MONITOR
-    from sandbox.exchange import build
+    from sandbox._exchange.run import build
     from sandbox.messages import AccountUpdated, LiquidationEnded, PositionView
 
     sc = scenario(market() + account("a", "10", ("PUNK", "1", "100")) + account("b", "100", ("PUNK", "-1", "100")))

@@ -13,7 +13,7 @@ import pytest
 
 from sandbox import RunResult, bundled_scenarios, resolve_scenario, run_scenario_sync
 from sandbox.cli import main
-from sandbox.explore import events_digest
+from sandbox._tools.explore import events_digest
 
 LIBRARY = sorted(bundled_scenarios())
 

@@ -12,7 +12,7 @@ from rich.style import Style
 from rich.text import Text
 
 from sandbox import resolve_scenario, run_scenario_sync
-from sandbox.narrate import (FOLD_ABOVE, GLOSSARY, LEGEND, STYLES, THEMES, Narrator, glossary, print_hanging,
+from sandbox._tools.narrate import (FOLD_ABOVE, GLOSSARY, LEGEND, STYLES, THEMES, Narrator, glossary, print_hanging,
                              theme_for)
 
 

@@ -2,7 +2,7 @@
 
 A scenario file is something a user may have downloaded: its name, account
 ids and market symbols reach the terminal, the report and error messages.
-Each case below failed before :mod:`sandbox.plain`: the name ``x[/nope]``
+Each case below failed before :mod:`sandbox._tools.plain`: the name ``x[/nope]``
 crashed the run with a rich MarkupError, ``[link=...]`` made a hyperlink, raw
 ESC sequences reached the terminal, U+202E reversed the timeline's text and a
 ``$...$`` account id crashed the report in matplotlib's mathtext.
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from sandbox.narrate import Narrator, narrate
-from sandbox.plain import plain, plain_text
+from sandbox._tools.narrate import Narrator, narrate
+from sandbox._tools.plain import plain, plain_text
 
 REPO = Path(__file__).resolve().parent.parent
 

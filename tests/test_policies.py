@@ -11,11 +11,11 @@ from actors import LiquidationEngine
 from actors.adl import adl_rank
 from actors.oracle import median_mark
 from sandbox import ScenarioError, load_scenario, resolve_scenario, run_scenario_sync
-from sandbox.exchange import book_of
-from sandbox.explore import explore
+from sandbox._exchange.run import book_of
+from sandbox._tools.explore import explore
 from sandbox.messages import AdlCandidate, PositionView
-from sandbox.money import parse_units
-from sandbox.scenario import MarketSpec
+from sandbox._core.money import parse_units
+from sandbox._scenario.parse import MarketSpec
 from sandbox.testing import scenarios
 
 from .helpers import account, event, market, order, run, scenario

@@ -25,9 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox import resolve_scenario, run_scenario
-from sandbox.eventlog import EventLog
+from sandbox._core.eventlog import EventLog
 from sandbox.testing import scenarios
-from sandbox.report import (
+from sandbox._tools.report import (
     MAX_ACCOUNTS,
     Arrow,
     Bands,
@@ -313,7 +313,7 @@ def test_write_report_replaces_the_file_whole(tmp_path, demo, monkeypatch):
     def broken(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("rendering failed")
 
-    monkeypatch.setattr("sandbox.report.render_html", broken)
+    monkeypatch.setattr("sandbox._tools.report.render_html", broken)
     with pytest.raises(RuntimeError):
         write_report(target, demo)
     assert target.read_text() == "old report"

@@ -19,9 +19,9 @@ import trio
 from actors import MarginMonitor
 from actors.zoo import VARIANTS
 from sandbox import bundled_scenarios, parse_scenario, resolve_scenario
-from sandbox.bench import _Ping, _Relay, delivery_msgs_per_s
-from sandbox.exchange import run_scenario
-from sandbox.explore import (
+from sandbox._tools.bench import _Ping, _Relay, delivery_msgs_per_s
+from sandbox._exchange.run import run_scenario
+from sandbox._tools.explore import (
     Budget,
     TapeChooser,
     events_digest,
@@ -31,10 +31,10 @@ from sandbox.explore import (
     replay_run,
     run_once,
 )
-from sandbox.invariants import InFlight, check_step
-from sandbox.pct import PCTChooser, pct_bound, pct_seed
-from sandbox.sweep import RUNS_FILE, SPEC_FILE
-from sandbox.runtime import (
+from sandbox._exchange.invariants import InFlight, check_step
+from sandbox._core.pct import PCTChooser, pct_bound, pct_seed
+from sandbox._tools.sweep import RUNS_FILE, SPEC_FILE
+from sandbox._core.runtime import (
     TIMELINE,
     Envelope,
     Network,

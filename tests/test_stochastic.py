@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import ScenarioError, bundled_scenarios, load_scenario, parse_scenario, run_scenario_sync
-from sandbox.money import parse_units
-from sandbox.stochastic import Draws, to_gwei_down, to_lot_down, to_tick
+from sandbox._core.money import parse_units
+from sandbox._scenario.generators import Draws, to_gwei_down, to_lot_down, to_tick
 
 MARKET = """
 name = "gen"

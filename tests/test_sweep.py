@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import sweep as sw
+from sandbox._tools import sweep as sw
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

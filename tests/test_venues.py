@@ -16,13 +16,13 @@ from actors._common import margin_units, position_margin, top_maintenance_rate
 from actors.liquidation_engine import bankruptcy_prices, closing_fees
 from actors.margin_monitor import trigger
 from sandbox import ScenarioError, load_scenario, parse_scenario, resolve_scenario, run_scenario_sync
-from sandbox.checklog import check_lines
-from sandbox.eventlog import EventLog
+from sandbox._tools.checklog import check_lines
+from sandbox._core.eventlog import EventLog
 from sandbox.messages import PositionView
-from sandbox.money import RATE_ONE
-from sandbox.narrate import narrate
-from sandbox.scenario import DEFAULT_POLICY, PRESETS, MarketSpec, Tier
-from sandbox.sweep import apply_override
+from sandbox._core.money import RATE_ONE
+from sandbox._tools.narrate import narrate
+from sandbox._scenario.parse import DEFAULT_POLICY, PRESETS, MarketSpec, Tier
+from sandbox._tools.sweep import apply_override
 
 from .test_scenario_validation import GOOD, write
 
@@ -381,16 +381,16 @@ def test_every_preset_parses_and_the_sweep_can_set_them(tmp_path):
 
 
 def test_the_docs_show_the_presets_table_as_it_is_now():
-    from sandbox.presets import BEGIN, END, PAGE, generated
+    from sandbox._tools.presets import BEGIN, END, PAGE, generated
 
     page = PAGE.read_text()
     shown = page.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert shown == generated(), "docs/concepts/policies.md is stale: run python -m sandbox.presets"
+    assert shown == generated(), "docs/concepts/policies.md is stale: run python -m sandbox._tools.presets"
 
 
 def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_delivery():
-    from sandbox.explore import explore
-    from sandbox.presets import under_preset
+    from sandbox._tools.explore import explore
+    from sandbox._tools.presets import under_preset
 
     base = attrs.evolve(resolve_scenario("venue_rules"), latency_ms=(0, 5))
     for name in PRESETS:
@@ -401,7 +401,7 @@ def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_d
 @pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups",
                                   "backstop_vault", "fillable_price"])
 def test_venue_scenarios_keep_every_invariant_under_latency_and_any_interleaving(name):
-    from sandbox.explore import explore
+    from sandbox._tools.explore import explore
 
     sc = attrs.evolve(resolve_scenario(name), latency_ms=(0, 10))
     result = explore(sc, examples=40, database=None, seed=0)

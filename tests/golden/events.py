@@ -20,8 +20,8 @@ from pathlib import Path
 import attrs
 
 from sandbox import bundled_scenarios, resolve_scenario, run_scenario_sync
-from sandbox.eventlog import EventLog
-from sandbox.scenario import PRESETS, _parse_policy
+from sandbox._core.eventlog import EventLog
+from sandbox._scenario.parse import PRESETS, _parse_policy
 
 FILE = Path(__file__).with_name("events.json")
 EXTRA_SEEDS = (1, 7)

@@ -34,7 +34,7 @@ never needs a division. The only divisions in the whole exchange are
 
 Every rounding of money goes against the trader and in favour of solvency, and
 the residue of every rounding stays on somebody's books, so money is conserved
-exactly (see ``sandbox.invariants``; docs/reference/units.md's rounding table lists them all).
+exactly (see ``sandbox._exchange.invariants``; docs/reference/units.md's rounding table lists them all).
 """
 
 from __future__ import annotations

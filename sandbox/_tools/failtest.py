@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 
-from .actorref import is_file_ref
-from .explore import Finding, decisions_to_tape
+from sandbox._tools.actorref import is_file_ref
+from sandbox._tools.explore import Finding, decisions_to_tape
 
 __all__ = ["render_test"]
 
@@ -62,7 +62,7 @@ def render_test(finding: Finding, scenario_ref: str, command: str) -> str:
         actors.append(f"{role!r}: {cls}")
     budget = ""
     if failure.kind == "livelock":  # a livelock is "the budget ran out": the test needs the same budget
-        imports.append("from sandbox.explore import Budget")
+        imports.append("from sandbox._tools.explore import Budget")
         budget = f", budget=Budget({finding.budget.deliveries}, {finding.budget.time_ms})"
     lines += [f"    {line}" for line in imports] + comments + [""]
     lines.append(f"    scenario = resolve_scenario({scenario_ref!r})")

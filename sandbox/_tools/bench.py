@@ -22,7 +22,7 @@ match). Workloads:
    10, with 100 relays and so up to 10,000 links; ``delivery_flat_ratio_100_links``:
    the same with 10 relays).
 
-``python -m sandbox.bench strategies [SEEDS]`` prints the table of
+``python -m sandbox._tools.bench strategies [SEEDS]`` prints the table of
 docs/search.md: examples to the first failure of every bug-zoo variant,
 hypothesis vs PCT.
 """
@@ -43,7 +43,7 @@ import attrs
 import trio
 from sortedcontainers import SortedDict
 
-from .runtime import Actor
+from sandbox._core.runtime import Actor
 
 __all__ = ["run_bench", "SIZES", "TARGETS"]
 
@@ -178,11 +178,11 @@ def order_flow(orders: int, mode: str, traders: int = 50, seed: int = 0) -> dict
     """Random traders' orders through the whole exchange: orders/s and messages/s."""
     from actors import ORACLE, trader_name
 
-    from .eventlog import EventLog
-    from .exchange import build
-    from .messages import MarkPriceObserved, ScriptedEvent
-    from .runtime import LiveDelivery, SeededDelivery
-    from .soak import MARKETS, ORDERS_PER_BURST, TICK, Burst, RandomTrader, soak_scenario
+    from sandbox._core.eventlog import EventLog
+    from sandbox._exchange.run import build
+    from sandbox.messages import MarkPriceObserved, ScriptedEvent
+    from sandbox._core.runtime import LiveDelivery, SeededDelivery
+    from sandbox._tools.soak import MARKETS, ORDERS_PER_BURST, TICK, Burst, RandomTrader, soak_scenario
 
     sc = soak_scenario(traders, seed)
     delivery = LiveDelivery(None, seed) if mode == "live" else SeededDelivery(seed)
@@ -215,9 +215,9 @@ def monitor_tick_s(accounts: int, ticks: int, seed: int = 0) -> float:
     """Mean seconds of one ``MarkPriceUpdated`` that liquidates nobody, ``accounts`` with positions."""
     from actors import MarginMonitor
     from sandbox.messages import MarkPriceUpdated, PositionView
-    from sandbox.money import PRICE_DECIMALS, SIZE_DECIMALS
+    from sandbox._core.money import PRICE_DECIMALS, SIZE_DECIMALS
 
-    from .scenario import parse_scenario
+    from sandbox._scenario.parse import parse_scenario
 
     sc = parse_scenario({
         "name": "tick", "seed": seed,
@@ -262,7 +262,7 @@ def cascade_scenario(accounts: int, seed: int = 0) -> Any:
     84 absorb some, the small fund takes the rest over and runs out into ADL
     against the shorts.
     """
-    from .scenario import parse_scenario
+    from sandbox._scenario.parse import parse_scenario
 
     rng = random.Random(seed)
     accts: list[dict[str, Any]] = []
@@ -291,9 +291,9 @@ def cascade_scenario(accounts: int, seed: int = 0) -> Any:
 
 def cascade(accounts: int) -> dict[str, Any]:
     """Run the cascade here (call it in a fresh process: peak RSS is the process's)."""
-    from . import invariants
-    from .eventlog import EventLog
-    from .exchange import run_scenario
+    from sandbox._exchange import invariants
+    from sandbox._core.eventlog import EventLog
+    from sandbox._exchange.run import run_scenario
 
     sc = cascade_scenario(accounts)
     log = EventLog(keep=False)
@@ -334,7 +334,7 @@ def _peak_rss_mb() -> float:
 
 
 def cascade_in_subprocess(accounts: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "sandbox.bench", "cascade", str(accounts)],
+    out = subprocess.run([sys.executable, "-m", "sandbox._tools.bench", "cascade", str(accounts)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -343,8 +343,8 @@ def cascade_in_subprocess(accounts: int) -> dict[str, Any]:
 
 
 def explore_examples_per_s(examples: int) -> float:
-    from .explore import explore
-    from .scenario import resolve_scenario
+    from sandbox._tools.explore import explore
+    from sandbox._scenario.parse import resolve_scenario
 
     sc = resolve_scenario("race_two_bankruptcies")
     start = time.perf_counter()
@@ -380,8 +380,8 @@ def delivery_msgs_per_s(in_flight: int, deliveries: int, actors: int = 100, seed
     links are non-empty and every choice is among many due heads, each
     decided by a seeded chooser.
     """
-    from .invariants import InFlight
-    from .runtime import Runtime, SeededDelivery
+    from sandbox._exchange.invariants import InFlight
+    from sandbox._core.runtime import Runtime, SeededDelivery
 
     rng = random.Random(seed)
     names = [f"relay{i}" for i in range(actors)]
@@ -412,8 +412,8 @@ def compare_strategies(seeds: int = 5, examples: int = 2000) -> list[dict[str, A
     """For every zoo variant, strategy and PCT depth: examples to the first failure of ``seeds`` searches (0: none)."""
     from actors.zoo import VARIANTS
 
-    from .explore import explore
-    from .scenario import resolve_scenario
+    from sandbox._tools.explore import explore
+    from sandbox._scenario.parse import resolve_scenario
 
     rows = []
     for name, variant in VARIANTS.items():
@@ -488,7 +488,7 @@ def _judge(r: dict[str, Any], num: str, den: str | None, factor: float, op: str)
     return {"value": value, "limit": limit, "ratio": ratio, "met": met}
 
 
-if __name__ == "__main__":  # the cascade's fresh process: python -m sandbox.bench cascade N
+if __name__ == "__main__":  # the cascade's fresh process: python -m sandbox._tools.bench cascade N
     if sys.argv[1:2] == ["cascade"]:
         print(json.dumps(cascade(int(sys.argv[2]))))
     elif sys.argv[1:2] == ["strategies"]:  # the table of docs/search.md

@@ -1,7 +1,7 @@
 """``sandbox check-log``: verify an ``events.jsonl`` on its own, line by line.
 
 The checker rebuilds the exchange's books from the log alone, in exact
-integer units (:mod:`sandbox.money`), and stops at the first line that is
+integer units (:mod:`sandbox._core.money`), and stops at the first line that is
 wrong. Per line it checks:
 
 * the line is one JSON object, UTF-8, with ``seq`` one more than the line
@@ -50,7 +50,7 @@ from typing import Any, Final, Iterable, NoReturn
 import attrs
 
 from actors._common import FUND_ACCOUNT, Position, apply_trade
-from sandbox.money import (
+from sandbox._core.money import (
     MONEY_DECIMALS,
     PRICE_DECIMALS,
     RATE_DECIMALS,
@@ -795,12 +795,12 @@ def check_log(path: str | os.PathLike[str]) -> LogReport:
     """Check the log at ``path``.
 
     Only a regular file is read (a FIFO or device is refused at once, as
-    :class:`~sandbox._safeio.UnsafePath`), at most :data:`MAX_LOG_BYTES`,
+    :class:`~sandbox._core.safeio.UnsafePath`), at most :data:`MAX_LOG_BYTES`,
     one line of at most :data:`MAX_LINE_BYTES` at a time: a longer line is
     a bad line, not a read of the whole file. Raises ``OSError`` if it
     cannot be read.
     """
-    from ._safeio import open_regular
+    from sandbox._core.safeio import open_regular
 
     with open_regular(path, MAX_LOG_BYTES, "an events file") as f:
         return check_lines(_lines(f))

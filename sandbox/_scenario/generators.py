@@ -49,7 +49,7 @@ from typing import Any, Final, Iterator
 
 import attrs
 
-from .money import (
+from sandbox._core.money import (
     MONEY_DECIMALS,
     PRICE_DECIMALS,
     RATE_DECIMALS,
@@ -59,8 +59,8 @@ from .money import (
     format_units,
     parse_units,
 )
-from ._safeio import UnsafePath, read_regular
-from .scenario import (
+from sandbox._core.safeio import UnsafePath, read_regular
+from sandbox._scenario.parse import (
     GENERATOR_KEYS,
     MAX_TIME_MS,
     TIME_DECIMALS,

@@ -1,4 +1,4 @@
-"""``sandbox explore`` and ``sandbox replay``: the command-line side of :mod:`sandbox.explore`."""
+"""``sandbox explore`` and ``sandbox replay``: the command-line side of :mod:`sandbox._tools.explore`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._safeio import safe_name
-from .actorref import load_actor_refs
-from .cli import EXIT_OK, EXIT_VIOLATION
-from .explore import (
+from sandbox._core.safeio import safe_name
+from sandbox._tools.actorref import load_actor_refs
+from sandbox.cli import EXIT_OK, EXIT_VIOLATION
+from sandbox._tools.explore import (
     DEFAULT_DB,
     STRATEGIES,
     Budget,
@@ -31,12 +31,12 @@ from .explore import (
     replay_run,
     write_replay,
 )
-from .failtest import render_test
-from .outcomes import Outcomes
-from .pct import DEFAULT_DEPTH, pct_bound
-from .narrate import STYLES, Narrator, describe_message
-from .plain import plain
-from .scenario import Scenario, resolve_scenario
+from sandbox._tools.failtest import render_test
+from sandbox._tools.outcomes import Outcomes
+from sandbox._core.pct import DEFAULT_DEPTH, pct_bound
+from sandbox._tools.narrate import STYLES, Narrator, describe_message
+from sandbox._tools.plain import plain
+from sandbox._scenario.parse import Scenario, resolve_scenario
 
 __all__ = ["explore_command", "replay_command"]
 
@@ -51,7 +51,7 @@ MAX_SHOWN = 80
 def _variant_actors(name: str | None) -> Mapping[str, type] | None:
     from actors.zoo import VARIANTS
 
-    from .cli import BadInput
+    from sandbox.cli import BadInput
 
     if name is None:
         return None
@@ -61,7 +61,7 @@ def _variant_actors(name: str | None) -> Mapping[str, type] | None:
 
 
 def explore_command(args: argparse.Namespace, console: Console) -> int:
-    from .cli import BadInput, _load_actors, _prepare_out
+    from sandbox.cli import BadInput, _load_actors, _prepare_out
 
     scenario = resolve_scenario(args.scenario, allow_outside_paths=args.allow_outside_paths)
     actors, refs = _load_actors(args.actors, _variant_actors(args.variant))
@@ -296,7 +296,7 @@ def _explore_parallel(
 
 
 def replay_command(args: argparse.Namespace, console: Console) -> int:
-    from .cli import BadInput, _load_actors
+    from sandbox.cli import BadInput, _load_actors
 
     replay = read_replay(args.file)
     actors, refs = _load_actors(args.actors, _variant_actors(replay.variant))

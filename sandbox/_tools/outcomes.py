@@ -24,8 +24,8 @@ import attrs
 
 from actors._common import CLEARING, FUND
 
-from .explore import Run
-from .money import fmt_money, fmt_size
+from sandbox._tools.explore import Run
+from sandbox._core.money import fmt_money, fmt_size
 
 __all__ = ["Outcome", "OutcomeClass", "Outcomes", "outcome_of", "COUNTED"]
 

@@ -22,13 +22,13 @@ import trio
 from actors import CLEARING, ORACLE, Trader, trader_name
 from actors._common import book_name
 
-from . import invariants
-from .eventlog import EventLog
-from .exchange import build
-from .messages import MarkPriceObserved, ScriptedEvent
-from .money import PRICE_DECIMALS, SIZE_DECIMALS
-from .runtime import Faults, LiveDelivery, Runtime, Violation
-from .scenario import Scenario, parse_scenario
+from sandbox._exchange import invariants
+from sandbox._core.eventlog import EventLog
+from sandbox._exchange.run import build
+from sandbox.messages import MarkPriceObserved, ScriptedEvent
+from sandbox._core.money import PRICE_DECIMALS, SIZE_DECIMALS
+from sandbox._core.runtime import Faults, LiveDelivery, Runtime, Violation
+from sandbox._scenario.parse import Scenario, parse_scenario
 
 __all__ = ["SoakResult", "soak", "Burst"]
 

@@ -103,7 +103,7 @@ class EventFile:
         """
         self.path = path
         if fd is None:
-            from ._safeio import OutDir, check_target
+            from sandbox._core.safeio import OutDir, check_target
 
             target = check_target(path)
             out = OutDir(target.parent, flag="events file", lock=False)

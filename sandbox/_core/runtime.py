@@ -42,7 +42,7 @@ import attrs
 import trio
 from sortedcontainers import SortedList
 
-from .eventlog import EventLog, time_seconds
+from sandbox._core.eventlog import EventLog, time_seconds
 
 __all__ = [
     "Actor",

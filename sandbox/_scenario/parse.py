@@ -21,7 +21,7 @@ from typing import Any, Callable, Final, Iterable
 
 import attrs
 
-from .money import (
+from sandbox._core.money import (
     MONEY_DECIMALS,
     PRICE_DECIMALS,
     RATE_DECIMALS,
@@ -31,7 +31,7 @@ from .money import (
     _show,
     parse_units,
 )
-from .runtime import Faults
+from sandbox._core.runtime import Faults
 
 __all__ = [
     "ScenarioError",
@@ -59,7 +59,7 @@ __all__ = [
 # The reserved account name of the insurance fund in fills and events.
 FUND_ACCOUNT: Final = "insurance_fund"
 TIME_DECIMALS: Final = 3  # virtual time is kept in integer milliseconds
-# Tables that generate work instead of scripting it (sandbox.stochastic).
+# Tables that generate work instead of scripting it (sandbox._scenario.generators).
 GENERATOR_KEYS: Final = ("price_paths", "traders", "market_makers")
 EVENT_TYPES: Final = ("mark_price", "oracle_price", "index_price", "order", "cancel", "deposit", "withdraw")
 MAX_TIME_MS: Final = 10**15
@@ -339,7 +339,7 @@ class Scenario:
     # When set, fund_balance is the sum of the funds' balances.
     funds: tuple[FundSpec, ...] = ()
     text: str = attrs.field(default="", repr=False, eq=False)
-    # A stochastic scenario's document (see sandbox.stochastic): kept so that
+    # A stochastic scenario's document (see sandbox._scenario.generators): kept so that
     # for_seed can expand its generators again from another seed.
     template: dict[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
     # The files it was read from besides its TOML (a stochastic csv), with
@@ -689,7 +689,7 @@ def _tiers(source: str, path: str, market: _Reader) -> tuple[Tier, ...]:
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str = "") -> Scenario:
     """Validate a parsed TOML document and build a :class:`Scenario`."""
     if isinstance(data, dict) and any(key in data for key in GENERATOR_KEYS):
-        from .stochastic import expand  # generators become ordinary entries, then come back here
+        from sandbox._scenario.generators import expand  # generators become ordinary entries, then come back here
 
         return expand(data, source, digest)
     top = _Reader(source, "", data)
@@ -1030,7 +1030,7 @@ def load_scenario(path: str | Path, *, allow_outside_paths: bool = False) -> Sce
     device is refused at once). The files it names (a stochastic ``csv``)
     must be inside its folder unless ``allow_outside_paths``.
     """
-    from ._safeio import UnsafePath, read_regular
+    from sandbox._core.safeio import UnsafePath, read_regular
 
     source = str(path)
     try:

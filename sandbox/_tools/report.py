@@ -51,12 +51,12 @@ import attrs
 
 from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, book_name, equity, maintenance_margin
 
-from . import messages as msgs
-from .eventlog import EventLog, time_seconds
-from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, fmt_price, fmt_size
-from .narrate import narrate
-from .plain import plain
-from .runtime import Envelope, Runtime
+from sandbox import messages as msgs
+from sandbox._core.eventlog import EventLog, time_seconds
+from sandbox._core.money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, fmt_price, fmt_size
+from sandbox._tools.narrate import narrate
+from sandbox._tools.plain import plain
+from sandbox._core.runtime import Envelope, Runtime
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -1770,12 +1770,12 @@ def recording_from_log(path: str | os.PathLike[str], scenario_path: str | None =
 
     ``scenario_path`` is the scenario file when it is not the bundled one of
     the name in the log. Raises :class:`ReportLogError`, or
-    :class:`~sandbox.scenario.ScenarioError` for a bad ``scenario_path``.
+    :class:`~sandbox._scenario.parse.ScenarioError` for a bad ``scenario_path``.
     """
     import trio
 
-    from .exchange import run_scenario
-    from .scenario import bundled_scenarios, resolve_scenario
+    from sandbox._exchange.run import run_scenario
+    from sandbox._scenario.parse import bundled_scenarios, resolve_scenario
 
     log_path = Path(path)
     where = plain(log_path)
@@ -1836,11 +1836,11 @@ class ReportPathError(ValueError):
 def check_report_path(path: str | os.PathLike[str], avoid: Iterable[str | os.PathLike[str]] = ()) -> Path:
     """Check before the run that the report can be written at ``path``; the path.
 
-    The rules are :mod:`sandbox._safeio`'s: nothing but a regular file is
+    The rules are :mod:`sandbox._core.safeio`'s: nothing but a regular file is
     replaced (not a device, FIFO, directory or symlink), nor any of ``avoid``
     (the run's own inputs and outputs), and the folder must take a new file.
     """
-    from ._safeio import UnsafePath, check_target, probe_writable
+    from sandbox._core.safeio import UnsafePath, check_target, probe_writable
 
     try:
         target = check_target(path, flag="--report", avoid=avoid)
@@ -1852,8 +1852,8 @@ def check_report_path(path: str | os.PathLike[str], avoid: Iterable[str | os.Pat
 
 def write_report(path: str | os.PathLike[str], rec: Recording, limit: int = SEQUENCE_LIMIT,
                  avoid: Iterable[str | os.PathLike[str]] = ()) -> Path:
-    """Render and write the report; the file appears whole or not at all (:func:`sandbox._safeio.write_atomic`)."""
-    from ._safeio import UnsafePath, write_atomic
+    """Render and write the report; the file appears whole or not at all (:func:`sandbox._core.safeio.write_atomic`)."""
+    from sandbox._core.safeio import UnsafePath, write_atomic
 
     text = render_html(rec, limit)
     try:

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from actors import CLEARING, FUND, ORACLE
 
-from .invariants import open_interest
-from .money import fmt_money, fmt_price, fmt_size
+from sandbox._exchange.invariants import open_interest
+from sandbox._core.money import fmt_money, fmt_price, fmt_size
 
 if TYPE_CHECKING:
-    from .exchange import RunResult
+    from sandbox._exchange.run import RunResult
 
 __all__ = ["summarize", "COUNTED"]
 

@@ -16,7 +16,7 @@ How it maps onto this sandbox:
   one actor, e.g. a book's fill and the engine's takeover into clearing,
   race, and that race is exactly what some bugs need.)
 * A *step* is one delivery; ``k`` is the number of deliveries of the
-  scenario's FIFO run (:func:`sandbox.explore.plan`).
+  scenario's FIFO run (:func:`sandbox._tools.explore.plan`).
 * The algorithm, as in the paper: every thread gets a random distinct
   priority above ``d - 1``; ``d - 1`` change points are drawn from
   ``1..k``; at every choice the due link head of the highest priority is
@@ -26,7 +26,7 @@ How it maps onto this sandbox:
   independent uniform key), which ranks the links in a uniformly random
   order, as the paper's random permutation does.
 * Latencies and faults, which PCT does not cover, are drawn from the same
-  seeded ``random.Random``, as :class:`sandbox.runtime.SeededChooser` does.
+  seeded ``random.Random``, as :class:`sandbox._core.runtime.SeededChooser` does.
 
 What the bound does and does not promise here: it holds for bugs whose
 ordering constraints fall within the first ``k`` deliveries, with ``n`` the
@@ -35,9 +35,9 @@ deliver more than ``k`` (latency, duplicates) still run, with no change point
 after ``k``. Messages only become candidates once they are due, so with a
 ``[network]`` model PCT chooses among the due heads, like every chooser.
 
-Every decision still goes through :class:`sandbox.runtime.RecordingChooser`
+Every decision still goes through :class:`sandbox._core.runtime.RecordingChooser`
 as an index among the due heads, oldest first: a PCT run replays with a
-:class:`sandbox.runtime.ScriptedChooser` (``sandbox replay``) byte for byte.
+:class:`sandbox._core.runtime.ScriptedChooser` (``sandbox replay``) byte for byte.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final, Sequence
 
-from .runtime import SeededChooser
+from sandbox._core.runtime import SeededChooser
 
 __all__ = ["PCTChooser", "DEFAULT_DEPTH", "pct_seed", "pct_bound"]
 
@@ -66,7 +66,7 @@ class PCTChooser(SeededChooser):
     """One PCT run: priorities per link, ``depth - 1`` priority change points in ``1..steps``.
 
     Latencies, fault chances and choices without link identities come from the
-    same seeded generator as :class:`~sandbox.runtime.SeededChooser`'s.
+    same seeded generator as :class:`~sandbox._core.runtime.SeededChooser`'s.
     """
 
     def __init__(self, seed: int, depth: int, steps: int) -> None:

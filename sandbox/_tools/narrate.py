@@ -22,7 +22,7 @@ What makes it teach (see ``docs/narration.md``):
   becomes one line per account.
 
 Every user-supplied string (ids, symbols, reasons) reaches the terminal
-through :func:`sandbox.plain.plain` and as a :class:`rich.text.Text`, so it
+through :func:`sandbox._tools.plain.plain` and as a :class:`rich.text.Text`, so it
 is shown as it is written: never as markup, never as a control sequence.
 """
 
@@ -35,8 +35,8 @@ from rich.console import Console
 from rich.text import Text
 from rich.theme import Theme
 
-from .money import fmt_money, fmt_price, fmt_size
-from .plain import plain
+from sandbox._core.money import fmt_money, fmt_price, fmt_size
+from sandbox._tools.plain import plain
 
 __all__ = ["narrate", "Narrator", "STYLES", "THEMES", "LEGEND", "GLOSSARY", "glossary", "describe_message",
            "FOLD_ABOVE", "theme_for", "print_hanging"]

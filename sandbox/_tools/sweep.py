@@ -48,9 +48,9 @@ from typing import Any, Final
 
 import attrs
 
-from .money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, parse_units
-from ._safeio import OutDir, UnsafePath, describe_kind
-from .scenario import ScenarioError, parse_scenario, resolve_scenario
+from sandbox._core.money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, parse_units
+from sandbox._core.safeio import OutDir, UnsafePath, describe_kind
+from sandbox._scenario.parse import ScenarioError, parse_scenario, resolve_scenario
 
 __all__ = [
     "SweepError",
@@ -283,7 +283,7 @@ def _check(job: Job, params: tuple[tuple[str, str], ...]) -> str:
 
 def execute(job: Job, task: RunTask) -> dict[str, Any]:
     """Run one task and return its row. Deterministic: the same task gives the same row anywhere."""
-    from .exchange import run_scenario_sync
+    from sandbox._exchange.run import run_scenario_sync
 
     try:
         doc = dict(_override_all(job, task.params))
@@ -291,7 +291,7 @@ def execute(job: Job, task: RunTask) -> dict[str, Any]:
         scenario = parse_scenario(doc, job.source, job.digest)
         actors = None
         if job.actors:
-            from .actorref import load_actor
+            from sandbox._tools.actorref import load_actor
 
             actors = {role: load_actor(role, ref) for role, ref in job.actors}
         result = run_scenario_sync(scenario, seed=task.seed, check=True, actors=actors)
@@ -587,7 +587,7 @@ def local_backend(workers: int) -> Backend:
         # forkserver: workers fork from a clean server process, not from this
         # one (whose progress-bar thread could hold a lock at fork time).
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["sandbox.sweep", "sandbox.exchange"])
+        ctx.set_forkserver_preload(["sandbox._tools.sweep", "sandbox._exchange.run"])
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                    initargs=(os.getpid(),))
         try:
@@ -858,8 +858,8 @@ def _number(text: str) -> float | None:
 
 
 def write_plot(sweep: Sweep, summary: list[dict[str, Any]], path: Path) -> None:
-    """The plot of :func:`render_plot`, written to ``path`` (:func:`sandbox._safeio.write_atomic`)."""
-    from ._safeio import write_atomic
+    """The plot of :func:`render_plot`, written to ``path`` (:func:`sandbox._core.safeio.write_atomic`)."""
+    from sandbox._core.safeio import write_atomic
 
     write_atomic(path, render_plot(sweep, summary))
 

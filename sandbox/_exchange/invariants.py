@@ -1,8 +1,8 @@
 """The exchange's invariants, as functions of its actors' state.
 
-Each check takes a :class:`~sandbox.runtime.Runtime` whose actors are the
+Each check takes a :class:`~sandbox._core.runtime.Runtime` whose actors are the
 standard ones (or subclasses) and returns a list of
-:class:`~sandbox.runtime.Violation`. They read state from outside the actor
+:class:`~sandbox._core.runtime.Violation`. They read state from outside the actor
 system, so they see the truth, not any actor's view. ``check_all`` runs them
 all; the runner calls it at every quiet point (no message in flight).
 
@@ -37,10 +37,10 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE, equity, maintenance_margin
-from sandbox.money import fmt_money, fmt_size
+from sandbox._core.money import fmt_money, fmt_size
 
-from .eventlog import time_seconds
-from .messages import (
+from sandbox._core.eventlog import time_seconds
+from sandbox.messages import (
     FeeShareTransferred,
     Fill,
     FundingContributed,
@@ -48,7 +48,7 @@ from .messages import (
     PositionTakenOver,
     SurplusTransferred,
 )
-from .runtime import Envelope, Runtime, Violation
+from sandbox._core.runtime import Envelope, Runtime, Violation
 
 __all__ = [
     "check_conservation",

@@ -2,7 +2,7 @@
 
 A module of its own, importing nothing heavy, so that parsing any command's
 arguments does not load hypothesis; the values are checked in
-:func:`sandbox._explore_cli.explore_command`.
+:func:`sandbox._tools.explore_cli.explore_command`.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class ActorRefError(ValueError):
 
 def parse_actor_ref(text: str) -> tuple[str, str]:
     """``"ROLE=REF"`` -> (role, ref), with a file's path made absolute (so it means the same anywhere)."""
-    from .exchange import ROLES
+    from sandbox._exchange.run import ROLES
 
     role, eq, ref = text.partition("=")
     role, ref = role.strip(), ref.strip()
@@ -92,7 +92,7 @@ def _one_line(e: BaseException) -> str:
 
 def load_actor(role: str, ref: str, text: str | None = None) -> type:
     """The class ``ref`` names, checked to be a subclass of ``role``'s actor."""
-    from .exchange import ROLES
+    from sandbox._exchange.run import ROLES
 
     text = text if text is not None else f"{role}={ref}"
     mod = _module_of(text, ref)

@@ -3,9 +3,9 @@
 Every decision of a run (which due message goes next, and each message's
 latency when the scenario has a ``[network]`` model) comes from a
 *chooser*. :func:`explore` lets hypothesis be the chooser: each example is one
-whole run, checked after every delivery (:func:`sandbox.invariants.check_step`,
+whole run, checked after every delivery (:func:`sandbox._exchange.invariants.check_step`,
 and the actors' own checks) and at every quiet point
-(:func:`sandbox.invariants.check_all`). A run that breaks an invariant, or in
+(:func:`sandbox._exchange.invariants.check_all`). A run that breaks an invariant, or in
 which an event of the wanted kind happens (``find``), fails the example;
 hypothesis then shrinks its decisions towards 0, i.e. towards plain FIFO
 delivery with no latency, so what is left is the smallest departure from the
@@ -15,7 +15,7 @@ so the next search tries them first.
 A :class:`Finding` carries the recorded decisions; :func:`replay_run` runs
 them again and gets the very same events.
 
-The second strategy, PCT (:mod:`sandbox.pct`), is another chooser: its runs
+The second strategy, PCT (:mod:`sandbox._core.pct`), is another chooser: its runs
 carry a probability bound, and what it finds is shrunk by :func:`shrink`.
 Every run has a :class:`Budget` (sized by :func:`plan` from the scenario's
 FIFO run) so that a run that never ends is a ``livelock`` finding in
@@ -39,10 +39,10 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 
-from . import invariants
-from .eventlog import EventLog
-from .exchange import MAX_CRASHES_IN_A_ROW, build
-from .runtime import (
+from sandbox._exchange import invariants
+from sandbox._core.eventlog import EventLog
+from sandbox._exchange.run import MAX_CRASHES_IN_A_ROW, build
+from sandbox._core.runtime import (
     Chooser,
     Envelope,
     Network,
@@ -52,9 +52,9 @@ from .runtime import (
     SeededDelivery,
     Violation,
 )
-from .money import _show
-from .pct import DEFAULT_DEPTH, PCTChooser, pct_seed
-from .scenario import Scenario, ScenarioError, _parse_bytes
+from sandbox._core.money import _show
+from sandbox._core.pct import DEFAULT_DEPTH, PCTChooser, pct_seed
+from sandbox._scenario.parse import Scenario, ScenarioError, _parse_bytes
 
 __all__ = [
     "Budget",
@@ -295,7 +295,7 @@ def _prepare(
     max_deliveries, max_time = budget.deliveries, budget.time_ms
     # Crashes deliver nothing, so [faults] crash with probability 1 never reaches
     # after_delivery: they count against the budget too, and so many in a row
-    # that the run makes no progress (sandbox.exchange.MAX_CRASHES_IN_A_ROW) end it.
+    # that the run makes no progress (sandbox._exchange.run.MAX_CRASHES_IN_A_ROW) end it.
     crashes = [0, 0]  # in all, in a row
 
     def after_delivery(runtime: Runtime, envelope: Envelope) -> None:
@@ -419,7 +419,7 @@ def explore(
     from hypothesis, which also shrinks. With ``seed`` the search is
     reproducible; as with hypothesis's ``@seed``, it then saves nothing to
     ``database`` (it still tries what is there). ``strategy="pct"`` runs the
-    PCT scheduler of bug depth ``depth`` (:mod:`sandbox.pct`), run ``i``
+    PCT scheduler of bug depth ``depth`` (:mod:`sandbox._core.pct`), run ``i``
     seeded from ``(seed, i)``, and shrinks what it finds with
     :func:`shrink`; it uses no database.
 
@@ -628,10 +628,10 @@ def shrink(
 def write_replay(finding: Finding, path: Path, avoid: Iterable[str | os.PathLike[str]] = ()) -> None:
     """Write the replay file: the scenario's TOML and every data file it read (self-contained), and the decisions.
 
-    Written by :func:`sandbox._safeio.write_atomic` (never onto a symlink,
+    Written by :func:`sandbox._core.safeio.write_atomic` (never onto a symlink,
     device or FIFO, nor onto one of ``avoid``).
     """
-    from ._safeio import write_atomic
+    from sandbox._core.safeio import write_atomic
 
     scenario = finding.scenario
     document = {
@@ -688,7 +688,7 @@ def read_replay(path: Path) -> Replay:
     match their digests. The scenario's data files come from the replay,
     never from the disk.
     """
-    from ._safeio import UnsafePath, read_regular
+    from sandbox._core.safeio import UnsafePath, read_regular
 
     source = str(path)
     try:

@@ -1,6 +1,6 @@
 """Wire the actors for a scenario, run it, and collect the result.
 
-:func:`build` makes a :class:`~sandbox.runtime.Runtime` with one actor per
+:func:`build` makes a :class:`~sandbox._core.runtime.Runtime` with one actor per
 role (any role can be swapped for a user's subclass) and the timeline of
 stimuli; :func:`run_scenario` runs it to the end, checking every invariant at
 every quiet point, and returns a :class:`RunResult`.
@@ -35,13 +35,13 @@ from actors import (
 )
 from actors._common import Position
 
-from . import invariants
-from .eventlog import EventLog
-from .messages import FundingDue, IndexPriceObserved, MarkPriceObserved, PositionView, ScriptedEvent, Started
-from .money import fmt_money, fmt_price, fmt_rate, fmt_size
-from .runtime import ActorFailed, Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
-from .money import RATE_ONE
-from .scenario import Scenario, funding_ticks
+from sandbox._exchange import invariants
+from sandbox._core.eventlog import EventLog
+from sandbox.messages import FundingDue, IndexPriceObserved, MarkPriceObserved, PositionView, ScriptedEvent, Started
+from sandbox._core.money import fmt_money, fmt_price, fmt_rate, fmt_size
+from sandbox._core.runtime import ActorFailed, Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
+from sandbox._core.money import RATE_ONE
+from sandbox._scenario.parse import Scenario, funding_ticks
 
 __all__ = [
     "build", "run_scenario", "run_scenario_sync", "opening_state", "RunResult", "ROLES", "InvariantViolation",
@@ -137,7 +137,7 @@ class Timeline(list[Stimulus]):
     them (gigabytes before the first event). Now iterating merges the
     scripted list, stably sorted by time, with a generator of ticks, so a
     run holds one pending tick at a time (and the scenario's validator
-    refuses more than :data:`~sandbox.scenario.MAX_FUNDING_TICKS`). A tick
+    refuses more than :data:`~sandbox._scenario.parse.MAX_FUNDING_TICKS`). A tick
     runs after the scripted stimuli of its time, so an index or mark
     observed at the hour counts in that hour's rate.
 
@@ -284,7 +284,7 @@ class RunResult:
         return "ok" if not self.violations else "invariant_violated"
 
     def summary(self) -> dict[str, Any]:
-        from .summary import summarize
+        from sandbox._exchange.summary import summarize
 
         return summarize(self)
 
@@ -319,7 +319,7 @@ async def run_scenario(
     runs after each delivery and ``observe(runtime)`` at each quiet point
     (after the invariant checks), e.g. to sample state for a report.
 
-    A stochastic scenario (``sandbox.stochastic``) is generated from ``seed``:
+    A stochastic scenario (``sandbox._scenario.generators``) is generated from ``seed``:
     the result's ``scenario`` is the one that ran.
 
     Every run is bounded (``limits``, default :func:`work_limits` of the
