@@ -12,7 +12,7 @@ from typing import Final, Iterable, Mapping
 import attrs
 
 from sandbox._core.money import RATE_ONE, apply_rate_up, ceil_div, sign
-from sandbox._scenario.parse import FUND_ACCOUNT, MarketSpec
+from sandbox._core.specs import FUND_ACCOUNT, MarketSpec
 
 __all__ = [
     "ORACLE",

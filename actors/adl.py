@@ -53,7 +53,7 @@ from sandbox.messages import (
 )
 from sandbox._core.money import fmt_price, fmt_size, sign
 from sandbox._core.runtime import Actor
-from sandbox._scenario.parse import DEFAULT_POLICY, MarketSpec, Policy
+from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import ADL, CLEARING, FUND, equity, maintenance_margin
 

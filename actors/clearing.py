@@ -24,7 +24,7 @@ Rules it enforces, from docs/concepts/venues.md (NFEX):
 Fees: ``ceil(notional x rate)`` on trader orders only, maker or taker rate by
 liquidity; liquidation, fund and ADL trades pay none.
 
-Policies (``sandbox._scenario.parse.Policy``; the defaults are NFEX's and change nothing above):
+Policies (``sandbox._core.specs.Policy``; the defaults are NFEX's and change nothing above):
 
 * ``liquidation_fee``: instead of sweeping what is left, clearing charges a
   clearance fee of ``ceil(liquidated notional x rate)``, at most what is left,
@@ -93,7 +93,7 @@ from sandbox.messages import (
 )
 from sandbox._core.money import RATE_ONE, apply_rate_up, ceil_div, fmt_money, fmt_price, fmt_rate, fmt_size, sign
 from sandbox._core.runtime import Actor
-from sandbox._scenario.parse import DEFAULT_POLICY, MarketSpec, Policy
+from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import (
     ADL,

@@ -56,7 +56,7 @@ mark*: that realizes exactly what the two lots lose at the mark together,
 which their reservations already cover, so netting never realizes a loss the
 fund did not reserve.
 
-Also (``sandbox._scenario.parse.Policy``):
+Also (``sandbox._core.specs.Policy``):
 
 * funding: asked for a contribution (receivers are owed more than payers
   paid, because the fund's inventory is on the paying side), the fund pays
@@ -112,7 +112,7 @@ from sandbox.messages import (
 )
 from sandbox._core.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size
 from sandbox._core.runtime import Actor
-from sandbox._scenario.parse import DEFAULT_POLICY, SHARED_FUND, FundSpec, MarketSpec, Policy
+from sandbox._core.specs import DEFAULT_POLICY, SHARED_FUND, FundSpec, MarketSpec, Policy
 
 from ._common import ADL, CLEARING, FUND, FUND_ACCOUNT, book_name, round_price_down, round_price_up
 

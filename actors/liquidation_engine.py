@@ -95,7 +95,7 @@ from sandbox.messages import (
 )
 from sandbox._core.money import RATE_ONE, apply_rate_up, ceil_div, fmt_money, fmt_price, fmt_size, sign
 from sandbox._core.runtime import Actor
-from sandbox._scenario.parse import DEFAULT_POLICY, MarketSpec, Policy
+from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import (
     CLEARING,

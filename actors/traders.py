@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sandbox.messages import CancelOrder, Deposit, PlaceOrder, ScriptedEvent, Withdraw
 from sandbox._core.runtime import Actor
-from sandbox._scenario.parse import EventSpec, OrderSpec
+from sandbox._core.specs import EventSpec, OrderSpec
 
 from ._common import CLEARING, trader_name
 

@@ -33,7 +33,9 @@ from sandbox._core.eventlog import EventFile, EventLog
 from sandbox._exchange.run import RunResult, run_scenario
 from sandbox._tools.narrate import FOLD_ABOVE, LEGEND, Narrator, glossary, print_hanging
 from sandbox._tools.plain import plain, plain_text
-from sandbox._scenario.parse import Scenario, ScenarioError, bundled_scenarios, resolve_scenario
+from sandbox._core.specs import Scenario
+from sandbox._scenario.reader import ScenarioError
+from sandbox._scenario.load import bundled_scenarios, resolve_scenario
 
 __all__ = ["main"]
 
@@ -63,13 +65,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no traceback
         choice = re.search(r"invalid choice: '((?:[^'\\]|\\.)*)' \(choose from (.*)\)$", message)
         if choice is not None:  # a mistyped subcommand or option value: say which was probably meant
-            from sandbox._scenario.parse import did_you_mean
+            from sandbox._scenario.reader import did_you_mean
 
             close = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
             if close is not None:
                 message += f"; did you mean {close!r}?"
         elif message.startswith("unrecognized arguments: "):  # a mistyped option of any subcommand
-            from sandbox._scenario.parse import did_you_mean
+            from sandbox._scenario.reader import did_you_mean
 
             options = {o for parser in self._all_parsers() for a in parser._actions for o in a.option_strings}
             typo = next((t for t in message.split()[2:] if t.startswith("--")), None)

@@ -28,7 +28,7 @@ The flow, in the order it happens (``docs/architecture.md`` draws it):
 9. clearing -> fund ``SurplusTransferred``; clearing -> engine
    ``LiquidationSettled``; engine -> monitor ``LiquidationEnded``
 
-Only under a non-default ``[policy]`` (``sandbox._scenario.parse.Policy``):
+Only under a non-default ``[policy]`` (``sandbox._core.specs.Policy``):
 
 * partial liquidation: engine -> clearing ``AccountSnapshotRequested`` once a
   slice's orders have closed; clearing -> engine ``AccountFrozen`` when its
@@ -157,7 +157,7 @@ class FundingDue:
 class ScriptedEvent:
     """timeline -> trader: perform one scripted action (a scenario order/event)."""
 
-    event: object  # a sandbox._scenario.parse.OrderSpec / EventSpec
+    event: object  # a sandbox._core.specs.OrderSpec / EventSpec
 
 
 # --- oracle ---------------------------------------------------------------------

@@ -28,7 +28,8 @@ from sandbox._exchange.run import RunResult, run_scenario, run_scenario_sync
 from sandbox._tools.explore import Budget, Run, TapeChooser, run_once, run_once_async
 from sandbox._exchange.invariants import check_all
 from sandbox._core.runtime import Runtime, ScriptedChooser, Violation
-from sandbox._scenario.parse import Scenario, parse_scenario
+from sandbox._core.specs import Scenario
+from sandbox._scenario.load import parse_scenario
 
 __all__ = [
     "scenarios",

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from sandbox import ScenarioError, load_scenario
 from sandbox.cli import main
-from sandbox._scenario.parse import MAX_FILE_BYTES
+from sandbox._scenario.reader import MAX_FILE_BYTES
 from sandbox.testing import scenario_dicts
 
 # --- writing TOML (the generated documents are dicts) -------------------------------------

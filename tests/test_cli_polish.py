@@ -12,7 +12,8 @@ import pytest
 
 import sandbox
 from sandbox import cli as sandbox_cli
-from sandbox._scenario.parse import ScenarioError, load_scenario
+from sandbox._scenario.reader import ScenarioError
+from sandbox._scenario.load import load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from actors.zoo import VARIANTS
 from sandbox import bundled_scenarios, resolve_scenario, run_scenario_sync
 from sandbox._tools.explore import events_digest, explore, plan, read_replay, replay_run, run_once, write_replay
 from sandbox._core.runtime import ScriptedChooser, SeededChooser
-from sandbox._scenario.parse import ScenarioError
+from sandbox._scenario.reader import ScenarioError
 
 RACES = sorted(name for name in bundled_scenarios() if name.startswith("race_"))
 # The correct actors must pass this many interleavings of every race scenario.

@@ -144,7 +144,7 @@ def test_a_run_stops_at_its_step_cap():
     import trio
 
     from sandbox._exchange.run import WorkLimits, run_scenario
-    from sandbox._scenario.parse import resolve_scenario
+    from sandbox._scenario.load import resolve_scenario
 
     demo = resolve_scenario("demo")  # 64 deliveries
     assert work_limits(demo).steps == 10_000 + 64 * work_limits(demo).entries
@@ -171,7 +171,7 @@ def test_a_run_whose_clock_runs_away_stops_at_its_horizon(tmp_path):
 
 
 def test_every_bundled_scenario_runs_well_inside_its_limits():
-    from sandbox._scenario.parse import bundled_scenarios
+    from sandbox._scenario.load import bundled_scenarios
 
     for name, load in bundled_scenarios().items():
         for seed in (0, 1):
@@ -297,7 +297,7 @@ def test_the_replay_file_is_named_from_a_harmless_name():
 
 
 def load_scenario_from_text(text: str):
-    from sandbox._scenario.parse import _parse_bytes
+    from sandbox._scenario.load import _parse_bytes
 
     return _parse_bytes(text.encode(), "text.toml")
 
@@ -393,10 +393,11 @@ def _finding(scenario):
 
 
 def test_a_replay_of_a_csv_scenario_is_self_contained_and_checks_its_data(tmp_path):
+    from sandbox._scenario.load import for_seed
     from sandbox._tools.explore import events_digest, read_replay, replay_run, write_replay
 
     write(tmp_path / "punk.csv", "at,price\n1,95\n2,80\n3,70\n")
-    scenario = load_scenario(write(tmp_path / "s.toml", CSV_SCENARIO)).for_seed(5)  # as explore runs it
+    scenario = for_seed(load_scenario(write(tmp_path / "s.toml", CSV_SCENARIO)), 5)  # as explore runs it
     assert [d.name for d in scenario.data_files] == ["punk.csv"]
     finding = _finding(scenario)
     replay_file = tmp_path / "replay.json"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from actors import MarginMonitor
 from sandbox.messages import AccountUpdated, LiquidationEnded, MarkPriceUpdated, PositionView
-from sandbox._scenario.parse import parse_scenario
+from sandbox._scenario.load import parse_scenario
 
 MARKETS = ("PUNK", "BAYC")
 

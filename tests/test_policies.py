@@ -15,7 +15,7 @@ from sandbox._exchange.run import book_of
 from sandbox._tools.explore import explore
 from sandbox.messages import AdlCandidate, PositionView
 from sandbox._core.money import parse_units
-from sandbox._scenario.parse import MarketSpec
+from sandbox._core.specs import MarketSpec
 from sandbox.testing import scenarios
 
 from .helpers import account, event, market, order, run, scenario

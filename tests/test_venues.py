@@ -21,7 +21,8 @@ from sandbox._core.eventlog import EventLog
 from sandbox.messages import PositionView
 from sandbox._core.money import RATE_ONE
 from sandbox._tools.narrate import narrate
-from sandbox._scenario.parse import DEFAULT_POLICY, PRESETS, MarketSpec, Tier
+from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Tier
+from sandbox._scenario.parse import PRESETS
 from sandbox._tools.sweep import apply_override
 
 from .test_scenario_validation import GOOD, write

@@ -41,7 +41,9 @@ from sandbox.messages import FundingDue, IndexPriceObserved, MarkPriceObserved, 
 from sandbox._core.money import fmt_money, fmt_price, fmt_rate, fmt_size
 from sandbox._core.runtime import ActorFailed, Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
 from sandbox._core.money import RATE_ONE
-from sandbox._scenario.parse import Scenario, funding_ticks
+from sandbox._core.specs import Scenario
+from sandbox._scenario.load import for_seed
+from sandbox._scenario.parse import funding_ticks
 
 __all__ = [
     "build", "run_scenario", "run_scenario_sync", "opening_state", "RunResult", "ROLES", "InvariantViolation",
@@ -137,7 +139,7 @@ class Timeline(list[Stimulus]):
     them (gigabytes before the first event). Now iterating merges the
     scripted list, stably sorted by time, with a generator of ticks, so a
     run holds one pending tick at a time (and the scenario's validator
-    refuses more than :data:`~sandbox._scenario.parse.MAX_FUNDING_TICKS`). A tick
+    refuses more than :data:`~sandbox._scenario.reader.MAX_FUNDING_TICKS`). A tick
     runs after the scripted stimuli of its time, so an index or mark
     observed at the hour counts in that hour's rate.
 
@@ -329,7 +331,7 @@ async def run_scenario(
     that did not end).
     """
     seed = scenario.seed if seed is None else seed
-    scenario = scenario.for_seed(seed)  # a stochastic scenario draws everything from the run's seed
+    scenario = for_seed(scenario, seed)  # a stochastic scenario draws everything from the run's seed
     if delivery is None:
         delivery = (
             SeededDelivery(seed, network=Network(*scenario.latency_ms), faults=scenario.faults)

@@ -52,7 +52,6 @@ import attrs
 from sandbox._core.money import (
     MONEY_DECIMALS,
     PRICE_DECIMALS,
-    RATE_DECIMALS,
     SIZE_DECIMALS,
     UnitError,
     _show,
@@ -60,26 +59,15 @@ from sandbox._core.money import (
     parse_units,
 )
 from sandbox._core.safeio import UnsafePath, read_regular
-from sandbox._scenario.parse import (
-    GENERATOR_KEYS,
-    MAX_TIME_MS,
-    TIME_DECIMALS,
-    DataFile,
-    MarketSpec,
-    Scenario,
-    ScenarioError,
-    _Reader,
-    reading,
-    _typename,
-    parse_scenario,
-)
+from sandbox._core.specs import TIME_DECIMALS, DataFile, MarketSpec
+from sandbox._scenario.parse import parse_document
+from sandbox._scenario.reader import GENERATOR_KEYS, MAX_TIME_MS, ScenarioError, _Reader, _typename, reading
 
 __all__ = [
     "GENERATORS",
     "DRAW_CONTEXT",
     "Draws",
     "Distribution",
-    "is_stochastic",
     "expand",
     "to_tick",
     "to_lot_down",
@@ -110,10 +98,6 @@ _GWEI: Final = Decimal(1).scaleb(-9)
 
 
 _INDEXED: Final = re.compile(r"[A-Za-z_]{1,40}\[\d{1,9}\]")
-
-
-def is_stochastic(data: object) -> bool:
-    return isinstance(data, dict) and any(key in data for key in GENERATORS)
 
 
 # --- draws --------------------------------------------------------------------------
@@ -315,15 +299,19 @@ class _Generated:
             r.fail("", f"would generate {total:,} accounts, orders and events; at most {MAX_GENERATED:,}")
 
 
-def expand(data: dict[str, Any], source: str, digest: str = "") -> Scenario:
-    """Validate a stochastic scenario, expand its generators from its ``seed``, validate the result.
+def expand(data: dict[str, Any], source: str, digest: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stochastic document's generators, expanded from its ``seed``: ``(document, template)``.
 
-    The returned :class:`Scenario` is an ordinary one; its ``template`` keeps
-    the generator document (with any ``csv`` read into ``prices``), so
-    :meth:`Scenario.for_seed` can expand it again for another seed.
+    A pure step on documents: ``document`` is an ordinary scenario document
+    (the written entries, then the generated ones), for the parser to
+    validate and build; ``template`` is the generator document with any
+    ``csv`` read into ``prices``, which :meth:`Scenario.for_seed` expands
+    again for another seed. The written part is validated first, on its own,
+    so that its mistakes are reported at their own keys, and the generators
+    read its markets and seed.
     """
     base_doc = {k: v for k, v in data.items() if k not in GENERATORS}
-    base = parse_scenario(base_doc, source, digest)  # the written part first, with its own messages
+    base = parse_document(base_doc, source, digest)  # the written part first, with its own messages
     markets = {m.symbol: m for m in base.markets}
     template = dict(data)
     taken = {a.id for a in base.accounts}
@@ -364,8 +352,7 @@ def expand(data: dict[str, Any], source: str, digest: str = "") -> Scenario:
     # The parser sorts events by time, stably: written events keep their place
     # before generated ones at the same time, and generated ones keep their phase order.
     doc["events"] = list(base_doc.get("events", [])) + [e for *_, e in sorted(gen.events, key=lambda t: t[:3])]
-    scenario = parse_scenario(doc, source, digest)
-    return attrs.evolve(scenario, template=template)
+    return doc, template
 
 
 @contextlib.contextmanager

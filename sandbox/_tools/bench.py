@@ -217,7 +217,7 @@ def monitor_tick_s(accounts: int, ticks: int, seed: int = 0) -> float:
     from sandbox.messages import MarkPriceUpdated, PositionView
     from sandbox._core.money import PRICE_DECIMALS, SIZE_DECIMALS
 
-    from sandbox._scenario.parse import parse_scenario
+    from sandbox._scenario.load import parse_scenario
 
     sc = parse_scenario({
         "name": "tick", "seed": seed,
@@ -262,7 +262,7 @@ def cascade_scenario(accounts: int, seed: int = 0) -> Any:
     84 absorb some, the small fund takes the rest over and runs out into ADL
     against the shorts.
     """
-    from sandbox._scenario.parse import parse_scenario
+    from sandbox._scenario.load import parse_scenario
 
     rng = random.Random(seed)
     accts: list[dict[str, Any]] = []
@@ -344,7 +344,7 @@ def cascade_in_subprocess(accounts: int) -> dict[str, Any]:
 
 def explore_examples_per_s(examples: int) -> float:
     from sandbox._tools.explore import explore
-    from sandbox._scenario.parse import resolve_scenario
+    from sandbox._scenario.load import resolve_scenario
 
     sc = resolve_scenario("race_two_bankruptcies")
     start = time.perf_counter()
@@ -413,7 +413,7 @@ def compare_strategies(seeds: int = 5, examples: int = 2000) -> list[dict[str, A
     from actors.zoo import VARIANTS
 
     from sandbox._tools.explore import explore
-    from sandbox._scenario.parse import resolve_scenario
+    from sandbox._scenario.load import resolve_scenario
 
     rows = []
     for name, variant in VARIANTS.items():

@@ -54,7 +54,9 @@ from sandbox._core.runtime import (
 )
 from sandbox._core.money import _show
 from sandbox._core.pct import DEFAULT_DEPTH, PCTChooser, pct_seed
-from sandbox._scenario.parse import Scenario, ScenarioError, _parse_bytes
+from sandbox._core.specs import Scenario
+from sandbox._scenario.reader import ScenarioError
+from sandbox._scenario.load import _parse_bytes
 
 __all__ = [
     "Budget",

@@ -36,7 +36,8 @@ from sandbox._tools.outcomes import Outcomes
 from sandbox._core.pct import DEFAULT_DEPTH, pct_bound
 from sandbox._tools.narrate import STYLES, Narrator, describe_message
 from sandbox._tools.plain import plain
-from sandbox._scenario.parse import Scenario, resolve_scenario
+from sandbox._core.specs import Scenario
+from sandbox._scenario.load import resolve_scenario
 
 __all__ = ["explore_command", "replay_command"]
 

@@ -21,7 +21,9 @@ import attrs
 
 from sandbox._exchange.run import run_scenario_sync
 from sandbox._core.money import fmt_money
-from sandbox._scenario.parse import PRESETS, Scenario, _parse_policy, resolve_scenario
+from sandbox._scenario.parse import PRESETS, _parse_policy
+from sandbox._core.specs import Scenario
+from sandbox._scenario.load import resolve_scenario
 
 __all__ = ["comparison", "markdown_table", "under_preset", "PAGE", "BEGIN", "END", "refresh_page"]
 

@@ -1770,12 +1770,12 @@ def recording_from_log(path: str | os.PathLike[str], scenario_path: str | None =
 
     ``scenario_path`` is the scenario file when it is not the bundled one of
     the name in the log. Raises :class:`ReportLogError`, or
-    :class:`~sandbox._scenario.parse.ScenarioError` for a bad ``scenario_path``.
+    :class:`~sandbox._scenario.reader.ScenarioError` for a bad ``scenario_path``.
     """
     import trio
 
     from sandbox._exchange.run import run_scenario
-    from sandbox._scenario.parse import bundled_scenarios, resolve_scenario
+    from sandbox._scenario.load import bundled_scenarios, resolve_scenario
 
     log_path = Path(path)
     where = plain(log_path)

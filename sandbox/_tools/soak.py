@@ -28,7 +28,8 @@ from sandbox._exchange.run import build
 from sandbox.messages import MarkPriceObserved, ScriptedEvent
 from sandbox._core.money import PRICE_DECIMALS, SIZE_DECIMALS
 from sandbox._core.runtime import Faults, LiveDelivery, Runtime, Violation
-from sandbox._scenario.parse import Scenario, parse_scenario
+from sandbox._core.specs import Scenario
+from sandbox._scenario.load import parse_scenario
 
 __all__ = ["SoakResult", "soak", "Burst"]
 

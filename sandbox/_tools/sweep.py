@@ -50,7 +50,8 @@ import attrs
 
 from sandbox._core.money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, fmt_money, parse_units
 from sandbox._core.safeio import OutDir, UnsafePath, describe_kind
-from sandbox._scenario.parse import ScenarioError, parse_scenario, resolve_scenario
+from sandbox._scenario.reader import ScenarioError
+from sandbox._scenario.load import parse_scenario, resolve_scenario
 
 __all__ = [
     "SweepError",
