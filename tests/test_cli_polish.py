@@ -12,6 +12,7 @@ import pytest
 
 import sandbox
 from sandbox import cli as sandbox_cli
+from sandbox._tools.command import EXIT_CODES
 from sandbox._scenario.reader import ScenarioError
 from sandbox._scenario.load import load_scenario
 
@@ -168,20 +169,21 @@ def test_report_refuses_an_edited_a_cut_and_a_live_log(saved_run, tmp_path):
 
 
 def test_exit_codes_are_defined_once():
+    from sandbox._tools import command
     from sandbox._tools import explore_cli as _explore_cli
 
-    assert _explore_cli.EXIT_FOUND == sandbox_cli.EXIT_VIOLATION and _explore_cli.EXIT_OK is sandbox_cli.EXIT_OK
-    definitions = [p.relative_to(REPO).as_posix() for p in Path(sandbox.__file__).parent.glob("*.py")
+    assert _explore_cli.EXIT_FOUND == command.EXIT_VIOLATION and _explore_cli.EXIT_OK is command.EXIT_OK
+    definitions = [p.relative_to(REPO).as_posix() for p in Path(sandbox.__file__).parent.rglob("*.py")
                    if re.search(r"^EXIT_\w+(, EXIT_\w+)* = \d", p.read_text(encoding="utf-8"), re.M)]
-    assert definitions == ["sandbox/cli.py"]
+    assert definitions == ["sandbox/_tools/command.py"]
 
 
 def test_exit_codes_are_documented_in_one_table_shown_by_help():
     help_text = cli("--help").stdout
-    for code, what in sandbox_cli.EXIT_CODES.items():
+    for code, what in EXIT_CODES.items():
         assert f"{code} {what}" in " ".join(help_text.split())
     doc = (REPO / "docs" / "reference" / "exit-codes.md").read_text(encoding="utf-8")
-    for code in sandbox_cli.EXIT_CODES:
+    for code in EXIT_CODES:
         assert re.search(rf"^\| {code} \|", doc, re.M), code
     # The per-command table names every subcommand.
     commands = set(re.findall(r"^\| `([\w-]+)`(?:, `([\w-]+)`)? \|", doc, re.M))

@@ -143,7 +143,8 @@ def test_a_crash_with_probability_1_ends(tmp_path):
 def test_a_run_stops_at_its_step_cap():
     import trio
 
-    from sandbox._exchange.run import WorkLimits, run_scenario
+    from sandbox._exchange.result import WorkLimits
+    from sandbox._exchange.run import run_scenario
     from sandbox._scenario.load import resolve_scenario
 
     demo = resolve_scenario("demo")  # 64 deliveries
@@ -161,7 +162,7 @@ def test_a_run_whose_clock_runs_away_stops_at_its_horizon(tmp_path):
         'actors = ["oracle"]', 'actors = ["oracle"]\ndowntime = "60"')))
     limits = work_limits(scenario)
     assert limits.horizon_ms == 1_000 + 86_400_000 + 1_000 * 60_000
-    from sandbox._exchange.run import WorkLimits
+    from sandbox._exchange.result import WorkLimits
 
     # A horizon an hour after the last event: reached after some 60 crashes, before any other limit.
     result = run_scenario_sync(scenario, limits=WorkLimits(limits.steps, 1_000 + 3_600_000, limits.entries))
@@ -393,11 +394,10 @@ def _finding(scenario):
 
 
 def test_a_replay_of_a_csv_scenario_is_self_contained_and_checks_its_data(tmp_path):
-    from sandbox._scenario.load import for_seed
     from sandbox._tools.explore import events_digest, read_replay, replay_run, write_replay
 
     write(tmp_path / "punk.csv", "at,price\n1,95\n2,80\n3,70\n")
-    scenario = for_seed(load_scenario(write(tmp_path / "s.toml", CSV_SCENARIO)), 5)  # as explore runs it
+    scenario = load_scenario(write(tmp_path / "s.toml", CSV_SCENARIO)).for_seed(5)  # as explore runs it
     assert [d.name for d in scenario.data_files] == ["punk.csv"]
     finding = _finding(scenario)
     replay_file = tmp_path / "replay.json"

@@ -21,7 +21,6 @@ from actors.zoo import VARIANTS
 from sandbox import bundled_scenarios, parse_scenario, resolve_scenario
 from sandbox._tools.bench import _Ping, _Relay, delivery_msgs_per_s
 from sandbox._exchange.run import run_scenario
-from sandbox._scenario.load import for_seed
 from sandbox._tools.explore import (
     Budget,
     TapeChooser,
@@ -164,7 +163,7 @@ def _with_faults(name: str):
 def test_the_delivery_order_and_events_are_those_of_the_old_scan(name):
     sc = resolve_scenario(name)
     for seed in range(4):
-        seeded = for_seed(sc, seed)
+        seeded = sc.for_seed(seed)
         assert _run(seeded, SeededDelivery, SeededChooser(seed)) == _run(seeded, ScanDelivery, SeededChooser(seed))
     # Tapes as explore draws them: every decision of a run from one list of bytes.
     rng = random.Random(name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, Final, Iterator, Literal, Mapping
 
-import attrs
 import trio
 
 from actors import (
@@ -37,12 +36,12 @@ from actors._common import Position
 
 from sandbox._exchange import invariants
 from sandbox._core.eventlog import EventLog
-from sandbox.messages import FundingDue, IndexPriceObserved, MarkPriceObserved, PositionView, ScriptedEvent, Started
+from sandbox.messages import FundingDue, IndexPriceObserved, MarkPriceObserved, ScriptedEvent, Started
 from sandbox._core.money import fmt_money, fmt_price, fmt_rate, fmt_size
 from sandbox._core.runtime import ActorFailed, Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
 from sandbox._core.money import RATE_ONE
 from sandbox._core.specs import Scenario
-from sandbox._scenario.load import for_seed
+from sandbox._exchange.result import RunResult, WorkLimitExceeded, WorkLimits
 from sandbox._scenario.parse import funding_ticks
 
 __all__ = [
@@ -180,15 +179,6 @@ HOPS_OF_DELAY: Final = 1_000  # ... plus this many messages' worth of the larges
 MAX_CRASHES_IN_A_ROW: Final = 1_000
 
 
-@attrs.frozen
-class WorkLimits:
-    """The most a run of one scenario may do: ``steps`` and a virtual-time ``horizon_ms``."""
-
-    steps: int
-    horizon_ms: int
-    entries: int  # what the cap is derived from
-
-
 def work_limits(scenario: Scenario) -> WorkLimits:
     """The limits of ``scenario``'s runs (the formula is in docs/guarantees.md).
 
@@ -208,15 +198,6 @@ def work_limits(scenario: Scenario) -> WorkLimits:
         partial = -(-RATE_ONE // policy.partial_fraction) * policy.partial_cooldown_ms
     horizon = last + HORIZON_SLACK_MS + HOPS_OF_DELAY * per_message + partial
     return WorkLimits(BASE_STEPS + STEPS_PER_ENTRY * entries, horizon, entries)
-
-
-class WorkLimitExceeded(Exception):
-    """A run reached its cap of steps or its horizon of virtual time: it was stopped there."""
-
-    def __init__(self, what: str, limits: WorkLimits) -> None:
-        self.what = what
-        self.limits = limits
-        super().__init__(what)
 
 
 class _Budget:
@@ -252,43 +233,6 @@ class _Budget:
                     f"{MAX_CRASHES_IN_A_ROW:,} crashes in a row and no message delivered: the run makes no "
                     "progress ([faults] crash): stopped (see docs/guarantees.md, 'Bounded work')", self.limits)
             self.step()
-
-
-@attrs.define
-class RunResult:
-    scenario: Scenario
-    seed: int
-    mode: str
-    runtime: Runtime
-    violations: list[Violation]
-    error: ActorFailed | None = None  # an actor raised: the run stopped there
-    stopped: WorkLimitExceeded | None = None  # the run reached its work limits and was stopped there
-
-    @property
-    def log(self) -> EventLog:
-        return self.runtime.log
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return self.runtime.log.events
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations and self.error is None and self.stopped is None
-
-    @property
-    def status(self) -> str:
-        """``ok``, ``invariant_violated``, ``failed`` (an actor raised) or ``stopped`` (the work limits)."""
-        if self.error is not None:
-            return "failed"
-        if self.stopped is not None:
-            return "stopped"
-        return "ok" if not self.violations else "invariant_violated"
-
-    def summary(self) -> dict[str, Any]:
-        from sandbox._exchange.summary import summarize
-
-        return summarize(self)
 
 
 async def run_scenario(
@@ -331,7 +275,7 @@ async def run_scenario(
     that did not end).
     """
     seed = scenario.seed if seed is None else seed
-    scenario = for_seed(scenario, seed)  # a stochastic scenario draws everything from the run's seed
+    scenario = scenario.for_seed(seed)  # a stochastic scenario draws everything from the run's seed
     if delivery is None:
         delivery = (
             SeededDelivery(seed, network=Network(*scenario.latency_ms), faults=scenario.faults)

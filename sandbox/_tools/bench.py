@@ -44,6 +44,10 @@ import trio
 from sortedcontainers import SortedDict
 
 from sandbox._core.runtime import Actor
+import argparse
+from rich.console import Console
+from rich.table import Table
+from sandbox._tools.command import EXIT_OK, Command
 
 __all__ = ["run_bench", "SIZES", "TARGETS"]
 
@@ -493,3 +497,39 @@ if __name__ == "__main__":  # the cascade's fresh process: python -m sandbox._to
         print(json.dumps(cascade(int(sys.argv[2]))))
     elif sys.argv[1:2] == ["strategies"]:  # the table of docs/search.md
         print(_strategy_table(compare_strategies(int(sys.argv[2]) if len(sys.argv) > 2 else 5)))
+
+
+# --- the command ------------------------------------------------------------
+
+
+def _arguments(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument("--quick", action="store_true",
+                       help="smaller sizes (under 45 s on 2 cores): same figures, sizes stated in the output")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _bench(args: argparse.Namespace, console: Console) -> int:
+    mode = "quick" if args.quick else "full"
+    err = Console(stderr=True, highlight=False)
+    if not args.json:
+        console.print(f"bench ({mode}): " + ", ".join(f"{k} {v:,}" for k, v in SIZES[mode].items()), markup=False,
+                      soft_wrap=True)
+    r = run_bench(args.quick, progress=None if args.json else (lambda what: err.print(f"  {what} ...")))
+    if args.json:
+        print(json.dumps(r))
+        return EXIT_OK
+    table = Table(title=f"sandbox bench ({mode})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in r.items():
+        if isinstance(value, (int, float)):
+            table.add_row(key, f"{value:,.6g}" if isinstance(value, float) else f"{value:,}")
+    console.print(table)
+    for name, *_ in TARGETS:
+        t = r["targets"][name]
+        verdict = "[green]PASS[/green]" if t["met"] else "[bold red]MISS[/bold red]"
+        console.print(f"{verdict} {name}: {t['value']:,.4g} vs limit {t['limit']:,.4g}", highlight=False)
+    return EXIT_OK
+
+
+COMMAND = Command("bench", "measure throughput and scale against this machine's own limits", _arguments, _bench)

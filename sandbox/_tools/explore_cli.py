@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sandbox._core.safeio import safe_name
 from sandbox._tools.actorref import load_actor_refs
-from sandbox.cli import EXIT_OK, EXIT_VIOLATION
+from sandbox._tools.command import EXIT_OK, EXIT_VIOLATION, BadInput, load_actors, prepare_out
 from sandbox._tools.explore import (
     DEFAULT_DB,
     STRATEGIES,
@@ -41,7 +41,7 @@ from sandbox._scenario.load import resolve_scenario
 
 __all__ = ["explore_command", "replay_command"]
 
-# The exit codes are defined once, in sandbox.cli: "found" is its EXIT_VIOLATION (something wrong was found).
+# The exit codes are defined once, in sandbox._tools.command: "found" is its EXIT_VIOLATION (something wrong was found).
 EXIT_FOUND = EXIT_VIOLATION
 # Event kinds --find accepts: every kind the actors emit.
 EVENT_KINDS = frozenset(STYLES) | {"fee"}
@@ -52,8 +52,6 @@ MAX_SHOWN = 80
 def _variant_actors(name: str | None) -> Mapping[str, type] | None:
     from actors.zoo import VARIANTS
 
-    from sandbox.cli import BadInput
-
     if name is None:
         return None
     if name not in VARIANTS:
@@ -62,10 +60,8 @@ def _variant_actors(name: str | None) -> Mapping[str, type] | None:
 
 
 def explore_command(args: argparse.Namespace, console: Console) -> int:
-    from sandbox.cli import BadInput, _load_actors, _prepare_out
-
     scenario = resolve_scenario(args.scenario, allow_outside_paths=args.allow_outside_paths)
-    actors, refs = _load_actors(args.actors, _variant_actors(args.variant))
+    actors, refs = load_actors(args.actors, _variant_actors(args.variant))
     if args.find is not None and args.find not in EVENT_KINDS:
         raise BadInput(f"--find {args.find}: unknown event kind (one of {', '.join(sorted(EVENT_KINDS))})")
     if args.strategy not in STRATEGIES:
@@ -76,7 +72,7 @@ def explore_command(args: argparse.Namespace, console: Console) -> int:
         raise BadInput("--workers is for --strategy hypothesis without --outcomes")
     if args.depth is not None and args.depth > 10:
         raise BadInput(f"--depth must be between 1 and 10, got {args.depth}")
-    _prepare_out(args.out)
+    prepare_out(args.out)
     db = args.db if args.db is not None else DEFAULT_DB
     depth = args.depth or DEFAULT_DEPTH
     budget = None
@@ -297,10 +293,8 @@ def _explore_parallel(
 
 
 def replay_command(args: argparse.Namespace, console: Console) -> int:
-    from sandbox.cli import BadInput, _load_actors
-
     replay = read_replay(args.file)
-    actors, refs = _load_actors(args.actors, _variant_actors(replay.variant))
+    actors, refs = load_actors(args.actors, _variant_actors(replay.variant))
     # A replay file names the --actor classes it was made with, but never loads
     # code by itself: the command line must name the same ones.
     if replay.actor_refs and dict(refs) != dict(replay.actor_refs):

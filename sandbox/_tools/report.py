@@ -57,6 +57,9 @@ from sandbox._core.money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, f
 from sandbox._tools.narrate import narrate
 from sandbox._tools.plain import plain
 from sandbox._core.runtime import Envelope, Runtime
+import argparse
+from rich.console import Console
+from sandbox._tools.command import EXIT_OK, BadInput, Command
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -1860,3 +1863,28 @@ def write_report(path: str | os.PathLike[str], rec: Recording, limit: int = SEQU
         return write_atomic(path, text, flag="--report", avoid=avoid)
     except UnsafePath as e:
         raise ReportPathError(str(e)) from None
+
+
+# --- the command ------------------------------------------------------------
+
+
+def _arguments(report: argparse.ArgumentParser) -> None:
+    report.add_argument("events", type=Path, metavar="EVENTS.jsonl", help="the run's DIR/events.jsonl")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html", help="the report to write")
+    report.add_argument("--scenario", default=None, metavar="FILE.toml",
+                        help="the scenario the run used, if it is not the bundled one of that name")
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    inputs = [args.events] + ([args.scenario] if args.scenario is not None else [])
+    try:
+        check_report_path(args.output, avoid=inputs)
+        rec = recording_from_log(args.events, args.scenario)
+        write_report(args.output, rec, avoid=inputs)
+    except (ReportPathError, ReportLogError) as e:
+        raise BadInput(str(e)) from None
+    console.print(f"report of {plain(args.events)} written to {plain(args.output)}", markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+COMMAND = Command("report", "build the HTML report of a run saved with 'sandbox run --out DIR'", _arguments, _report)

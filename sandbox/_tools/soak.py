@@ -30,6 +30,10 @@ from sandbox._core.money import PRICE_DECIMALS, SIZE_DECIMALS
 from sandbox._core.runtime import Faults, LiveDelivery, Runtime, Violation
 from sandbox._core.specs import Scenario
 from sandbox._scenario.load import parse_scenario
+import argparse
+from rich.console import Console
+from sandbox._tools.command import EXIT_OK, EXIT_VIOLATION, Command, positive
+from sandbox._tools.command import seed as seed_type
 
 __all__ = ["SoakResult", "soak", "Burst"]
 
@@ -202,3 +206,37 @@ def soak(
         rss_mb=samples,
         violations=found + [v for v in rt.violations if v not in found],
     )
+
+
+# --- the command ------------------------------------------------------------
+
+
+def _arguments(soak: argparse.ArgumentParser) -> None:
+    soak.add_argument("--orders", type=positive("--orders"), default=1_000_000, help="orders to send (default 1000000)")
+    soak.add_argument("--traders", type=positive("--traders"), default=50, help="random traders (default 50)")
+    soak.add_argument("--restart-ppm", type=positive("--restart-ppm"), default=20,
+                      help="chance per message, in ppm, that its recipient crashes and restarts first (default 20)")
+    soak.add_argument("--seed", type=seed_type, default=0)
+
+
+def _soak(args: argparse.Namespace, console: Console) -> int:
+    console.print(f"soak: {args.orders} orders from {args.traders} random traders, live mode, "
+                  f"restarts at {args.restart_ppm} ppm per message", highlight=False)
+    r = soak(orders=args.orders, traders=args.traders, restart_ppm=args.restart_ppm, seed=args.seed,
+             progress=lambda n: console.print(f"  {n:>9} orders sent", highlight=False))
+    console.print(
+        f"{r.orders} orders in {r.seconds:.1f} s ({r.orders_per_s:.0f} orders/s, {r.deliveries} messages, "
+        f"{r.events} events); {r.restarts} actor restarts, {r.liquidations} liquidations, "
+        f"{r.rejected_orders} orders rejected", highlight=False)
+    console.print("resident memory (MiB) by orders sent: "
+                  + ", ".join(f"{n}: {mb:.1f}" for n, mb in r.rss_mb)
+                  + f"; growth after warm-up {r.rss_growth_mb:+.1f} MiB", highlight=False)
+    if r.violations:
+        for v in r.violations:
+            console.print(f"[bold red]invariant violated[/bold red]: {v.invariant}: {v.detail}", highlight=False)
+        return EXIT_VIOLATION
+    console.print("[green]every invariant held at every quiet point[/green]", highlight=False)
+    return EXIT_OK
+
+
+COMMAND = Command("soak", "a long live run: random traders, restarts, memory and invariants watched", _arguments, _soak)

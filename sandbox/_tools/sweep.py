@@ -26,17 +26,19 @@ distributed cluster (``--scheduler tcp://HOST:PORT``).
 
 from __future__ import annotations
 
+import argparse
 import copy
-import hashlib
 import io
 import itertools
 import json
 import math
 import multiprocessing
 import os
+import re
 import secrets
 import signal
 import stat
+import sys
 import threading
 import time
 import tomllib
@@ -52,6 +54,12 @@ from sandbox._core.money import MONEY_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS, f
 from sandbox._core.safeio import OutDir, UnsafePath, describe_kind
 from sandbox._scenario.reader import ScenarioError
 from sandbox._scenario.load import parse_scenario, resolve_scenario
+from rich.console import Console
+from rich.table import Table
+from sandbox._core.safeio import safe_name
+from sandbox._tools.command import (ALLOW_OUTSIDE_HELP, EXIT_INTERRUPTED, EXIT_OK, EXIT_VIOLATION, BadInput, Command,
+                                    actor_option, load_actors, positive)
+from sandbox._tools.plain import plain, plain_text
 
 __all__ = [
     "SweepError",
@@ -911,3 +919,138 @@ def render_plot(sweep: Sweep, summary: list[dict[str, Any]]) -> bytes:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+# --- the command ------------------------------------------------------------
+
+
+def _arguments(sweep: argparse.ArgumentParser) -> None:
+    sweep.add_argument("scenario", help="a bundled scenario's name or a path to a .toml file")
+    sweep.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="a dotted scenario key and the values to sweep, e.g. insurance_fund.balance=0,10,50 "
+                            "(repeat for a grid of every combination)")
+    sweep.add_argument("--seeds", type=positive("--seeds"), required=True, help="runs per combination: seeds 0..N-1")
+    sweep.add_argument("--workers", type=positive("--workers"), default=None,
+                       help="local worker processes (default: one per CPU)")
+    sweep.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="run on this Dask distributed scheduler's workers instead of a local pool "
+                            "(tls://HOST:PORT with --tls-* or Dask's TLS settings; see docs/guarantees.md)")
+    sweep.add_argument("--out", type=Path, default=None,
+                       help="directory of the rows, summary and plot (default: out/sweep-SCENARIO); "
+                            "a rerun with the same --out skips the runs already done")
+    actor_option(sweep)
+    sweep.add_argument("--allow-outside-paths", action="store_true", help=ALLOW_OUTSIDE_HELP)
+    _tls_arguments(sweep)
+
+
+def _tls_arguments(sweep: argparse.ArgumentParser) -> None:
+    """--tls-*: the files of a tls:// scheduler (without them, Dask's own distributed.comm.tls settings)."""
+    for flag, what in (("--tls-ca-file", "the CA certificate that signed the scheduler's and workers' certificates"),
+                       ("--tls-cert", "this client's certificate"), ("--tls-key", "this client's private key")):
+        sweep.add_argument(flag, default=None, metavar="FILE", help=f"with a tls:// --scheduler: {what}")
+
+
+def _no_tls(args: argparse.Namespace) -> None:
+    if any(f is not None for f in (args.tls_ca_file, args.tls_cert, args.tls_key)):
+        raise BadInput("--tls-ca-file, --tls-cert and --tls-key are for a tls:// --scheduler")
+
+
+def _sweep(args: argparse.Namespace, console: Console) -> int:
+    if args.scheduler is not None and args.workers is not None:
+        raise BadInput("--workers is for the local pool; with --scheduler the cluster's workers run the sweep")
+    if args.scheduler is not None and not re.fullmatch(r"(tcp|tls)://[^\s:/]+:\d{1,5}", args.scheduler):
+        raise BadInput(f"--scheduler {args.scheduler!r}: expected tcp://HOST:PORT or tls://HOST:PORT")
+    _, actor_refs = load_actors(args.actors)  # checked here; each worker loads them again
+    try:  # every check (scenario, each --set key and value, --out) before anything is written
+        security = (dask_security(args.tls_ca_file, args.tls_cert, args.tls_key, args.scheduler)
+                    if args.scheduler is not None else _no_tls(args))
+        plan = load_sweep(args.scenario, args.sets, args.seeds, actor_refs,
+                            allow_outside_paths=args.allow_outside_paths)
+        # The default folder is named after the scenario, made harmless: a name with '../' stays in ./out.
+        out = args.out if args.out is not None else Path("out") / f"sweep-{safe_name(plan.name)}"
+        prepare_out(out, plan)
+    except SweepError as e:
+        raise BadInput(str(e)) from None
+    return _sweep_in(args, console, plan, out, security)
+
+
+def _sweep_in(args: argparse.Namespace, console: Console, plan: Any, out: Path, security: Any) -> int:
+    if args.scheduler is not None:
+        try:
+            cluster = DaskBackend(args.scheduler, security)
+        except SweepError as e:
+            raise BadInput(str(e)) from None
+        backend, where, close = cluster, f"the Dask cluster at {args.scheduler}", cluster.close
+    else:
+        workers = args.workers or os.cpu_count() or 1
+        backend, where, close = local_backend(workers), f"{workers} local worker{'s' * (workers > 1)}", None
+    try:
+        folder = open_out(out, plan)  # locked until the sweep ends
+    except SweepError as e:
+        if close is not None:
+            close()
+        raise BadInput(str(e)) from None
+    try:
+        return _sweep_run(args, console, plan, out, folder, backend, where, close)
+    finally:
+        folder.close()
+
+
+def _sweep_run(args: argparse.Namespace, console: Console, plan: Any, out: Path, folder: OutDir, backend: Any,
+               where: str, close: Any) -> int:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class RunsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:.1f} runs/s" if task.speed else "")
+
+    combos = len(plan.combinations())
+    console.print(f"sweep {plain(plan.name)}: {combos} combination{'s' * (combos > 1)} x {plan.seeds} seeds = "
+                  f"{combos * plan.seeds} runs on {where}", markup=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False)
+    progress = Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), RunsPerSecond(), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True)
+    bar = progress.add_task("runs", total=None)
+
+    def on_start(todo: int, skipped: int) -> None:
+        if skipped:
+            console.print(f"{out}: {skipped} runs already done, skipped", markup=False, soft_wrap=True)
+        progress.update(bar, total=todo)
+
+    try:
+        with progress:
+            outcome = run_sweep(plan, folder, backend, on_start=on_start,
+                                   on_row=lambda _: progress.advance(bar))
+    except SweepError as e:
+        raise BadInput(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"sandbox: interrupted; the finished runs are in {out / RUNS_FILE}: "
+              "run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if close is not None:
+            close()
+    if outcome.ran:
+        console.print(f"{outcome.ran} runs in {outcome.seconds:.2f} s: {outcome.runs_per_second:.2f} runs/s "
+                      f"on {where}", markup=False, soft_wrap=True)
+    table = Table(title=plain_text(f"{plan.name}: {plan.seeds} seeds per combination"))
+    for key, _ in plan.sets:
+        table.add_column(key)
+    for column in ("P(ADL)", "95% interval", "fund drawdown p50", "p90", "p99", "not ok"):
+        table.add_column(column, justify="right")
+    for entry in outcome.summary:
+        d = entry["fund_drawdown"]
+        low, high = entry["p_adl_95"]
+        table.add_row(*(plain_text(v) for v in entry["params"].values()), f"{entry['p_adl']:.2%}",
+                      f"{low:.1%}-{high:.1%}", *(f"{Decimal(d[q]):.2f}" for q in ("p50", "p90", "p99")),
+                      str(entry["runs"] - entry["ok"]))
+    console.print(table)
+    console.print(f"wrote {out / RUNS_FILE} ({len(outcome.rows)} rows), {out / SUMMARY_FILE}, "
+                  f"{out / PLOT_FILE}", markup=False, soft_wrap=True)
+    return EXIT_OK if all(r["status"] == "ok" for r in outcome.rows) else EXIT_VIOLATION
+
+
+COMMAND = Command("sweep", "run a scenario over a grid of parameters and seeds (P(ADL), fund drawdown)", _arguments,
+                  _sweep)

@@ -1,18 +1,20 @@
-"""``summary.json``: the end state of a run, every amount an exact decimal string."""
+"""What a run gives back: :class:`RunResult`, and its ``summary.json`` (the end state, every amount an exact decimal string)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import attrs
 
 from actors import CLEARING, FUND, ORACLE
 
 from sandbox._exchange.invariants import open_interest
 from sandbox._core.money import fmt_money, fmt_price, fmt_size
+from sandbox._core.eventlog import EventLog
+from sandbox._core.runtime import ActorFailed, Runtime, Violation
+from sandbox._core.specs import Scenario
 
-if TYPE_CHECKING:
-    from sandbox._exchange.run import RunResult
-
-__all__ = ["summarize", "COUNTED"]
+__all__ = ["RunResult", "WorkLimitExceeded", "WorkLimits", "summarize", "COUNTED"]
 
 # summary "counts" key -> the event kind it counts
 COUNTED = {
@@ -21,6 +23,60 @@ COUNTED = {
     "fund_takeovers": "fund_takeover",
     "adl": "adl",
 }
+
+
+@attrs.frozen
+class WorkLimits:
+    """The most a run of one scenario may do: ``steps`` and a virtual-time ``horizon_ms``."""
+
+    steps: int
+    horizon_ms: int
+    entries: int  # what the cap is derived from
+
+
+class WorkLimitExceeded(Exception):
+    """A run reached its cap of steps or its horizon of virtual time: it was stopped there."""
+
+    def __init__(self, what: str, limits: WorkLimits) -> None:
+        self.what = what
+        self.limits = limits
+        super().__init__(what)
+
+
+@attrs.define
+class RunResult:
+    scenario: Scenario
+    seed: int
+    mode: str
+    runtime: Runtime
+    violations: list[Violation]
+    error: ActorFailed | None = None  # an actor raised: the run stopped there
+    stopped: WorkLimitExceeded | None = None  # the run reached its work limits and was stopped there
+
+    @property
+    def log(self) -> EventLog:
+        return self.runtime.log
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.runtime.log.events
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and self.error is None and self.stopped is None
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``invariant_violated``, ``failed`` (an actor raised) or ``stopped`` (the work limits)."""
+        if self.error is not None:
+            return "failed"
+        if self.stopped is not None:
+            return "stopped"
+        return "ok" if not self.violations else "invariant_violated"
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json``'s content."""
+        return summarize(self)
 
 
 def _positions(items: dict[str, tuple[int, int]]) -> dict[str, dict[str, str]]:
