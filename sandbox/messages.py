@@ -49,11 +49,16 @@ while it is in flight.
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
+from typing import Final, Literal
 
 import attrs
 
 __all__ = [
+    "Event",
+    "EVENT_KINDS",
+    "Invariant",
+    "INVARIANT_NAMES",
     "Started",
     "MarkPriceObserved",
     "IndexPriceObserved",
@@ -630,3 +635,120 @@ class FundBalanceReported:
     account: str
     market: str
     balance: int
+
+
+# --- the event log's protocol ----------------------------------------------------------
+#
+# What the actors say happened, one kind per line of events.jsonl. Declared
+# once, here: the actors emit these names, and the narrator, the report,
+# check-log, the summary and ``explore --find`` read them from this registry.
+# An Event is a str (a StrEnum), so a log line is the same bytes whether it
+# was written with the name or the string. docs/reference/outputs.md lists
+# each kind's fields.
+
+
+class Event(StrEnum):
+    """Every kind of event the log holds, grouped by who records it."""
+
+    # the exchange (sandbox._exchange.run): the first and last line of a run
+    OPENING_STATE = "opening_state"
+    RUN_FINISHED = "run_finished"
+    WORK_LIMIT_REACHED = "work_limit_reached"
+    ACTOR_FAILED = "actor_failed"
+    # the runtime: faults and crashes it injects, violations actors report
+    ACTOR_CRASHED = "actor_crashed"
+    ACTOR_RESTARTED = "actor_restarted"
+    FAULT_DELAY = "fault_delay"
+    FAULT_DUPLICATE = "fault_duplicate"
+    DUPLICATE_IGNORED = "duplicate_ignored"
+    INVARIANT_VIOLATED = "invariant_violated"
+    # the oracle
+    MARK_PRICE = "mark_price"
+    MARK_COMPUTED = "mark_computed"
+    INDEX_PRICE = "index_price"
+    ORACLE_PRICE_REJECTED = "oracle_price_rejected"
+    ORACLE_STALE = "oracle_stale"
+    ORACLE_FRESH = "oracle_fresh"
+    FUNDING_RATE = "funding_rate"
+    # the order books
+    TRADE = "trade"
+    ORDER_CANCELLED = "order_cancelled"
+    ORDER_EXPIRED = "order_expired"
+    # clearing
+    ORDER_PLACED = "order_placed"
+    ORDER_REJECTED = "order_rejected"
+    CANCEL_REJECTED = "cancel_rejected"
+    DEPOSIT = "deposit"
+    DEPOSIT_REJECTED = "deposit_rejected"
+    WITHDRAW = "withdraw"
+    WITHDRAW_REJECTED = "withdraw_rejected"
+    FILL = "fill"
+    FEE = "fee"
+    FUNDING = "funding"
+    FUNDING_SHORTFALL = "funding_shortfall"
+    ACCOUNT_FROZEN = "account_frozen"
+    ACCOUNT_UNFROZEN = "account_unfrozen"
+    LIQUIDATION_FILL = "liquidation_fill"
+    CLEARANCE_FEE = "clearance_fee"
+    FUND_TAKEOVER = "fund_takeover"
+    LIQUIDATION_SETTLED = "liquidation_settled"
+    ADL = "adl"
+    ADL_ORDERS_CANCELLED = "adl_orders_cancelled"
+    # the margin monitor
+    MARGIN_CALL = "margin_call"
+    # the liquidation engine
+    LIQUIDATION_STARTED = "liquidation_started"
+    LIQUIDATION_CANCELLED = "liquidation_cancelled"
+    LIQUIDATION_REQUEST_IGNORED = "liquidation_request_ignored"
+    LIQUIDATION_STEP_DOWN = "liquidation_step_down"
+    LIQUIDATION_RESTORED = "liquidation_restored"
+    LIQUIDATION_PAUSED = "liquidation_paused"
+    LIQUIDATION_RESUMED = "liquidation_resumed"
+    BANKRUPTCY = "bankruptcy"
+    # the insurance fund
+    FUND_SURPLUS = "fund_surplus"
+    FUND_LIQUIDATION_FEE = "fund_liquidation_fee"
+    FUND_FEE_INCOME = "fund_fee_income"
+    FUND_FUNDING_PAID = "fund_funding_paid"
+    FUND_FUNDING_RECEIVED = "fund_funding_received"
+    FUND_LOT_OPENED = "fund_lot_opened"
+    FUND_ORDER = "fund_order"
+    FUND_INVENTORY_HELD = "fund_inventory_held"
+    FUND_INVENTORY_KEPT = "fund_inventory_kept"
+    FUND_INVENTORY_MARKED = "fund_inventory_marked"
+    FUND_NETTED = "fund_netted"
+    FUND_PAYOUT = "fund_payout"
+    FUND_GAIN = "fund_gain"
+    FUND_LOT_CLOSED = "fund_lot_closed"
+    FUND_ADL_REQUESTED = "fund_adl_requested"
+    # the ADL coordinator
+    ADL_RANKING = "adl_ranking"
+    ADL_INCOMPLETE = "adl_incomplete"
+
+
+EVENT_KINDS: Final[frozenset[str]] = frozenset(Event)
+
+
+class Invariant(StrEnum):
+    """The names of the invariants, as a violation reports them (docs/design/guarantees.md)."""
+
+    MONEY_CONSERVED = "money is conserved"
+    FUND_NEVER_NEGATIVE = "fund never negative"
+    FUND_COVERS_INVENTORY = "fund never negative, inventory included"
+    OPEN_INTEREST_BALANCED = "long open interest equals short"
+    NO_UNOWNED_LOSS = "no loss left on an account that cannot pay it"
+    NO_NEGATIVE_EQUITY = "no account outside a liquidation has negative equity"
+    NO_LOT_LEFT = "no lot left with the fund while ADL has a candidate"
+    UNDERWATER_LIQUIDATED = "every underwater account is liquidated"
+    LIQUIDATIONS_COMPLETE = "every liquidation completes"
+    FUNDING_COMPLETES = "every funding round completes"
+    PAUSED_RESUMES = "a paused liquidation resumes when prices return"
+    ADL_REQUEST_OPEN = "an ADL request is still open"
+    NOT_LIQUIDATED_TWICE = "no account liquidated twice at once"
+    CLOSED_ONCE = "a liquidated position is closed once"
+    TAKEOVER_FROZEN = "takeover only of a frozen account"
+    SETTLED_NOT_NEGATIVE = "no negative balance once a liquidation is settled"
+    RESTART_REBUILDS = "a restarted actor rebuilds its state"
+
+
+INVARIANT_NAMES: Final[frozenset[str]] = frozenset(Invariant)

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sandbox._core.safeio import safe_name
+from sandbox.messages import EVENT_KINDS  # --find accepts every kind of the event log's registry
 from sandbox._tools.actorref import load_actor_refs
 from sandbox._tools.command import EXIT_OK, EXIT_VIOLATION, BadInput, load_actors, prepare_out
 from sandbox._tools.explore import (
@@ -34,7 +35,7 @@ from sandbox._tools.explore import (
 from sandbox._tools.failtest import render_test
 from sandbox._tools.outcomes import Outcomes
 from sandbox._core.pct import DEFAULT_DEPTH, pct_bound
-from sandbox._tools.narrate import STYLES, Narrator, describe_message
+from sandbox._tools.narrate import Narrator, describe_message
 from sandbox._tools.plain import plain
 from sandbox._core.specs import Scenario
 from sandbox._scenario.load import resolve_scenario
@@ -43,8 +44,6 @@ __all__ = ["explore_command", "replay_command"]
 
 # The exit codes are defined once, in sandbox._tools.command: "found" is its EXIT_VIOLATION (something wrong was found).
 EXIT_FOUND = EXIT_VIOLATION
-# Event kinds --find accepts: every kind the actors emit.
-EVENT_KINDS = frozenset(STYLES) | {"fee"}
 # Show at most this many deliveries of the shrunk interleaving.
 MAX_SHOWN = 80
 
