@@ -45,6 +45,48 @@ __all__ = [
     "Scenario",
 ]
 
+# --- validators: every field with a domain checks it, and the error names the field ---
+
+
+def _is_int(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{attribute.name!r} must be an integer (units of sandbox._core.money), got {value!r}")
+
+
+def _units(default: Any = attrs.NOTHING, *, low: int | None = 0, high: int | None = None,
+           optional: bool = False) -> Any:
+    """An integer field of documented units, in [low, high] (None: unbounded)."""
+    checks: list[Any] = [_is_int]
+    if low is not None:
+        checks.append(attrs.validators.ge(low))
+    if high is not None:
+        checks.append(attrs.validators.le(high))
+    validator: Any = attrs.validators.and_(*checks)
+    if optional:
+        validator = attrs.validators.optional(validator)
+    return attrs.field(default=default, validator=validator)
+
+
+def _choice(choices: tuple[str, ...], default: Any = attrs.NOTHING) -> Any:
+    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name!r} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+    return attrs.field(default=default, validator=check)
+
+
+def _flag(default: bool) -> Any:
+    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"{attribute.name!r} must be true or false, got {value!r}")
+
+    return attrs.field(default=default, validator=check)
+
+
+_PPM = 1_000_000  # RATE_ONE, a rate of 1
+_DAY = 86_400_000
+
+
 # The reserved account name of the insurance fund in fills and events.
 FUND_ACCOUNT: Final = "insurance_fund"
 TIME_DECIMALS: Final = 3  # virtual time is kept in integer milliseconds
@@ -76,29 +118,29 @@ class Tier:
     ``1 / initial_margin`` at most.
     """
 
-    notional: int | None
-    maintenance_margin: int  # ppm
-    initial_margin: int  # ppm
-    max_leverage: int
+    notional: int | None = _units(low=0, optional=True)
+    maintenance_margin: int = _units(low=1, high=_PPM)  # ppm
+    initial_margin: int = _units(low=1, high=_PPM)  # ppm
+    max_leverage: int = _units(low=1)
 
 
 @attrs.frozen
 class MarketSpec:
     symbol: str
-    mark_price: int
-    initial_margin: int  # ppm of notional
-    maintenance_margin: int  # ppm of notional
-    tick_size: int = 1  # price units
-    lot_size: int = 1  # size units
-    maker_fee: int = 0  # ppm of notional
-    taker_fee: int = 0  # ppm of notional
+    mark_price: int = _units(low=1)
+    initial_margin: int = _units(low=1, high=_PPM)  # ppm of notional
+    maintenance_margin: int = _units(low=1, high=_PPM)  # ppm of notional
+    tick_size: int = _units(1, low=1)  # price units
+    lot_size: int = _units(1, low=1)  # size units
+    maker_fee: int = _units(0, high=_PPM // 10)  # ppm of notional
+    taker_fee: int = _units(0, high=_PPM // 10)  # ppm of notional
     # The index (spot) price at time 0: funding and the median mark need one.
-    index_price: int | None = None
+    index_price: int | None = _units(None, low=1, optional=True)
     # NFEX's tiered margin: the tier table by position notional (empty: one
     # rate, maintenance_margin and initial_margin, for any size), and the
     # collection's risk factor that scales every rate (ppm; 1_000_000: x1).
     tiers: tuple[Tier, ...] = ()
-    risk_factor: int = 1_000_000
+    risk_factor: int = _units(1_000_000, low=1)
 
     @property
     def tiered(self) -> bool:
@@ -116,21 +158,21 @@ class FundSpec:
     """One insurance fund of a ``[[funds]]`` table: its name, opening balance and markets (Binance)."""
 
     name: str
-    balance: int
+    balance: int = _units()
     markets: tuple[str, ...]
 
 
 @attrs.frozen
 class PositionSpec:
     market: str
-    size: int
-    entry_price: int
+    size: int = _units(low=None)
+    entry_price: int = _units(low=1)
 
 
 @attrs.frozen
 class AccountSpec:
     id: str
-    deposit: int
+    deposit: int = _units()
     positions: tuple[PositionSpec, ...] = ()
 
 
@@ -140,17 +182,17 @@ class OrderSpec:
 
     account: str
     market: str
-    side: str
-    price: int
-    size: int
-    tif: str = "gtc"
+    side: str = _choice(("buy", "sell"))
+    price: int = _units(low=1)
+    size: int = _units(low=1)
+    tif: str = _choice(("gtc", "ioc"), "gtc")
     id: str | None = None
 
 
 @attrs.frozen
 class EventSpec:
-    at_ms: int
-    type: str  # mark_price | oracle_price | index_price | order | cancel | deposit | withdraw
+    at_ms: int = _units()
+    type: str = _choice(EVENT_TYPES)  # mark_price | oracle_price | index_price | order | cancel | deposit | withdraw
     market: str | None = None
     price: int | None = None  # None in an oracle_price event: the observation is missing
     account: str | None = None
@@ -180,15 +222,15 @@ class Policy:
     # closes a position whose mark notional exceeds partial_threshold in slices of
     # partial_fraction of its size, partial_cooldown_ms apart, and hands the account
     # back as soon as it is above maintenance margin again (Hyperliquid).
-    liquidation: str = "full"
-    partial_threshold: int = 0
-    partial_fraction: int = 200_000
-    partial_cooldown_ms: int = 30_000
+    liquidation: str = _choice(LIQUIDATION_POLICIES, "full")
+    partial_threshold: int = _units(0)
+    partial_fraction: int = _units(200_000, low=1, high=_PPM)
+    partial_cooldown_ms: int = _units(30_000, high=_DAY)
     # 0: the trader loses whatever is left once its positions are closed (NFEX).
     # Otherwise a clearance fee of this rate on the liquidated notional goes to the
     # fund, at most what is left, and the rest is returned to the trader (Binance).
-    liquidation_fee: int = 0
-    adl_ranking: str = "pnl_x_leverage"
+    liquidation_fee: int = _units(0, high=_PPM // 10 - 1)
+    adl_ranking: str = _choice(ADL_RANKINGS, "pnl_x_leverage")
     # "work" (NFEX's rule, BitMEX in March 2020): the fund accepts a taken-over
     # position while its assets cover the position's loss at the mark, closes
     # what it can in the book within fund_price_band of the mark, holds the rest
@@ -197,63 +239,63 @@ class Policy:
     # ADL for the rest at once (the sandbox's former default, as Bybit and
     # Binance describe an immediate takeover). "keep": it holds the position and
     # never trades it (Hyperliquid's backstop vault); ADL only when drained.
-    fund_inventory: str = "work"
+    fund_inventory: str = _choice(FUND_INVENTORY_POLICIES, "work")
     # The fund's orders never trade further than this from the mark (ppm).
-    fund_price_band: int = 100_000
+    fund_price_band: int = _units(100_000, low=1, high=_PPM - 1)
     # The most the fund may lose on taken-over positions, in all, before ADL takes
     # over however much it holds (wei; 0: no limit): Hyperliquid's capped
     # liquidator vault, whose loss, not an empty parent vault, triggers ADL.
-    fund_loss_limit: int = 0
+    fund_loss_limit: int = _units(0)
     # A lot ADL could not place (every opposing account frozen) is offered
     # again after this many virtual ms, at most fund_retries times.
-    fund_retry_ms: int = 1_000
-    fund_retries: int = 5
+    fund_retry_ms: int = _units(1_000, low=1, high=_DAY)
+    fund_retries: int = _units(5, high=100)
     # How a negative equity is carried by a cross-margin account's losing
     # positions: in proportion to each one's loss at mark ("loss"), or to its
     # maintenance margin ("maintenance_margin", dYdX v4). Flat and winning
     # positions are priced at their mark either way.
-    bankruptcy_split: str = "loss"
+    bankruptcy_split: str = _choice(BANKRUPTCY_SPLITS, "loss")
     # Share of every trading fee paid into the fund (nftperp v1's fund grew on fees).
-    fee_to_fund: int = 0
+    fee_to_fund: int = _units(0, high=_PPM)
     # "scripted": the scenario's mark_price events; "median": median(impact mid,
     # price1, price2) from the book and the index (NFEX's published formula).
-    mark_price: str = "scripted"
-    impact_notional: int = 5 * 10**18
-    basis_window: int = 5
+    mark_price: str = _choice(MARK_PRICE_POLICIES, "scripted")
+    impact_notional: int = _units(5 * 10**18, low=1)
+    basis_window: int = _units(5, low=1, high=100)
     # Funding, for every market with an index price: every interval, rate =
     # premium / divisor, capped; payment = mark x size x rate, longs pay shorts.
-    funding_interval_ms: int = 3_600_000
-    funding_divisor: int = 24
-    max_funding_rate: int = 10_000
+    funding_interval_ms: int = _units(3_600_000, low=1, high=_DAY)
+    funding_divisor: int = _units(24, low=1, high=10_000)
+    max_funding_rate: int = _units(10_000, high=_PPM // 10)
     # Oracle trouble: a mark moving more than oracle_band from the last valid one is
     # rejected (0: no band); a market with no valid price for longer than
     # oracle_staleness_ms (0: never stale) is stale, and new liquidations that
     # involve it "pause" until a valid price returns, or "continue" at the last one.
-    oracle_band: int = 0
-    oracle_staleness_ms: int = 0
-    stale_liquidations: str = "pause"
+    oracle_band: int = _units(0, high=10 * _PPM)
+    oracle_staleness_ms: int = _units(0, high=_DAY)
+    stale_liquidations: str = _choice(STALE_POLICIES, "pause")
     # Bybit: the bankruptcy price leaves room for the fee to close the position
     # (|size| x mark x the market's taker fee, rounded up), reserved out of a
     # positive cushion; what it leaves on the account goes to the fund with the surplus.
-    bankruptcy_closing_fee: bool = False
+    bankruptcy_closing_fee: bool = _flag(False)
     # Binance's tier-reducing IOC, BitMEX's risk-limit step: a position whose
     # notional is above its market's first tier is first sent an IOC at market,
     # within step_down_band of the mark, that brings it down to the tier below;
     # then, if the account is still liquidatable, the rest goes at the bankruptcy price.
-    tier_step_down: bool = False
-    step_down_band: int = 50_000
+    tier_step_down: bool = _flag(False)
+    step_down_band: int = _units(50_000, low=1, high=_PPM - 1)
     # Hyperliquid's backstop: an account whose equity is below this fraction of
     # its maintenance margin (ppm; 0: never) sends no order to the book; the
     # fund, as the backstop vault, takes every position over at its bankruptcy
     # price, that is with the account's margin (Hyperliquid: 2/3).
-    backstop_below: int = 0
+    backstop_below: int = _units(0, high=_PPM)
     # dYdX v4's fillable price: "bankruptcy" (NFEX) limits the liquidation order at
     # the bankruptcy price; "fillable" limits it within fillable_spread x the
     # position's maintenance rate x BA of the mark, BA = (MM - equity) / MM in
     # [0, 1], and never past the bankruptcy price (what does not fill goes to
     # the fund at the bankruptcy price, then ADL there, as usual).
-    liquidation_price: str = "bankruptcy"
-    fillable_spread: int = 1_500_000
+    liquidation_price: str = _choice(LIQUIDATION_PRICES, "bankruptcy")
+    fillable_spread: int = _units(1_500_000, low=1, high=10 * _PPM)
 
     def is_stale(self, last_valid_ms: int, now_ms: int) -> bool:
         """Stale: no valid price for longer than the staleness limit."""

@@ -114,7 +114,7 @@ def _parse_policy(source: str, raw: object) -> Policy:
         if key in r.table and chosen != value:
             r.fail(key, f"only applies with {needs} = {value!r}")
     d = DEFAULT_POLICY
-    policy = Policy(
+    values = dict(
         liquidation=liquidation,
         partial_threshold=r.units("partial_threshold", MONEY_DECIMALS, default=d.partial_threshold),
         partial_fraction=r.units("partial_fraction", RATE_DECIMALS, default=d.partial_fraction, positive=True),
@@ -149,28 +149,29 @@ def _parse_policy(source: str, raw: object) -> Policy:
         or d.liquidation_price,
         fillable_spread=r.units("fillable_spread", RATE_DECIMALS, default=d.fillable_spread, positive=True),
     )
-    r.at_most("partial_fraction", policy.partial_fraction, RATE_ONE, "1 (the whole position)")
-    r.at_most("partial_cooldown", policy.partial_cooldown_ms, _DAY_MS, "one day")
-    r.at_most("liquidation_fee", policy.liquidation_fee, RATE_ONE // 10 - 1, "just below 0.1 (10%)")
-    r.at_most("fee_to_fund", policy.fee_to_fund, RATE_ONE, "1 (every fee)")
-    r.at_most("fund_price_band", policy.fund_price_band, RATE_ONE - 1, "just below 1 (100%)")
-    r.at_most("fund_retry", policy.fund_retry_ms, _DAY_MS, "one day")
-    r.at_most("funding_interval", policy.funding_interval_ms, _DAY_MS, "one day")
-    r.at_most("max_funding_rate", policy.max_funding_rate, RATE_ONE // 10, "0.1 (10% per interval)")
-    r.at_most("oracle_band", policy.oracle_band, 10 * RATE_ONE, "10 (a move of 1000%)")
-    r.at_most("oracle_staleness", policy.oracle_staleness_ms, _DAY_MS, "one day")
-    if policy.oracle_band and not policy.oracle_staleness_ms:
+    r.at_most("partial_fraction", values["partial_fraction"], RATE_ONE, "1 (the whole position)")
+    r.at_most("partial_cooldown", values["partial_cooldown_ms"], _DAY_MS, "one day")
+    r.at_most("liquidation_fee", values["liquidation_fee"], RATE_ONE // 10 - 1, "just below 0.1 (10%)")
+    r.at_most("fee_to_fund", values["fee_to_fund"], RATE_ONE, "1 (every fee)")
+    r.at_most("fund_price_band", values["fund_price_band"], RATE_ONE - 1, "just below 1 (100%)")
+    r.at_most("fund_retry", values["fund_retry_ms"], _DAY_MS, "one day")
+    r.at_most("funding_interval", values["funding_interval_ms"], _DAY_MS, "one day")
+    r.at_most("max_funding_rate", values["max_funding_rate"], RATE_ONE // 10, "0.1 (10% per interval)")
+    r.at_most("oracle_band", values["oracle_band"], 10 * RATE_ONE, "10 (a move of 1000%)")
+    r.at_most("oracle_staleness", values["oracle_staleness_ms"], _DAY_MS, "one day")
+    if values["oracle_band"] and not values["oracle_staleness_ms"]:
         # Without a staleness limit a real move beyond the band would be refused forever.
         r.fail("oracle_band", "needs oracle_staleness: a move beyond the band is accepted once the market is stale")
-    if "stale_liquidations" in r.table and not policy.oracle_staleness_ms:
+    if "stale_liquidations" in r.table and not values["oracle_staleness_ms"]:
         r.fail("stale_liquidations", "only applies with an oracle_staleness limit")
-    r.at_most("step_down_band", policy.step_down_band, RATE_ONE - 1, "just below 1 (100%)")
-    r.at_most("backstop_below", policy.backstop_below, RATE_ONE, "1 (the whole maintenance margin)")
-    r.at_most("fillable_spread", policy.fillable_spread, 10 * RATE_ONE, "10")
-    if "fillable_spread" in r.table and policy.liquidation_price != "fillable":
+    r.at_most("step_down_band", values["step_down_band"], RATE_ONE - 1, "just below 1 (100%)")
+    r.at_most("backstop_below", values["backstop_below"], RATE_ONE, "1 (the whole maintenance margin)")
+    r.at_most("fillable_spread", values["fillable_spread"], 10 * RATE_ONE, "10")
+    if "fillable_spread" in r.table and values["liquidation_price"] != "fillable":
         r.fail("fillable_spread", "only applies with liquidation_price = 'fillable'")
-    if "step_down_band" in r.table and not policy.tier_step_down:
+    if "step_down_band" in r.table and not values["tier_step_down"]:
         r.fail("step_down_band", "only applies with tier_step_down = true")
+    policy = r.build(Policy, values)
     r.done()
     return policy
 
@@ -267,7 +268,7 @@ def parse_document(data: dict[str, Any], source: str = "<scenario>", digest: str
                 flat[key] = r.units(key, RATE_DECIMALS, positive=True)
                 if tiers and flat[key] != getattr(tiers[0], key):
                     r.fail(key, f"must be the first tier's {key} (or left out) when the market has tiers")
-        spec = MarketSpec(
+        values = dict(
             symbol=symbol,
             mark_price=r.units("mark_price", PRICE_DECIMALS, positive=True),
             initial_margin=flat["initial_margin"],
@@ -283,20 +284,21 @@ def parse_document(data: dict[str, Any], source: str = "<scenario>", digest: str
             risk_factor=r.units("risk_factor", RATE_DECIMALS, default=RATE_ONE, positive=True),
         )
         # The risk factor scales every rate: the largest initial rate must stay at most 100%.
-        top_initial = max([spec.initial_margin] + [t.initial_margin for t in tiers])
-        if top_initial * spec.risk_factor > RATE_ONE * RATE_ONE:
+        top_initial = max([values["initial_margin"]] + [t.initial_margin for t in tiers])
+        if top_initial * values["risk_factor"] > RATE_ONE * RATE_ONE:
             r.fail("risk_factor", "makes an initial margin rate above 1 (100% of notional)")
-        if spec.initial_margin > RATE_ONE:
+        if values["initial_margin"] > RATE_ONE:
             r.fail("initial_margin", "must be at most 1 (100% of notional)")
-        if spec.maintenance_margin >= spec.initial_margin:
+        if values["maintenance_margin"] >= values["initial_margin"]:
             r.fail("maintenance_margin", "must be below initial_margin")
         for fee in ("maker_fee", "taker_fee"):
-            if getattr(spec, fee) >= RATE_ONE // 10:
+            if values[fee] >= RATE_ONE // 10:
                 r.fail(fee, "must be below 0.1 (10%)")
-        if spec.mark_price % spec.tick_size:
+        if values["mark_price"] % values["tick_size"]:
             r.fail("mark_price", "is not a multiple of tick_size")
-        if policy.mark_price == "median" and spec.index_price is None:
+        if policy.mark_price == "median" and values["index_price"] is None:
             r.fail("index_price", "is required with policy.mark_price = 'median'")
+        spec = r.build(MarketSpec, values)
         r.done()
         markets.append(spec)
     by_symbol = {m.symbol: m for m in markets}

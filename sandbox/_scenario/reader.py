@@ -13,7 +13,7 @@ import functools
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Final, Iterable
+from typing import Any, Callable, Final, Iterable, TypeVar
 
 import attrs
 
@@ -40,6 +40,9 @@ MAX_KEY_DEPTH: Final = 4
 # hourly funding for 11 years at most (docs/guarantees.md, "Bounded work").
 MAX_FUNDING_TICKS: Final = 100_000
 
+
+
+T = TypeVar("T")
 
 
 class ScenarioError(Exception):
@@ -117,6 +120,21 @@ class _Reader:
         if choices and value not in choices:
             self.fail(name, f"must be one of {', '.join(choices)}, got {_show(value)}")
         return value
+
+    def build(self, cls: Callable[..., T], fields: dict[str, Any]) -> T:
+        """``cls(**fields)``: a spec whose own validators refuse a value is a ScenarioError at its key.
+
+        The reader checks every key first, with its own wording; the specs'
+        validators (sandbox._core.specs) are the second line, for what it lets through.
+        """
+        try:
+            return cls(**fields)
+        except (TypeError, ValueError) as e:
+            found = re.match(r"'(\w+)'", str(e))
+            name = found.group(1) if found else ""
+            key = name if name in self.table else name.removesuffix("_ms")
+            self.fail(key if key in self.table else "", str(e))
+            raise  # unreachable: fail raises
 
     def units(
         self,
