@@ -14,20 +14,29 @@
   towards plain FIFO delivery. :class:`ScriptedSchedule` replays exact
   recorded decisions. ``sandbox explore`` prints each shrunk failure as a
   test written with these (:mod:`sandbox._tools.failtest`).
+* :func:`capture_events`: every event of the runs inside a ``with`` block, in
+  the spirit of ``structlog.testing.capture_logs``.
+* :func:`crash_before`: run a scenario with one actor crashing just before
+  its n-th message, down for a while, then restarting from its snapshot and
+  journal (in the spirit of tractor's fault helpers): a deterministic fault,
+  where ``[faults] crash`` is a random one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
+import attrs
 from hypothesis import strategies as st
 
 from sandbox._exchange.run import RunResult, run_scenario, run_scenario_sync
 from sandbox._tools.explore import Budget, Run, TapeChooser, run_once, run_once_async
 from sandbox._exchange.invariants import check_all
-from sandbox._core.runtime import Runtime, ScriptedChooser, Violation
+from sandbox._core.eventlog import EventLog
+from sandbox._core.runtime import Chooser, Network, Runtime, ScriptedChooser, SeededChooser, SeededDelivery, Violation
 from sandbox._core.specs import Scenario
 from sandbox._scenario.load import parse_scenario
 
@@ -46,6 +55,9 @@ __all__ = [
     "run_schedule",
     "run_schedule_sync",
     "Run",
+    "capture_events",
+    "crash_before",
+    "crash_before_sync",
 ]
 
 SYMBOLS = ("PUNK", "BAYC", "AZUKI")
@@ -412,3 +424,89 @@ def run_schedule_sync(
 ) -> Run:
     """:func:`run_schedule` from synchronous code."""
     return run_once(scenario, schedule.chooser(), actors=actors, find=find, budget=budget)
+
+
+@contextlib.contextmanager
+def capture_events(*kinds: str) -> Iterator[list[dict[str, Any]]]:
+    """Collect the events every run inside the block records (only these ``kinds``, if any are given).
+
+    ::
+
+        with capture_events("adl", "fund_takeover") as events:
+            run_scenario_sync(resolve_scenario("cascade_adl"))
+        assert [e["kind"] for e in events][:1] == ["fund_takeover"]
+
+    Like ``structlog.testing.capture_logs``, it hooks the event log for the
+    duration of the block (not thread-safe: one block at a time); each event
+    is the same dict the run's own log keeps.
+    """
+    captured: list[dict[str, Any]] = []
+    wanted = frozenset(kinds)
+    original = EventLog.record
+
+    def record(self: EventLog, time_ms: int, actor: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        event = original(self, time_ms, actor, kind, fields)
+        if not wanted or kind in wanted:
+            captured.append(event)
+        return event
+
+    EventLog.record = record  # type: ignore[method-assign]
+    try:
+        yield captured
+    finally:
+        EventLog.record = original  # type: ignore[method-assign]
+
+
+class _CrashBefore:
+    """A chooser that crashes one actor at its ``message``-th delivery (and never again).
+
+    The delivery asks the chooser about a crash only for deliveries to the
+    actors that may crash, so the n-th question is the n-th message to it.
+    """
+
+    def __init__(self, inner: Chooser, message: int) -> None:
+        self._inner, self._left = inner, message
+
+    def choose(self, n: int) -> int:
+        return self._inner.choose(n)
+
+    def latency(self, low: int, high: int) -> int:
+        return self._inner.latency(low, high)
+
+    def chance(self, ppm: int) -> bool:
+        self._left -= 1
+        return self._left == 0
+
+
+async def crash_before(scenario: Scenario, actor: str, message: int, *, downtime_ms: int = 0,
+                       seed: int | None = None, snapshot_every: int = 20, **kwargs: Any) -> RunResult:
+    """Run ``scenario`` with ``actor`` crashing just before its ``message``-th message (1: the first).
+
+    The actor stays down ``downtime_ms`` of virtual time (messages to it
+    wait), then restarts from its last snapshot (every ``snapshot_every``
+    messages) plus the journal of what it handled since; a restart that does
+    not rebuild the state it lost is a violation. Deliveries are otherwise the
+    seeded ones of ``seed`` (the scenario's by default). ``actor`` is a role
+    that can crash (``oracle``, ``clearing``, ``margin_monitor``,
+    ``liquidation_engine``, ``insurance_fund``, ``adl``); ``kwargs`` go to
+    :func:`sandbox.run_scenario` (``actors=`` for your variants). If the actor
+    receives fewer than ``message`` messages, nothing crashes.
+    """
+    if message < 1:
+        raise ValueError(f"message must be 1 or more, got {message}")
+    faults = attrs.evolve(scenario.faults, crash=1, crash_actors=(actor,), crash_downtime_ms=downtime_ms,
+                          snapshot_every=snapshot_every)
+    if scenario.faults.crash or scenario.faults.delay or scenario.faults.duplicate:
+        raise ValueError("crash_before runs a scenario without [faults] of its own")
+    scenario = attrs.evolve(scenario, faults=faults)
+    seed = scenario.seed if seed is None else seed
+    chooser = _CrashBefore(SeededChooser(seed), message)
+    delivery = SeededDelivery(seed, chooser=chooser, network=Network(*scenario.latency_ms), faults=faults)
+    return await run_scenario(scenario, seed=seed, delivery=delivery, **kwargs)
+
+
+def crash_before_sync(scenario: Scenario, actor: str, message: int, **kwargs: Any) -> RunResult:
+    """:func:`crash_before` from synchronous code."""
+    import trio
+
+    return trio.run(lambda: crash_before(scenario, actor, message, **kwargs))
