@@ -255,7 +255,14 @@ def _allocate(
 
 
 @attrs.define
-class _Liquidation:
+class Liquidation:
+    """One liquidation in progress, the engine's own record of it: what its hooks receive as ``liq``.
+
+    ``prices`` are the bankruptcy prices by market (set when the account is
+    frozen), ``sides`` each position's sign, ``open_orders`` the liquidation
+    orders not yet closed. A variant reads it; only the engine changes it.
+    """
+
     liq_id: int
     account: str
     request: LiquidationRequested
@@ -283,7 +290,7 @@ class LiquidationEngine(Actor):
         self.markets = dict(markets)
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
         self.versions = {m: 0 for m in self.markets}
-        self.active: dict[str, _Liquidation] = {}  # account -> its liquidation
+        self.active: dict[str, Liquidation] = {}  # account -> its liquidation
         self._next_id = 0
         # When each mark was accepted by the oracle (virtual ms), for staleness.
         self.valid_at = {m: 0 for m in self.markets}
@@ -325,10 +332,10 @@ class LiquidationEngine(Actor):
                 self.paused[msg.account] = msg
                 return
         self._next_id += 1
-        self.active[msg.account] = _Liquidation(self._next_id, msg.account, msg)
+        self.active[msg.account] = Liquidation(self._next_id, msg.account, msg)
         self.send(CLEARING, FreezeAccount(self._next_id, msg.account))
 
-    def account_view(self, liq: _Liquidation, msg: AccountFrozen) -> tuple[int, tuple[PositionView, ...]]:
+    def account_view(self, liq: Liquidation, msg: AccountFrozen) -> tuple[int, tuple[PositionView, ...]]:
         """The balance and positions to liquidate: clearing's final snapshot, never the monitor's view."""
         return msg.balance, msg.positions
 
@@ -387,7 +394,7 @@ class LiquidationEngine(Actor):
             )
             self.send(book_name(p.market), SubmitOrder(order))
 
-    def order_limits(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> dict[str, int]:
+    def order_limits(self, liq: Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> dict[str, int]:
         """Each liquidation order's limit: the bankruptcy price, or dYdX's fillable price.
 
         Fillable (``liquidation_price = "fillable"``): ``mark -/+ spread x
@@ -415,7 +422,7 @@ class LiquidationEngine(Actor):
                 out[p.market] = min(limit, liq.prices[p.market])
         return out
 
-    def backstop(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> None:
+    def backstop(self, liq: Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> None:
         """Hyperliquid's backstop: below ``backstop_below`` of maintenance margin, no order to the book.
 
         The fund, as the backstop vault, takes every position over at its
@@ -453,7 +460,7 @@ class LiquidationEngine(Actor):
                 out[p.market] = abs(p.size) - target
         return out
 
-    def step_down(self, liq: _Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> bool:
+    def step_down(self, liq: Liquidation, positions: tuple[PositionView, ...], eq: int, mm: int) -> bool:
         """Binance's tier-reducing IOC (BitMEX's risk-limit step); False if no position is above a lower tier.
 
         One IOC per stepped position, at market within ``step_down_band`` of the
@@ -504,7 +511,7 @@ class LiquidationEngine(Actor):
         return bankruptcy_prices(balance, positions, self.marks, self.markets, self.policy.bankruptcy_split,
                                  self.policy.bankruptcy_closing_fee)
 
-    def slice_sizes(self, liq: _Liquidation, positions: tuple[PositionView, ...]) -> dict[str, int]:
+    def slice_sizes(self, liq: Liquidation, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """How much of each position this round closes: all of it, or a slice (module doc)."""
         policy = self.policy
         sizes: dict[str, int] = {}
@@ -544,7 +551,7 @@ class LiquidationEngine(Actor):
             # back on the snapshot clearing sends once the slice's fills are applied.
             self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, liq.account))
 
-    def take_over(self, liq: _Liquidation, market: str, size: int, price: int) -> None:
+    def take_over(self, liq: Liquidation, market: str, size: int, price: int) -> None:
         """Hand what the liquidation order did not fill to the fund, at the bankruptcy price."""
         self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price,
                                              keep=liq.keep.get(market, 0), mark=self.marks[market],

@@ -28,7 +28,7 @@ from sandbox._core.money import ceil_div
 from ._common import CLEARING, ENGINE, FUND, equity, round_price_down, round_price_up
 from .clearing import Account, Clearing
 from .insurance_fund import InsuranceFund, Lot
-from .liquidation_engine import LiquidationEngine, _Liquidation
+from .liquidation_engine import LiquidationEngine, Liquidation
 from .margin_monitor import MarginMonitor
 
 __all__ = ["Variant", "VARIANTS"]
@@ -48,7 +48,7 @@ class CheckThenActEngine(LiquidationEngine):
         super().__init__(markets)  # type: ignore[arg-type]
         self.pending: dict[tuple[int, str], tuple[int, int]] = {}
 
-    def take_over(self, liq: _Liquidation, market: str, size: int, price: int) -> None:
+    def take_over(self, liq: Liquidation, market: str, size: int, price: int) -> None:
         if size == 0:
             return super().take_over(liq, market, size, price)
         self.pending[(liq.liq_id, market)] = (size, price)
@@ -82,7 +82,7 @@ class StaleViewEngine(LiquidationEngine):
     size the account no longer has, flipping it to the other side.
     """
 
-    def account_view(self, liq: _Liquidation, msg: AccountFrozen) -> tuple[int, tuple[PositionView, ...]]:
+    def account_view(self, liq: Liquidation, msg: AccountFrozen) -> tuple[int, tuple[PositionView, ...]]:
         return liq.request.balance, liq.request.positions
 
 

@@ -234,14 +234,14 @@ def test_the_fillable_price_limits_the_order_near_the_oracle_and_the_rest_goes_a
 
 def test_the_fillable_limit_is_the_mark_at_maintenance_margin_and_never_past_bankruptcy():
     from actors import LiquidationEngine
-    from actors.liquidation_engine import _Liquidation
+    from actors.liquidation_engine import Liquidation
     from sandbox.messages import LiquidationRequested
 
     spec = MarketSpec("PUNK", 100 * P, 160_000, 80_000, tick_size=P // 100)
     engine = LiquidationEngine({"PUNK": spec})
     engine.policy = attrs.evolve(DEFAULT_POLICY, liquidation_price="fillable")
     engine.marks["PUNK"] = 95 * P
-    liq = _Liquidation(1, "a", LiquidationRequested("a", 0, 0, (), 0, (), ()), prices={"PUNK": 90 * P})
+    liq = Liquidation(1, "a", LiquidationRequested("a", 0, 0, (), 0, (), ()), prices={"PUNK": 90 * P})
     long10 = (PositionView("PUNK", 10 * P, 1000 * E),)
     assert engine.order_limits(liq, long10, 76 * E, 76 * E) == {"PUNK": 95 * P}  # BA = 0: the mark
     assert engine.order_limits(liq, long10, 50 * E, 76 * E) == {"PUNK": 91_100_000_000}
