@@ -202,3 +202,21 @@ def test_explore_workers_share_one_example_database(tmp_path):
     again = cli(*args)
     assert again.returncode == 1
     assert "first failing run: #1;" in " ".join(again.stdout.split())  # replayed from the database at once
+
+
+@pytest.mark.parametrize("name, seed", [("race_two_bankruptcies", 3), ("cascade_adl", 1), ("demo", 7)])
+def test_an_explored_run_logs_like_any_run_and_its_log_passes_check_log(tmp_path, name, seed):
+    # One wiring for every entry point: an explored run's log opens with the
+    # opening state and closes with run_finished, so check-log can verify it.
+    from sandbox._core.eventlog import EventLog
+    from sandbox._core.runtime import SeededChooser
+    from sandbox._tools.checklog import check_log
+    from sandbox._tools.explore import run_once
+
+    run = run_once(resolve_scenario(name), SeededChooser(seed))
+    events = run.runtime.log.events
+    assert events[0]["kind"] == "opening_state" and events[-1]["kind"] == "run_finished"
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(EventLog.dumps(e) + "\n" for e in events))
+    report = check_log(path)
+    assert report.ok, report.summary()

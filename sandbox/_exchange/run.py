@@ -36,7 +36,7 @@ from actors._common import Position
 
 from sandbox._exchange import invariants
 from sandbox._core.eventlog import EventLog
-from sandbox.messages import FundingDue, IndexPriceObserved, MarkPriceObserved, ScriptedEvent, Started
+from sandbox.messages import Event, FundingDue, IndexPriceObserved, MarkPriceObserved, ScriptedEvent, Started
 from sandbox._core.money import fmt_money, fmt_price, fmt_rate, fmt_size
 from sandbox._core.runtime import ActorFailed, Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
 from sandbox._core.money import RATE_ONE
@@ -128,6 +128,35 @@ def build(
 
 Stimulus = tuple[int, str, Any]
 
+
+
+def prepare_run(
+    scenario: Scenario,
+    delivery: Delivery,
+    actors: Mapping[str, type] | None = None,
+    log: EventLog | None = None,
+    *,
+    seed: int,
+) -> tuple[Runtime, Timeline]:
+    """The one wiring of a run, used by every entry point (``run_scenario``, explore, soak, bench).
+
+    :func:`build`'s runtime and timeline; the actors that ``[faults] crash``
+    may crash made durable; and the log opened with the ``opening_state``
+    (the books at time 0), so that every run's log can be checked on its own
+    (``sandbox check-log``). The caller runs it and closes the log with
+    :func:`finish_run` when it ends.
+    """
+    rt, timeline = build(scenario, delivery, actors, log)
+    if scenario.faults.crash:
+        rt.make_durable(scenario.faults.crash_actors, scenario.faults.snapshot_every)
+    mode = "seeded" if isinstance(delivery, SeededDelivery) else "live"
+    rt.log.record(0, "exchange", Event.OPENING_STATE, opening_state(scenario, seed, mode))
+    return rt, timeline
+
+
+def finish_run(rt: Runtime, status: str) -> None:
+    """Close a run's log with ``run_finished`` (a run stopped short, or a search's cut, has none)."""
+    rt.log.record(rt.now_ms, "exchange", Event.RUN_FINISHED, {"status": status, "violations": len(rt.violations)})
 
 class Timeline(list[Stimulus]):
     """The scripted stimuli of a run (a list), and its funding ticks, made only as the run reaches them.
@@ -282,9 +311,8 @@ async def run_scenario(
             if mode == "seeded"
             else LiveDelivery(scenario.faults, seed)
         )
-    rt, timeline = build(scenario, delivery, actors, log)
-    if scenario.faults.crash:
-        rt.make_durable(scenario.faults.crash_actors, scenario.faults.snapshot_every)
+    rt, timeline = prepare_run(scenario, delivery, actors, log, seed=seed)
+    run_mode = "seeded" if isinstance(delivery, SeededDelivery) else "live"
     if trace:
         rt.trace = []
     budget = _Budget(limits if limits is not None else work_limits(scenario), rt)
@@ -310,11 +338,9 @@ async def run_scenario(
         if observe is not None:
             observe(runtime)
 
-    run_mode = "seeded" if isinstance(delivery, SeededDelivery) else "live"
-    # The log opens with the starting books and closes with the outcome, so it
-    # can be checked on its own (``sandbox check-log``); a log without the
-    # closing event is the prefix of a run that did not end.
-    rt.log.record(0, "exchange", "opening_state", opening_state(scenario, seed, run_mode))
+    # The log opened with the starting books (prepare_run) and closes with the
+    # outcome, so it can be checked on its own (``sandbox check-log``); a log
+    # without the closing event is the prefix of a run that did not end.
     error: ActorFailed | None = None
     stopped: WorkLimitExceeded | None = None
     try:
@@ -335,8 +361,7 @@ async def run_scenario(
         })
     result = RunResult(scenario, seed, run_mode, rt, rt.violations, error, stopped)
     if stopped is None:
-        rt.log.record(rt.now_ms, "exchange", "run_finished", {"status": result.status,
-                                                               "violations": len(rt.violations)})
+        finish_run(rt, result.status)
     if raise_on_violation and rt.violations:
         raise InvariantViolation(rt.violations)
     return result

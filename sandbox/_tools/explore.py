@@ -41,7 +41,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 
 from sandbox._exchange import invariants
 from sandbox._core.eventlog import EventLog
-from sandbox._exchange.run import MAX_CRASHES_IN_A_ROW, build
+from sandbox._exchange.run import MAX_CRASHES_IN_A_ROW, finish_run, prepare_run
 from sandbox._core.runtime import (
     Chooser,
     Envelope,
@@ -286,9 +286,10 @@ def _prepare(
     tally = invariants.InFlight()
     delivery = SeededDelivery(chooser=recorder, network=Network(*scenario.latency_ms), faults=scenario.faults,
                               watcher=tally)
-    rt, timeline = build(scenario, delivery, actors, EventLog())
-    if scenario.faults.crash:
-        rt.make_durable(scenario.faults.crash_actors, scenario.faults.snapshot_every)
+    # The same wiring as every run: its log opens with the opening state (under
+    # the scenario's own seed: an explored run's deliveries come from its
+    # decisions) and, when the run goes quiet to the end, closes with run_finished.
+    rt, timeline = prepare_run(scenario, delivery, actors, EventLog(), seed=scenario.seed)
     rt.trace = []
     initial = scenario.fund_balance
     reported = [0]
@@ -349,6 +350,8 @@ def _prepare(
             failure = Failure("crash", f"{type(error).__name__}: {error}")
         elif error is not None:
             raise error  # KeyboardInterrupt, trio.Cancelled...
+        if failure is None:
+            finish_run(rt, "ok")
         # The busy stretch that led to the end: from the last quiet point before it.
         return Run(rt, recorder.decisions, failure, deliveries, quiet_points[-1])
 

@@ -24,7 +24,7 @@ from actors._common import book_name
 
 from sandbox._exchange import invariants
 from sandbox._core.eventlog import EventLog
-from sandbox._exchange.run import build
+from sandbox._exchange.run import prepare_run
 from sandbox.messages import MarkPriceObserved, ScriptedEvent
 from sandbox._core.money import PRICE_DECIMALS, SIZE_DECIMALS
 from sandbox._core.runtime import Faults, LiveDelivery, Runtime, Violation
@@ -151,11 +151,11 @@ def soak(
                                                       "liquidation_engine", "adl", book_name("PUNK")),
                     snapshot_every=500)
     log = EventLog(keep=False)
-    rt, timeline = build(sc, LiveDelivery(faults, seed), {"trader": RandomTrader}, log)
+    sc = attrs.evolve(sc, faults=faults)
+    rt, timeline = prepare_run(sc, LiveDelivery(faults, seed), {"trader": RandomTrader}, log, seed=seed)
     for i in range(traders):
         if trader_name(f"t{i}") not in rt.actors:
             rt.add(RandomTrader(f"t{i}"))
-    rt.make_durable(faults.crash_actors, faults.snapshot_every)
     rng = random.Random(seed)
     bursts = -(-orders // ORDERS_PER_BURST)
     marks = {m: 100 * 10**PRICE_DECIMALS for m in MARKETS}
