@@ -158,12 +158,4 @@ def round_price_down(price: int, tick: int) -> int:
     return (price // tick) * tick
 
 
-def side_of(size: int) -> str:
-    return "buy" if size > 0 else "sell"
-
-
-def signed(side: str, size: int) -> int:
-    return size if side == "buy" else -size
-
-
-__all__ += ["side_of", "signed", "sign"]
+__all__ += ["sign"]

@@ -209,10 +209,6 @@ class InsuranceFund(Actor):
         (name,) = self.ledgers
         self.ledgers[name] = value
 
-    @property
-    def lost(self) -> int:
-        return sum(self.losses.values())
-
     def ledger_of(self, lot: Lot) -> str:
         return self.fund_of[lot.market]
 

@@ -65,9 +65,6 @@ class OrderBook(Actor):
     def best_bid(self) -> int | None:
         return -self.bids.peekitem(0)[0] if self.bids else None
 
-    def best_ask(self) -> int | None:
-        return self.asks.peekitem(0)[0] if self.asks else None
-
     def depth(self, side: str) -> list[tuple[int, int]]:
         levels = self.bids if side == "buy" else self.asks
         return [(abs(k), sum(r.remaining for r in q)) for k, q in levels.items()]

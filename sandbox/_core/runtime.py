@@ -288,10 +288,6 @@ class ScriptedChooser:
     def chance(self, ppm: int) -> bool:
         return bool(self._take("chance", ppm, 1))
 
-    @property
-    def exhausted(self) -> bool:
-        return self._next == len(self._decisions)
-
 
 @attrs.frozen
 class Network:

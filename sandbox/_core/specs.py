@@ -12,7 +12,6 @@ Units are those of :mod:`sandbox._core.money`.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, Callable, Final
 
 import attrs
@@ -342,12 +341,6 @@ class Scenario:
     # How the loader generates a stochastic scenario again from another seed
     # (set with template; the specs know nothing of the loader).
     regenerate: Callable[[Scenario, int], Scenario] | None = attrs.field(default=None, eq=False, repr=False)
-
-    @property
-    def inputs_digest(self) -> str:
-        """SHA-256 over the TOML's digest and every data file's: what the runs depend on."""
-        return hashlib.sha256(json.dumps([self.digest, [[d.name, d.sha256] for d in self.data_files]]).encode()
-                              ).hexdigest()
 
     def for_seed(self, seed: int) -> Scenario:
         """The scenario as run with ``seed``: a stochastic one is generated again from that seed."""

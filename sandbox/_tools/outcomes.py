@@ -18,7 +18,6 @@ replay file.
 
 from __future__ import annotations
 
-from typing import Any
 
 import attrs
 
@@ -97,9 +96,3 @@ class Outcomes:
         outcomes = list(self.classes)
         return [field for i, (field, value) in enumerate(outcomes[0])
                 if any(o[i] != (field, value) for o in outcomes[1:])]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "runs": self.runs,
-            "classes": [{"runs": c.runs, "outcome": dict(c.outcome)} for c in self.classes.values()],
-        }

@@ -866,13 +866,6 @@ def _number(text: str) -> float | None:
     return float(value) if value.is_finite() else None
 
 
-def write_plot(sweep: Sweep, summary: list[dict[str, Any]], path: Path) -> None:
-    """The plot of :func:`render_plot`, written to ``path`` (:func:`sandbox._core.safeio.write_atomic`)."""
-    from sandbox._core.safeio import write_atomic
-
-    write_atomic(path, render_plot(sweep, summary))
-
-
 def render_plot(sweep: Sweep, summary: list[dict[str, Any]]) -> bytes:
     """P(ADL) and the fund's drawdown quantiles against each swept parameter, as one PNG."""
     import matplotlib
