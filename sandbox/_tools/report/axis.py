@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Sequence
+from typing import Any, Callable, Final, Iterable, Sequence
 
 
 from sandbox._core.eventlog import time_seconds

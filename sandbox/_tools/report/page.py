@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 
 from sandbox._tools.narrate import narrate

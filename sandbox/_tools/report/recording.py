@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Iterable
+from typing import Any, Final, Iterable
 
 import attrs
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
+from typing import Any, Callable, Final, Sequence
 
 
 from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Final, Sequence
+from typing import Any, Final, Sequence
 
 
 from sandbox._tools.plain import plain
