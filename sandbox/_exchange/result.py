@@ -13,15 +13,16 @@ from sandbox._core.money import fmt_money, fmt_price, fmt_size
 from sandbox._core.eventlog import EventLog
 from sandbox._core.runtime import ActorFailed, Runtime, Violation
 from sandbox._core.specs import Scenario
+from sandbox.messages import Event
 
 __all__ = ["RunResult", "WorkLimitExceeded", "WorkLimits", "summarize", "COUNTED"]
 
 # summary "counts" key -> the event kind it counts
 COUNTED = {
-    "liquidations": "liquidation_started",
-    "bankruptcies": "bankruptcy",
-    "fund_takeovers": "fund_takeover",
-    "adl": "adl",
+    "liquidations": Event.LIQUIDATION_STARTED,
+    "bankruptcies": Event.BANKRUPTCY,
+    "fund_takeovers": Event.FUND_TAKEOVER,
+    "adl": Event.ADL,
 }
 
 

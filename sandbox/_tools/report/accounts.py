@@ -10,6 +10,7 @@ import attrs
 
 
 from sandbox._tools.report.recording import MAX_ACCOUNTS, Recording
+from sandbox.messages import Event
 
 
 # --- account selection ----------------------------------------------------------------------
@@ -49,11 +50,11 @@ def choose_accounts(recording: Recording, limit: int = MAX_ACCOUNTS) -> AccountC
     bankrupt: set[str] = set()
     deleveraged: list[str] = []
     for _, e in recording.events:
-        if e["kind"] == "liquidation_started" and e["account"] not in liquidated:
+        if e["kind"] == Event.LIQUIDATION_STARTED and e["account"] not in liquidated:
             liquidated.append(e["account"])
-        elif e["kind"] == "bankruptcy":
+        elif e["kind"] == Event.BANKRUPTCY:
             bankrupt.add(e["account"])
-        elif e["kind"] == "adl" and e["account"] not in deleveraged:
+        elif e["kind"] == Event.ADL and e["account"] not in deleveraged:
             deleveraged.append(e["account"])
     deleveraged = [a for a in deleveraged if a not in liquidated]
     if liquidated and liquidated[0] in bankrupt:

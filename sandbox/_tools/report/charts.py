@@ -14,6 +14,7 @@ from sandbox._tools.plain import plain
 from sandbox._tools.report.accounts import AccountChoice
 from sandbox._tools.report.axis import Bands, _at, _dec, _eth, _price, _size, _steps, fmt_time
 from sandbox._tools.report.recording import fmt_held, fmt_trade, ADL_FLOW, COLOURS, FUND_FLOW, LIQUIDATION, Recording
+from sandbox.messages import Event
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -208,7 +209,7 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
             bands.decorate(ax)
             xs, ys = _steps(bands, rec.marks[market], _price)
             ax.step(xs, ys, where="post", color=_MARK_COLOUR, lw=2, ls="-", label="mark price")
-            trades = _event_points(rec, "trade", market)
+            trades = _event_points(rec, Event.TRADE, market)
             labels: list[tuple[int, float, str, str]] = []  # p, price, text, colour
             for kind, colour, label, says in (
                 ("trader", "#90a4ae", "trade", None),
@@ -221,7 +222,7 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
                                zorder=3, label=label, edgecolors="white", linewidths=0.6)
                     if says:
                         labels += [(p, y, says.format(text), colour) for p, y, text in pts]
-            adl = [(p, e) for p, e in _event_points(rec, "adl", market)]
+            adl = [(p, e) for p, e in _event_points(rec, Event.ADL, market)]
             if adl:
                 ax.scatter([bands.x(p) for p, _ in adl], [_dec(e["price"]) for _, e in adl], s=34,
                            color=COLOURS[ADL_FLOW], marker="s", zorder=3, label="ADL at the bankruptcy price",
@@ -229,7 +230,7 @@ def chart_marks(rec: Recording, bands: Bands) -> str:
                 labels += [(p, _dec(e["price"]), f"ADL closes {e['account']} at {e['price']}", COLOURS[ADL_FLOW])
                            for p, e in adl]
             bk = [(p, e["account"], e["bankruptcy_prices"][market])
-                  for p, e in _event_points(rec, "liquidation_started") if market in e["bankruptcy_prices"]]
+                  for p, e in _event_points(rec, Event.LIQUIDATION_STARTED) if market in e["bankruptcy_prices"]]
             for p, acct, price in bk:  # a short dashed segment: another style than the mark's solid line
                 x = bands.x(p)
                 ax.plot([x - 0.1, x + 0.1], [_dec(price)] * 2, color=_BANKRUPTCY_COLOUR, lw=2.2,
@@ -262,11 +263,11 @@ def chart_accounts(rec: Recording, bands: Bands, choice: AccountChoice) -> str:
     if not shown:
         return ""
     rows, cols = _grid(len(shown))
-    liq_at = {e["account"]: p for p, e in _event_points(rec, "liquidation_started")}
-    bankrupt = {e["account"] for _, e in _event_points(rec, "bankruptcy")}
-    call_at = {e["account"]: p for p, e in _event_points(rec, "margin_call")}
+    liq_at = {e["account"]: p for p, e in _event_points(rec, Event.LIQUIDATION_STARTED)}
+    bankrupt = {e["account"] for _, e in _event_points(rec, Event.BANKRUPTCY)}
+    call_at = {e["account"]: p for p, e in _event_points(rec, Event.MARGIN_CALL)}
     adl_at: dict[str, int] = {}
-    for p, e in _event_points(rec, "adl"):
+    for p, e in _event_points(rec, Event.ADL):
         adl_at.setdefault(e["account"], p)
     red, blue = COLOURS[LIQUIDATION], COLOURS[ADL_FLOW]
     with matplotlib.rc_context(_RC):
@@ -312,7 +313,7 @@ def chart_accounts(rec: Recording, bands: Bands, choice: AccountChoice) -> str:
     return _svg(fig, "equity", "Equity against maintenance margin per account")
 
 
-_DRAWN_EVENTS: Final = frozenset({"trade", "margin_call", "liquidation_started", "adl"})
+_DRAWN_EVENTS: Final = frozenset({Event.TRADE, Event.MARGIN_CALL, Event.LIQUIDATION_STARTED, Event.ADL})
 
 
 def change_positions(rec: Recording) -> list[int]:

@@ -16,6 +16,7 @@ from sandbox._tools.report.recording import COLOURS, fmt_held, Recording, SEQUEN
 from sandbox._tools.report.rows import Arrow, summarise_trace
 from sandbox._tools.report.sequence import chart_sequence
 from sandbox._tools.report.stepper import _STEP_JS_HASH, stepper_html
+from sandbox.messages import Event
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; }
 # inline or not, is refused, and so is every request.
 _CSP: Final = f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src '{_STEP_JS_HASH}'"
 
-_STORY_KINDS_LEFT_OUT: Final = frozenset({"order_placed"})
+_STORY_KINDS_LEFT_OUT: Final = frozenset({Event.ORDER_PLACED})
 
 
 def _esc(text: object, newlines: bool = False) -> str:
@@ -124,7 +125,7 @@ def render_html(rec: Recording, limit: int = SEQUENCE_LIMIT) -> str:
     add(_card(counts["liquidations"], "liquidations"))
     add(_card(counts["bankruptcies"], "bankruptcies"))
     add(_card(counts["fund_takeovers"], "fund takeovers"))
-    add(_card(counts["adl"], "positions reduced by ADL"))
+    add(_card(counts[Event.ADL], "positions reduced by ADL"))
     add(_card(s["fees"], "fees collected (ETH)"))
     add(_card("all held" if ok else f"{len(rec.violations)} violated", "invariants at every quiet point",
               "good" if ok else "bad"))
