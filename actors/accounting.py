@@ -49,6 +49,7 @@ __all__ = [
     "trading_fee",
     "fee_share",
     "clearance_fee",
+    "liquidation_surplus",
     "funding_owed",
     "funding_paid",
     "funding_received",
@@ -180,6 +181,11 @@ def fee_share(fee: int, rate: int) -> int:
 def clearance_fee(balance: int, liquidated_notional: int, rate: int) -> int:
     """A liquidation's clearance fee: ``ceil(liquidated notional x rate)``, never more than what is left."""
     return min(max(balance, 0), apply_rate_up(liquidated_notional, rate))
+
+
+def liquidation_surplus(residual: int) -> int:
+    """What a settled liquidation sends the fund without a clearance fee: all that is left (NFEX)."""
+    return max(residual, 0)
 
 
 def funding_owed(size: int, mark: int, rate: int) -> int:

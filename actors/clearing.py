@@ -574,7 +574,7 @@ class Clearing(Actor):
             reason = "clearance_fee"
             extra = {"clearance_fee": fmt_money(surplus), "returned": fmt_money(residual - surplus)}
         else:
-            surplus = max(residual, 0)  # NFEX: the trader loses the rest of its margin
+            surplus = accounting.liquidation_surplus(residual)  # NFEX: the trader loses the rest of its margin
             reason = "surplus"
         acct.balance -= surplus
         acct.hold = None

@@ -93,10 +93,11 @@ from sandbox.messages import (
     TakeOverPosition,
     UnfreezeAccount,
 )
-from sandbox.money import RATE_ONE, apply_rate_up, ceil_div, fmt_money, fmt_price, fmt_size, sign
+from sandbox.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size, sign
 from sandbox.runtime import Actor
 from sandbox.scenario import DEFAULT_POLICY, MarketSpec, Policy
 
+from . import accounting
 from ._common import (
     CLEARING,
     ENGINE,
@@ -148,7 +149,7 @@ def bankruptcy_prices(
 def closing_fees(positions: tuple[PositionView, ...], marks: Mapping[str, int],
                  markets: Mapping[str, MarketSpec]) -> int:
     """The taker fee of closing every position at its mark, each rounded up (Bybit's fee to close)."""
-    return sum(apply_rate_up(abs(p.size) * marks[p.market], markets[p.market].taker_fee) for p in positions)
+    return sum(accounting.trading_fee(p.size, marks[p.market], markets[p.market].taker_fee) for p in positions)
 
 
 def _capacity(p: PositionView, marks: Mapping[str, int], markets: Mapping[str, MarketSpec], sign_: int) -> int | None:
