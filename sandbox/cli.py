@@ -323,8 +323,6 @@ def _check_log(path: Path) -> int:
         raise BadInput(f"check-log: {path}: is a directory, not an events file") from None
     except OSError as e:
         raise BadInput(f"check-log: {path}: cannot be read ({e.strerror or e})") from None
-    if report.unsupported is not None:
-        raise BadInput(f"check-log: {path}: {report.unsupported}")
     print(plain(f"{path}: {report.summary()}"))  # a bad line's message may quote the log's ids
     return EXIT_OK if report.ok else EXIT_VIOLATION
 
