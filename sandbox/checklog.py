@@ -130,12 +130,12 @@ class LogReport:
 # Any other kind without a handler is refused ("unknown event kind"): a kind a
 # later version adds must be taught to the checker, never passed unread.
 PASSIVE: Final = frozenset({
-    "order_rejected", "withdraw_rejected", "order_cancelled", "order_expired",
-    "oracle_price_rejected", "oracle_stale", "oracle_fresh", "index_price", "mark_computed",
+    "order_rejected", "withdraw_rejected",
+    "oracle_price_rejected", "oracle_stale", "oracle_fresh",
     "liquidation_request_ignored", "liquidation_resumed",
     "adl_ranking", "adl_incomplete", "adl_orders_cancelled", "fund_inventory_kept",
     "fault_delay", "fault_duplicate", "duplicate_ignored", "actor_crashed", "actor_restarted",
-    "actor_failed", "work_limit_reached", "order_placed", "run_finished", "invariant_violated",
+    "actor_failed", "work_limit_reached", "invariant_violated",
 })
 
 # How many recent marks of each market, and recent states of each account, a
@@ -322,6 +322,17 @@ class _InFlight:
 
 
 @attrs.define(slots=True)
+class _Order:
+    """A trader's order open in a book: whose, where, which side (+1 buy), its limit and what is left of it."""
+
+    account: str
+    market: str
+    side: int
+    price: int
+    remaining: int
+
+
+@attrs.define(slots=True)
 class _Lot:
     market: str
     size: int
@@ -330,6 +341,7 @@ class _Lot:
     bankruptcy_price: int = 0
     liq_id: int = 0
     account: str = ""
+    limit: int | None = None  # the limit of its last order (the book may still trade it)
 
 
 class _Books:
@@ -348,6 +360,10 @@ class _Books:
         self.fees = 0
         self.external = 0  # initial fund + deposits - withdrawals
         self.lots: dict[int, _Lot] = {}
+        self.orders: dict[str, _Order] = {}  # traders' orders open in the books
+        self.index: dict[str, int] = {}  # market -> the last index price logged
+        self.funding_ids = 0  # the oracle numbers its fundings 1, 2, ...
+        self.lots_opened = 0  # and the fund its lots
         self.fills: dict[tuple[str, str], deque[_InFlight]] = {}  # (account, market) -> in flight, book order
         self.takeovers: dict[tuple[int, str], tuple[int, int]] = {}  # (liq id, market) -> (size, price)
         # liq id -> what it sent the fund, in order: (amount, the fund's event for it)
@@ -631,12 +647,36 @@ class _Books:
         if mark != previous:
             self.markets[market].recent.append(mark)
 
-    # -- funding ------------------------------------------------------------------------
+    # -- the oracle's index, and funding ---------------------------------------------------
+
+    def on_index_price(self, e: dict[str, Any]) -> None:
+        self.index[self.market(e)] = _price(e)
+
+    def same_index(self, e: dict[str, Any], market: str, key: str) -> None:
+        """An index price an event states is the last one the oracle logged (if it logged one)."""
+        if market in self.index and _price(e, key) != self.index[market]:
+            _bad(f"{e['kind']} states {market}'s index as {fmt_price(_price(e, key))}, but the last index price "
+                 f"logged is {fmt_price(self.index[market])}")
+
+    def on_mark_computed(self, e: dict[str, Any]) -> None:
+        self.same_index(e, self.market(e), "index")
+
+    def on_run_finished(self, e: dict[str, Any]) -> None:
+        if _whole(e, "violations") != 0:  # a line reporting one is refused where it is
+            _bad(f"the run reports {e['violations']} invariant violations, but the log has none")
+
 
     def on_funding_rate(self, e: dict[str, Any]) -> None:
         """A funding: who pays and who receives what, recomputed from the positions clearing holds now."""
         market, funding_id = self.market(e), _whole(e, "funding_id")
-        mark, rate = self.recent_mark(e, market), _units(e, "rate", RATE_DECIMALS)
+        mark, rate = _price(e, "mark_price"), _units(e, "rate", RATE_DECIMALS)
+        if funding_id != self.funding_ids + 1:
+            _bad(f"funding {funding_id}, but the oracle's last funding was {self.funding_ids}")
+        self.funding_ids = funding_id
+        if mark != self.markets[market].mark:  # the oracle's own mark: the log's
+            _bad(f"funding {funding_id} of {market} states the mark as {fmt_price(mark)}, but it is "
+                 f"{fmt_price(self.markets[market].mark)}")
+        self.same_index(e, market, "index")
         if market in self.fundings:
             self.funding_done(market, self.fundings.pop(market), f"funding {funding_id} of {market} began")
         payers, receivers = {}, {}
@@ -766,8 +806,15 @@ class _Books:
         if taker not in (buyer, seller):
             _bad(f"the taker {taker!r} is neither the buyer nor the seller")
         orders = {taker: _text(e, "taker_order"), (seller if taker == buyer else buyer): _text(e, "maker_order")}
+        spec = self.markets[market].spec
+        if price % spec.tick_size:
+            _bad(f"a trade at {fmt_price(price)}, off {market}'s tick {fmt_price(spec.tick_size)}")
+        if taker_kind == "trader" and size % spec.lot_size:
+            _bad(f"a trade of {fmt_size(size)} between two traders' orders, off {market}'s lot {fmt_size(spec.lot_size)}")
         for account, signed in ((buyer, size), (seller, -size)):
             is_taker = account == taker
+            if not is_taker or taker_kind == "trader":
+                self.order_trades(orders[account], account, market, signed, price, maker=not is_taker)
             kind = taker_kind if is_taker else "trader"  # IOC orders never rest: a maker is a trader's order
             if account == FUND_ACCOUNT:
                 if not (is_taker and kind == "fund"):
@@ -776,6 +823,10 @@ class _Books:
                 lot = self.lot(e, int(lot_id) if lot_id.isdigit() else -1)
                 if lot.market != market:
                     _bad(f"the fund's order {orders[account]} is for {lot.market}, not {market}")
+                if lot.limit is None or (price < lot.limit if signed < 0 else price > lot.limit):
+                    _bad(f"the fund's order {orders[account]} trades at {fmt_price(price)}, "
+                         + ("but it has no order in the book" if lot.limit is None
+                            else f"beyond its limit {fmt_price(lot.limit)}"))
                 self.lot_move(lot, signed, signed * price)
                 self.hold(market, signed, signed * price)
                 continue
@@ -786,6 +837,46 @@ class _Books:
             fill = _InFlight(line, orders[account], signed, price, kind, "taker" if is_taker else "maker")
             self.fills.setdefault((account, market), deque()).append(fill)
             self.hold(market, signed, signed * price)
+
+    # -- traders' orders --------------------------------------------------------------------
+
+    def on_order_placed(self, e: dict[str, Any]) -> None:
+        """A trader's order clearing accepted: on the tick and the lot; the book's trades must honour it."""
+        account, market, order_id = self.account(e), self.market(e), _text(e, "order_id")
+        side, price, size = _text(e, "side"), _price(e), _size(e)
+        spec = self.markets[market].spec
+        if side not in ("buy", "sell") or size <= 0 or size % spec.lot_size or price % spec.tick_size:
+            _bad(f"an order to {side} {fmt_size(size)} {market} at {fmt_price(price)}: not a side, or off the lot "
+                 f"{fmt_size(spec.lot_size)} or the tick {fmt_price(spec.tick_size)}")
+        if order_id in self.orders:
+            _bad(f"order {order_id} is placed twice")
+        self.orders[order_id] = _Order(account, market, 1 if side == "buy" else -1, price, size)
+
+    def order_trades(self, order_id: str, account: str, market: str, signed: int, price: int, maker: bool) -> None:
+        order = self.orders.get(order_id)
+        if order is None or (order.account, order.market, order.side) != (account, market, 1 if signed > 0 else -1):
+            _bad(f"{account} trades {fmt_size(signed)} {market} with order {order_id}, which is not an open order "
+                 f"of theirs on that side of {market}")
+        if (price != order.price) if maker else (price > order.price if signed > 0 else price < order.price):
+            _bad(f"order {order_id} ({'resting' if maker else 'taking'} at {fmt_price(order.price)}) trades at "
+                 f"{fmt_price(price)}")
+        if abs(signed) > order.remaining:
+            _bad(f"order {order_id} trades {fmt_size(abs(signed))}, more than the {fmt_size(order.remaining)} left of it")
+        order.remaining -= abs(signed)
+        if not order.remaining:
+            del self.orders[order_id]
+
+    def on_order_cancelled(self, e: dict[str, Any]) -> None:
+        order_id, unfilled = _text(e, "order_id"), _size(e, "unfilled")
+        order = self.orders.pop(order_id, None)
+        if order is None or (order.account, order.market) != (_text(e, "account"), _text(e, "market")):
+            _bad(f"the book closes order {order_id}, which is not open")
+        if unfilled != order.remaining:
+            _bad(f"the book closes order {order_id} with {fmt_size(unfilled)} unfilled, but "
+                 f"{fmt_size(order.remaining)} of it was left")
+
+    def on_order_expired(self, e: dict[str, Any]) -> None:
+        self.on_order_cancelled(e)
 
     def _applied(self, e: dict[str, Any], account: str, market: str, kind: str) -> _InFlight:
         """The fill clearing applies now: the oldest in flight for this account and market."""
@@ -889,6 +980,8 @@ class _Books:
         account, liq_id = self._running(e)
         self.liquidations += 1
         balance, triples, marks = self.judged(e, account, "the liquidation", self.sizes(e))
+        if "slice" in e and _whole(e, "slice") != 1:
+            _bad(f"liquidation {liq_id} starts with slice {e['slice']}: a liquidation's first slice is 1")
         stated = _table(e, "bankruptcy_prices")
         prices = {m: _units(e, "bankruptcy_prices", PRICE_DECIMALS, v) for m, v in stated.items()}
         views = tuple(PositionView(m, size, entry) for m, size, entry in triples)
@@ -1073,6 +1166,7 @@ class _Books:
         tick = self.markets[lot.market].spec.tick_size
         if limit % tick:
             _bad(f"the fund's order for lot {lot_id} has a limit of {fmt_price(limit)}, off the tick {fmt_price(tick)}")
+        lot.limit = limit
         if not any(accounting.lot_reserve(lot.basis, lot.size, mark, lot.bankruptcy_price, limit) == max_loss
                    for mark in self.markets[lot.market].recent):
             _bad(f"the fund's order for lot {lot_id} states a maximum loss of {fmt_money(max_loss)}, but "
@@ -1125,8 +1219,9 @@ class _Books:
         if sent != (size, price):
             _bad(f"the fund opens lot {lot_id} with {fmt_size(size)} at {fmt_price(price)}, "
                  f"but clearing handed over {fmt_size(sent[0])} at {fmt_price(sent[1])}")
-        if lot_id in self.lots:
-            _bad(f"the fund opens lot {lot_id} twice")
+        if lot_id != self.lots_opened + 1:
+            _bad(f"the fund opens lot {lot_id}, but its last lot was {self.lots_opened}")
+        self.lots_opened = lot_id
         self.lots[lot_id] = _Lot(market, 0, 0, 1 if size > 0 else -1, price, liq_id, _text(e, "account"))
         self.lot_move(self.lots[lot_id], size, size * price)
         mark = _lot_mark = None
@@ -1163,6 +1258,13 @@ class _Books:
         self.hold(lot.market, 0, -lot.basis)
         totals = self.lot_totals[lot.market]
         totals[1] -= lot.basis  # the lot's own figures stay, for the amount it books
+        if _text(e, "account") != lot.account or _text(e, "market") != lot.market:
+            _bad(f"the fund closes lot {lot_id} as {e['account']}'s in {e['market']}, but it is "
+                 f"{lot.account}'s in {lot.market}")
+        kind = "fund_payout" if lot.basis > 0 else "fund_gain" if lot.basis < 0 else "fund_lot_closed"
+        if e["kind"] != kind or amount < 0 or (sign == 0 and amount):
+            _bad(f"the fund books lot {lot_id} as {e['kind']} of {fmt_money(amount)}, but its trades come to "
+                 f"{fmt_money(-lot.basis)} (a {kind})")
         stated = sign * amount
         self.book_fund(e, stated, lot.market)
         if stated != -lot.basis:
