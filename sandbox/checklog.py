@@ -1313,8 +1313,47 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def check_lines(lines: Iterable[bytes]) -> LogReport:
-    """Check the raw lines of a log (each with its trailing newline, if it has one)."""
+def _first_difference(stated: Any, expected: Any, path: str) -> str | None:
+    """Where two JSON values first differ (a dotted path), or None if they are equal."""
+    if isinstance(stated, dict) and isinstance(expected, dict):
+        for key in [*expected, *(k for k in stated if k not in expected)]:
+            if key not in stated or key not in expected:
+                return f"{path}.{key}"
+            found = _first_difference(stated[key], expected[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(stated, list) and isinstance(expected, list) and len(stated) == len(expected):
+        for i, (a, b) in enumerate(zip(stated, expected)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if stated == expected and type(stated) is type(expected) else path
+
+
+def _check_opening(event: dict[str, Any], scenario: Any) -> None:
+    """With the scenario the run was made from, ``opening_state`` must be exactly what it opens with."""
+    from .exchange import opening_state
+
+    if event.get("digest") != scenario.digest:
+        _bad(f"the log was not made from this scenario: its digest is {event.get('digest')!r}, "
+             f"the scenario's {scenario.digest!r}")
+    seed, mode = event.get("seed"), event.get("mode")
+    expected = opening_state(scenario, seed if isinstance(seed, int) else scenario.seed, str(mode))
+    stated = {k: v for k, v in event.items() if k not in ("seq", "time", "actor", "kind")}
+    where = _first_difference(stated, expected, "opening_state")
+    if where is not None:
+        _bad(f"{where} is not what scenario {scenario.name!r} opens with")
+
+
+def check_lines(lines: Iterable[bytes], made_from: Any = None) -> LogReport:
+    """Check the raw lines of a log (each with its trailing newline, if it has one).
+
+    With ``made_from`` (the :class:`~sandbox.scenario.Scenario` the run was
+    made from), its first line must also be exactly the books that scenario
+    opens with (same digest, every balance, position and market parameter).
+    """
     books = _Books()
     expected_seq = 0
     last_time: float = 0
@@ -1367,6 +1406,8 @@ def check_lines(lines: Iterable[bytes]) -> LogReport:
                 _bad("no numeric 'time'")
             if time < last_time:
                 _bad(f"time goes back from {last_time} to {time}")
+            if seq == 0 and time != 0:
+                _bad(f"the books open at time 0, not {time}")
             last_time = time
             for key in ("actor", "kind"):
                 if not isinstance(event.get(key), str):
@@ -1376,6 +1417,8 @@ def check_lines(lines: Iterable[bytes]) -> LogReport:
                 _bad(f"a {kind} event after {CLOSING}")
             if (kind == OPENING) != (seq == 0):
                 _bad(f"the log must open with {OPENING}" if seq == 0 else f"a second {OPENING}")
+            if kind == OPENING and made_from is not None:
+                _check_opening(event, made_from)
             _apply(books, kind, event, lineno)
             if kind == OPENING:
                 scenario = event.get("scenario") if isinstance(event.get("scenario"), str) else None
@@ -1414,7 +1457,7 @@ MAX_LOG_BYTES: Final = 4 * 1024 * 1024 * 1024
 MAX_LINE_BYTES: Final = 64 * 1024 * 1024
 
 
-def check_log(path: str | os.PathLike[str]) -> LogReport:
+def check_log(path: str | os.PathLike[str], scenario: Any = None) -> LogReport:
     """Check the log at ``path``.
 
     Only a regular file is read (a FIFO or device is refused at once, as
@@ -1426,7 +1469,7 @@ def check_log(path: str | os.PathLike[str]) -> LogReport:
     from ._safeio import open_regular
 
     with open_regular(path, MAX_LOG_BYTES, "an events file") as f:
-        return check_lines(_lines(f))
+        return check_lines(_lines(f), scenario)
 
 
 def _lines(f: Any) -> Iterable[bytes]:

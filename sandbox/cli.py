@@ -143,6 +143,10 @@ def _parser() -> argparse.ArgumentParser:
         "bad line, 2 if the file cannot be read.",
     )
     check.add_argument("file", type=Path, help="the events.jsonl to check")
+    check.add_argument("--scenario", default=None,
+                       help="the scenario the run was made from (a bundled name or a .toml): its first line must "
+                       "then be exactly the books that scenario opens with")
+    check.add_argument("--allow-outside-paths", action="store_true", help=ALLOW_OUTSIDE_HELP)
 
 
     soak = sub.add_parser("soak", help="a long live run: random traders, restarts, memory and invariants watched")
@@ -269,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return replay_command(args, console)
         if args.command == "check-log":
-            return _check_log(args.file)
+            return _check_log(args.file, args.scenario, args.allow_outside_paths)
         if args.command == "soak":
             return _soak(args, console)
         if args.command == "sweep":
@@ -312,9 +316,12 @@ def _variants(console: Console) -> int:
     for v in VARIANTS.values():
         console.print(f"{v.name:<28} {v.scenario:<24} {v.description}", markup=False, soft_wrap=True)
     return EXIT_OK
-def _check_log(path: Path) -> int:
+def _check_log(path: Path, scenario_name: str | None = None, allow_outside_paths: bool = False) -> int:
+    scenario = None
+    if scenario_name is not None:
+        scenario = resolve_scenario(scenario_name, allow_outside_paths=allow_outside_paths)
     try:
-        report = check_log(path)
+        report = check_log(path, scenario)
     except UnsafePath as e:
         raise BadInput(f"check-log: {e}") from None
     except FileNotFoundError:
