@@ -980,6 +980,7 @@ class _Books:
         account, liq_id = self._running(e)
         self.liquidations += 1
         balance, triples, marks = self.judged(e, account, "the liquidation", self.sizes(e))
+        self.limits_on_tick(e)
         if "slice" in e and _whole(e, "slice") != 1:
             _bad(f"liquidation {liq_id} starts with slice {e['slice']}: a liquidation's first slice is 1")
         stated = _table(e, "bankruptcy_prices")
@@ -997,6 +998,13 @@ class _Books:
                  f"{ {m: fmt_price(x) for m, x in want.items()} }")
         self.bankruptcy_rules = found
 
+    def limits_on_tick(self, e: dict[str, Any]) -> None:
+        """The engine's order limits (``limits``) are prices on each market's tick."""
+        for m, v in _table(e, "limits").items() if "limits" in e else ():
+            price = _units(e, "limits", PRICE_DECIMALS, v)
+            if m not in self.markets or price <= 0 or price % self.markets[m].spec.tick_size:
+                _bad(f"the engine's limit for {m} is {fmt_price(price)}, not a price on {m}'s tick")
+
     def sizes(self, e: dict[str, Any]) -> dict[str, int]:
         return {m: _units(e, "positions", SIZE_DECIMALS, v) for m, v in _table(e, "positions").items()}
 
@@ -1004,6 +1012,7 @@ class _Books:
         """A tier step-down moves money only through its liquidation fills; its figures are the engine's view."""
         account, _ = self._running(e)
         self.judged(e, account, "the step-down", self.sizes(e))
+        self.limits_on_tick(e)
 
     def on_liquidation_cancelled(self, e: dict[str, Any]) -> None:
         account, _ = self._running(e)
