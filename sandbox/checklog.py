@@ -1,42 +1,60 @@
 """``sandbox check-log``: verify an ``events.jsonl`` on its own, line by line.
 
 The checker rebuilds the exchange's books from the log alone, in exact
-integer units (:mod:`sandbox.money`), and stops at the first line that is
-wrong. Per line it checks:
+integer units (:mod:`sandbox.money`), with the exchange's own arithmetic
+(:mod:`actors.accounting`, and the engine's :func:`bankruptcy_prices`), and
+stops at the first line that is wrong. Per line it checks:
 
 * the line is one JSON object, UTF-8, with ``seq`` one more than the line
-  before (0 first), a virtual ``time`` that never goes back, an ``actor`` and
-  a ``kind``; the first event is ``opening_state`` (the books at time 0);
-* the event is consistent with the books so far: a clearing ``fill`` or
+  before (0 first), a virtual ``time`` that never goes back (0 first), an
+  ``actor`` and a ``kind``; the first event is ``opening_state`` (the books at
+  time 0), and with the scenario given, exactly that scenario's;
+* the event is consistent with the books so far, and every figure it states
+  is recomputed: a trade honours the orders it fills; a clearing ``fill`` or
   ``liquidation_fill`` applies a trade the book logged, in the book's order; a
-  fee is ``ceil(notional x rate)``; the fund's lot comes from a position
-  clearing handed over; a surplus arrives as it was sent; the balances an
-  event states (``balance``) are the ones the books add up to;
+  fee is ``ceil(notional x rate)``; the fund's share of it, a clearance fee
+  and a funding payment follow their rules (a policy's rates, not in the log,
+  are inferred from the amounts and must be one value for the whole log); the
+  equity and maintenance margin an actor states match one of its recent views
+  of the account, and the engine's bankruptcy prices that view; the fund's
+  lot comes from a position clearing handed over, and its losses, maximum
+  losses and reservations are the lot's; a surplus arrives as it was sent;
+  the balances an event states are the ones the books add up to;
 * and then the exchange's invariants, recomputed from the rebuilt books:
-  money is conserved (balances + fund + fees + unrealized PnL of every
-  position, the fund's and the fills and hand-overs still in flight included,
-  == deposits - withdrawals + initial fund), the fund is never negative, long
-  open interest == short open interest in every market, no account is
-  liquidated twice at once, and no account is left with a negative balance
-  once its liquidation is settled.
+  money is conserved (balances + fund + fees + funding held + unrealized PnL
+  of every position, the fund's and the fills, hand-overs, surpluses and fee
+  shares still in flight included, == deposits - withdrawals + initial fund +
+  opening imbalance), the fund is never negative, long open interest == short
+  open interest in every market, no account is liquidated twice at once, and
+  no account is left with a negative balance once its liquidation is settled.
+
+An event kind the checker does not know is a bad line: it never vouches for
+what it has not read. docs/reference/outputs.md lists, kind by kind, what is
+checked, and which one-unit changes can only be caught at a later line or not
+at all, and why.
 
 How the books move, and why that makes conservation a real check: positions
 move by what was *traded* (trades, hand-overs to the fund, ADL, the fund's
-netting), recomputed with :func:`actors._common.apply_trade`, so realized PnL
-rounds exactly as clearing rounds it; balances move by the amounts the events
-*state* (realized PnL, fees, deposits, withdrawals, surpluses, the fund's
-payouts and gains). A stated amount that the trades do not account for
-therefore shows up as money created or destroyed, on the line that states it.
-Positions move in the order of the actor that owns them: an account's in the
-order clearing applied its fills (clearing's ``fill`` events), the fund's as
-the book traded for it (the fund's arithmetic does not round, so its order
+netting), recomputed with :func:`actors.accounting.apply_trade`, so realized
+PnL rounds exactly as clearing rounds it; balances move by the amounts the
+events *state* (realized PnL, fees, deposits, withdrawals, surpluses, funding,
+the fund's payouts and gains). A stated amount that the trades do not account
+for therefore shows up as money created or destroyed, on the line that states
+it. Positions move in the order of the actor that owns them: an account's in
+the order clearing applied its fills (clearing's ``fill`` events), the fund's
+as the book traded for it (the fund's arithmetic does not round, so its order
 does not matter). A trade whose fill clearing has not applied yet is a fill
 *in flight*, counted at its trade price until the ``fill`` line.
+
+Each line costs O(1) in the length of the log: recent views are bounded
+(:data:`RECENT_STATES`, :data:`RECENT_MARKS`), and a funding visits the
+holders of its market, as clearing does.
 
 A log without the closing ``run_finished`` event is the prefix of a run that
 did not end (e.g. killed); every line it has is checked the same way, and a
 last line cut short by the kill (no newline, not JSON) is ignored. A complete
-log must also have applied every fill and settled every liquidation.
+log must also have applied every fill, settled every liquidation, and passed
+on every surplus, fee share and funding.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from actors import accounting
-from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE, equity, maintenance_margin
+from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE
+from actors.accounting import equity, maintenance_margin
 from sandbox.money import fmt_money, fmt_size
 
 from .eventlog import time_seconds

@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Sequence
 import attrs
 
 from actors import accounting
-from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, book_name, equity, maintenance_margin
+from actors._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, book_name
+from actors.accounting import equity, maintenance_margin
 
 from . import messages as msgs
 from .eventlog import EventLog, time_seconds
