@@ -220,7 +220,7 @@ def _allocate(
         # account and is swept to the fund at settlement: nothing to carry.
     else:
         deficit = -q
-        pnl = {i: p.size * marks[p.market] - p.entry_value for i, p in enumerate(positions)}
+        pnl = {i: accounting.unrealized_pnl(p.size, p.entry_value, marks[p.market]) for i, p in enumerate(positions)}
         losing = [i for i in idx if pnl[i] < 0]
         winning = [i for i in idx if pnl[i] >= 0]
         if split == "maintenance_margin":

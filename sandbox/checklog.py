@@ -151,7 +151,7 @@ PASSIVE: Final = frozenset({
     "order_rejected", "withdraw_rejected",
     "oracle_price_rejected", "oracle_stale", "oracle_fresh",
     "liquidation_request_ignored", "liquidation_resumed",
-    "adl_ranking", "adl_incomplete", "adl_orders_cancelled", "fund_inventory_kept",
+    "adl_orders_cancelled", "fund_inventory_kept",
     "fault_delay", "fault_duplicate", "duplicate_ignored", "actor_crashed", "actor_restarted",
     "actor_failed", "work_limit_reached", "invariant_violated",
 })
@@ -340,6 +340,21 @@ class _InFlight:
 
 
 @attrs.define(slots=True)
+class _AdlRequest:
+    """A lot the fund handed to ADL: what is left to deleverage, and whether ADL gave up."""
+
+    lot_id: int
+    market: str
+    remaining: int
+    over: bool = False
+
+
+def cur_price(books: Any, cur: _AdlRequest) -> int:
+    lot = books.lots.get(cur.lot_id)
+    return lot.bankruptcy_price if lot is not None else -1
+
+
+@attrs.define(slots=True)
 class _Order:
     """A trader's order open in a book: whose, where, which side (+1 buy), its limit and what is left of it."""
 
@@ -380,6 +395,8 @@ class _Books:
         self.lots: dict[int, _Lot] = {}
         self.orders: dict[str, _Order] = {}  # traders' orders open in the books
         self.index: dict[str, int] = {}  # market -> the last index price logged
+        self.adl_requests: deque[_AdlRequest] = deque()  # the fund's requests ADL has not started
+        self.adl_current: _AdlRequest | None = None
         self.funding_ids = 0  # the oracle numbers its fundings 1, 2, ...
         self.lots_opened = 0  # and the fund its lots
         self.fills: dict[tuple[str, str], deque[_InFlight]] = {}  # (account, market) -> in flight, book order
@@ -695,6 +712,14 @@ class _Books:
             _bad(f"funding {funding_id} of {market} states the mark as {fmt_price(mark)}, but it is "
                  f"{fmt_price(self.markets[market].mark)}")
         self.same_index(e, market, "index")
+        # (mark - index) / index / divisor toward zero, capped: the divisor (>= 1) and the cap are the
+        # policy's, so the rate is bounded here and checked exactly by the payments it makes.
+        index = _price(e, "index")
+        premium = (mark - index) * RATE_ONE
+        bound = abs(premium) // index
+        if rate and ((rate > 0) != (premium > 0) or abs(rate) > bound):
+            _bad(f"funding {funding_id} of {market} states a rate of {fmt_rate(rate)}, but (mark - index) / index "
+                 f"is {'-' if premium < 0 else ''}{fmt_rate(bound)} before its divisor and cap")
         if market in self.fundings:
             self.funding_done(market, self.fundings.pop(market), f"funding {funding_id} of {market} began")
         payers, receivers = {}, {}
@@ -1212,7 +1237,45 @@ class _Books:
                  f"at {fmt_price(mark)} or its bankruptcy price is {fmt_money(reserved)}")
 
     def on_fund_adl_requested(self, e: dict[str, Any]) -> None:
-        self.fund_lot(e, "ADL request")
+        lot_id, lot = self.fund_lot(e, "ADL request")
+        self.adl_requests.append(_AdlRequest(lot_id, lot.market, abs(_size(e))))
+
+    # -- ADL ----------------------------------------------------------------------------------
+
+    def adl_request(self, e: dict[str, Any]) -> _AdlRequest:
+        """The request ADL works on now: it takes the fund's requests one at a time, in order."""
+        cur = self.adl_current
+        if cur is None or cur.over or cur.remaining == 0:
+            if not self.adl_requests:
+                _bad(f"ADL works on lot {e.get('lot_id')} in {e.get('market')}, but the fund asked for nothing")
+            cur = self.adl_current = self.adl_requests.popleft()
+        if (_whole(e, "lot_id"), self.market(e)) != (cur.lot_id, cur.market):
+            _bad(f"ADL works on lot {e['lot_id']} in {e['market']}, but the fund's next request is lot "
+                 f"{cur.lot_id} in {cur.market}")
+        return cur
+
+    def on_adl_ranking(self, e: dict[str, Any]) -> None:
+        """A round of ADL: what is left of the request, and candidates who hold the other side."""
+        cur = self.adl_request(e)
+        if _size(e, "remaining") != cur.remaining:
+            _bad(f"ADL ranks for {fmt_size(_size(e, 'remaining'))} of lot {cur.lot_id}, but "
+                 f"{fmt_size(cur.remaining)} of it is left")
+        ranking = _field(e, "ranking")
+        if not isinstance(ranking, list) or not all(isinstance(a, str) for a in ranking) or len(set(ranking)) != len(ranking):
+            _bad("adl_ranking event: 'ranking' must be a list of distinct accounts")
+        side = self.lots[cur.lot_id].side if cur.lot_id in self.lots else 0
+        for account in ranking:
+            if account not in self.states or not any(
+                    any(m == cur.market and size * side < 0 for m, size, _ in triples)
+                    for _, triples in self.states[account]):
+                _bad(f"ADL ranks {account}, who holds no position against lot {cur.lot_id} in {cur.market}")
+
+    def on_adl_incomplete(self, e: dict[str, Any]) -> None:
+        cur = self.adl_request(e)
+        if _size(e, "remaining") != cur.remaining or _price(e) != cur_price(self, cur):
+            _bad(f"ADL gives up on lot {cur.lot_id} with {e['remaining']} left at {e['price']}, but "
+                 f"{fmt_size(cur.remaining)} is left at its bankruptcy price")
+        cur.over = True
 
     def on_fund_inventory_marked(self, e: dict[str, Any]) -> None:
         """The fund values its inventory in a market at a new mark: size, unrealized PnL and equity recomputed."""
@@ -1319,6 +1382,11 @@ class _Books:
                  f"{fmt_size(held.size) if held else 'none'}")
         if lot.market != market or lot.side != (1 if size > 0 else -1):
             _bad(f"ADL trades {fmt_size(size)} {market} against a fund lot it cannot close")
+        if (self.adl_current is None or self.adl_current.lot_id != _whole(e, "lot_id") or self.adl_current.over
+                or abs(size) > self.adl_current.remaining):
+            _bad(f"ADL trades {fmt_size(size)} {market} for lot {e['lot_id']}, which is not the request ADL works on "
+                 "or has less left")
+        self.adl_current.remaining -= abs(size)
         realized = self.trade(account, market, size, price)
         self.realize(account, _money(e, "realized_pnl"), realized, f"{account}'s ADL")
         self.lot_move(lot, -size, -size * price)

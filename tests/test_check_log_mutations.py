@@ -47,9 +47,6 @@ LATER = {
     # the next line that uses it (a margin call, a fill's margin, the next
     # mark's "previous").
     ("mark_price", "price"),
-    # The funding rate's divisor and cap are policy parameters the log does not
-    # state: the rate is checked by the payments it makes, on the next lines.
-    ("funding_rate", "rate"),
 }
 
 # Fields check-log cannot check at their line and checks only where they are
@@ -61,9 +58,12 @@ UNCHECKED = {
     # cancel or an expiry use the order's price and size). A price or size off
     # the tick or lot is caught at its line; within them, the line cannot tell.
     ("index_price", "price"), ("order_placed", "price"), ("order_placed", "size"),
-    # ADL's ranking: the ranking key (a policy) over clearing's snapshot of
-    # the candidates, which the log does not hold.
-    ("adl_ranking", "lot_id"), ("adl_ranking", "remaining"), ("adl_ranking", "ranking"),
+    # The funding rate's divisor and cap are policy parameters the log does not
+    # state: the rate is bounded at its line (its sign, at most the premium) and
+    # checked exactly by the payments it makes, if any, on the next lines. The
+    # index before the first index_price line is the scenario's, which
+    # opening_state does not list.
+    ("funding_rate", "rate"), ("funding_rate", "index"), ("mark_computed", "index"),
     # The fund's available balance: its balance less every open lot's
     # reservation at the fund's own copy of each mark, by the lot's state (in
     # an order, held, in ADL), and under a capped vault its losses so far.
