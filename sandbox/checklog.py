@@ -1334,6 +1334,7 @@ class _Books:
         lots = [self.lot(e, i) for i in lot_ids]
         if {lot.side for lot in lots} != {1, -1} or any(lot.market != market for lot in lots) or qty <= 0:
             _bad(f"the fund nets lots {lot_ids}, which are not a long and a short in {market}")
+        self.recent_mark(e, market, "price")  # the two are crossed at the fund's mark
         for lot in lots:
             trade = -qty * lot.side
             self.lot_move(lot, trade, trade * price)

@@ -320,6 +320,17 @@ def test_check_log_command_ok_bad_and_unreadable(tmp_path: Path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith(f"{log}: OK, 33 events (seq 0-32), scenario demo (seed 0), run finished")
 
+    same = cli("check-log", str(log), "--scenario", "demo")
+    assert same.returncode == 0 and same.stdout == ok.stdout, same.stdout + same.stderr
+    other = cli("check-log", str(log), "--scenario", "textbook")
+    assert other.returncode == 1 and "line 1, seq 0: the log was not made from this scenario" in other.stdout
+    richer = tmp_path / "richer.jsonl"  # bob opens with 1 more: only the scenario can tell
+    richer.write_bytes(log.read_bytes().replace(b'"bob":{"balance":"20"', b'"bob":{"balance":"21"', 1))
+    assert cli("check-log", str(richer)).returncode == 0
+    told = cli("check-log", str(richer), "--scenario", "demo")
+    assert told.returncode == 1
+    assert "line 1, seq 0: opening_state.accounts.bob.balance is not what scenario 'demo' opens with" in told.stdout
+
     broken = tmp_path / "broken.jsonl"
     raw = log.read_bytes().splitlines(keepends=True)
     broken.write_bytes(b"".join(raw[:5] + raw[6:]))

@@ -69,8 +69,10 @@ UNCHECKED = {
     # an order, held, in ADL), and under a capped vault its losses so far.
     ("fund_lot_opened", "available"), ("fund_inventory_held", "available"),
     ("fund_inventory_marked", "available"), ("fund_adl_requested", "available"),
-    # The part of a lot the fund still certainly holds (ADL fills may be in flight).
-    ("fund_order", "size"), ("fund_adl_requested", "size"),
+    # The part of a lot the fund still certainly holds (ADL fills may be in
+    # flight): the size of its order, of its ADL request, of a crossing of two
+    # lots (caught when the lots close, if they do).
+    ("fund_order", "size"), ("fund_adl_requested", "size"), ("fund_netted", "size"),
     # Partial-liquidation slices and tier step-downs: policy parameters
     # (partial_fraction, the step-down targets) the log does not state.
     # (Their limits off the tick are caught at their line.)
