@@ -1314,12 +1314,8 @@ class _Books:
         self.lots_opened = lot_id
         self.lots[lot_id] = _Lot(market, 0, 0, 1 if size > 0 else -1, price, liq_id, _text(e, "account"))
         self.lot_move(self.lots[lot_id], size, size * price)
-        mark = _lot_mark = None
-        for mark in reversed(self.markets[market].recent):  # the fund values it at its copy of the mark
-            if accounting.lot_loss_at(size * price, size, mark) == _money(e, "loss_at_mark"):
-                _lot_mark = mark
-                break
-        if _lot_mark is None:
+        stated = _money(e, "loss_at_mark")  # at the fund's copy of the mark: one of the recent marks
+        if not any(accounting.lot_loss_at(size * price, size, mark) == stated for mark in self.markets[market].recent):
             _bad(f"lot {lot_id} states a loss at the mark of {fmt_money(_money(e, 'loss_at_mark'))}, but "
                  f"{fmt_size(size)} at {fmt_price(price)} loses "
                  f"{fmt_money(accounting.lot_loss_at(size * price, size, self.markets[market].mark))} at the mark "
