@@ -151,7 +151,7 @@ PASSIVE: Final = frozenset({
     "order_rejected", "withdraw_rejected",
     "oracle_price_rejected", "oracle_stale", "oracle_fresh",
     "liquidation_request_ignored", "liquidation_resumed",
-    "adl_orders_cancelled", "fund_inventory_kept",
+    "adl_orders_cancelled",
     "fault_delay", "fault_duplicate", "duplicate_ignored", "actor_crashed", "actor_restarted",
     "actor_failed", "work_limit_reached", "invariant_violated",
 })
@@ -397,6 +397,7 @@ class _Books:
         self.index: dict[str, int] = {}  # market -> the last index price logged
         self.adl_requests: deque[_AdlRequest] = deque()  # the fund's requests ADL has not started
         self.adl_current: _AdlRequest | None = None
+        self.adl_given_up: dict[int, int] = {}  # lot id -> what ADL left of it, until the fund keeps it
         self.funding_ids = 0  # the oracle numbers its fundings 1, 2, ...
         self.lots_opened = 0  # and the fund its lots
         self.fills: dict[tuple[str, str], deque[_InFlight]] = {}  # (account, market) -> in flight, book order
@@ -1276,6 +1277,15 @@ class _Books:
             _bad(f"ADL gives up on lot {cur.lot_id} with {e['remaining']} left at {e['price']}, but "
                  f"{fmt_size(cur.remaining)} is left at its bankruptcy price")
         cur.over = True
+        self.adl_given_up[cur.lot_id] = cur.remaining
+
+    def on_fund_inventory_kept(self, e: dict[str, Any]) -> None:
+        """ADL gave up on a lot: the fund keeps what ADL said was left of it."""
+        lot_id, lot = self.fund_lot(e, "kept inventory")
+        left = self.adl_given_up.pop(lot_id, None)
+        if left != abs(_size(e)):
+            _bad(f"the fund keeps {fmt_size(_size(e))} of lot {lot_id}, but "
+                 + ("ADL did not give up on it" if left is None else f"ADL gave up with {fmt_size(left)} left"))
 
     def on_fund_inventory_marked(self, e: dict[str, Any]) -> None:
         """The fund values its inventory in a market at a new mark: size, unrealized PnL and equity recomputed."""
