@@ -55,6 +55,7 @@ from sandbox._core.money import fmt_price, fmt_size, sign
 from sandbox._core.runtime import Actor
 from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
+from . import accounting
 from ._common import ADL, CLEARING, FUND, equity, maintenance_margin
 
 __all__ = ["AdlCoordinator", "adl_rank"]
@@ -81,7 +82,8 @@ def adl_rank(
     if eq <= 0 or position.entry_value == 0:
         return _LAST
     mark_value = abs(position.size * marks[market])
-    pnl_pct = Fraction(position.size * marks[market] - position.entry_value, abs(position.entry_value))
+    pnl_pct = Fraction(accounting.unrealized_pnl(position.size, position.entry_value, marks[market]),
+                       abs(position.entry_value))
     if formula == "pnl_pct":
         return pnl_pct
     if formula == "pnl_x_margin_ratio":

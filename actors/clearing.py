@@ -91,10 +91,11 @@ from sandbox.messages import (
     UnfreezeAccount,
     Withdraw,
 )
-from sandbox._core.money import RATE_ONE, apply_rate_up, ceil_div, fmt_money, fmt_price, fmt_rate, fmt_size, sign
+from sandbox._core.money import fmt_money, fmt_price, fmt_rate, fmt_size, sign
 from sandbox._core.runtime import Actor
 from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
+from . import accounting
 from ._common import (
     ADL,
     CLEARING,
@@ -204,7 +205,7 @@ class Clearing(Actor):
 
     def equity(self, acct: Account) -> int:
         marks = self.marks
-        return acct.balance + sum(p.size * marks[m] - p.entry_value for m, p in acct.positions.items())
+        return accounting.equity(acct.balance, ((m, p.size, p.entry_value) for m, p in acct.positions.items()), marks)
 
     def initial_margin(self, acct: Account, extra: tuple[str, int, int] | None = None) -> int:
         """Initial margin of the worst case of positions plus open orders.
@@ -263,7 +264,7 @@ class Clearing(Actor):
             # would take at once against the mark price and its taker fee.
             mark = self.marks[msg.market]
             instant_loss = max(0, (msg.price - mark) * msg.size if buy else (mark - msg.price) * msg.size)
-            fee = apply_rate_up(msg.price * msg.size, spec.taker_fee)
+            fee = accounting.trading_fee(msg.size, msg.price, spec.taker_fee)
             available = self.equity(acct) - instant_loss - fee
             if available < after:
                 return self._reject(
@@ -275,7 +276,7 @@ class Clearing(Actor):
             # PnL at the order price): the loss it realizes plus its taker fee must
             # be payable from the balance, or the account could end below zero.
             realized = self._realized_if(acct, msg.market, buy - sell, msg.price)
-            fee = apply_rate_up(msg.price * msg.size, spec.taker_fee)
+            fee = accounting.trading_fee(msg.size, msg.price, spec.taker_fee)
             if acct.balance + realized - fee < 0:
                 return self._reject(
                     "order", msg.account, "its realized loss and fee exceed the balance",
@@ -356,7 +357,7 @@ class Clearing(Actor):
         if msg.kind == "trader":
             spec = self.markets[msg.market]
             rate = spec.maker_fee if msg.liquidity == "maker" else spec.taker_fee
-            fee = apply_rate_up(abs(msg.size) * msg.price, rate)
+            fee = accounting.trading_fee(msg.size, msg.price, rate)
             order = acct.orders.get(msg.order_id)
             if order is not None:
                 order.remaining -= abs(msg.size)
@@ -366,7 +367,7 @@ class Clearing(Actor):
         if position.size == 0:
             del acct.positions[msg.market]
         acct.balance += realized - fee
-        share = apply_rate_up(fee, self.policy.fee_to_fund) if fee and self.policy.fee_to_fund else 0
+        share = accounting.fee_share(fee, self.policy.fee_to_fund)
         self.fees += fee - share
         # Every fill clearing applies is logged with what it did to the account,
         # in the order clearing applied it, so the books can be rebuilt from the
@@ -472,7 +473,7 @@ class Clearing(Actor):
 
     def _clearance_fee(self, balance: int, hold: LiquidationHold) -> int:
         """ceil(liquidated notional x rate), but never more than what is left."""
-        return min(max(balance, 0), apply_rate_up(hold.liquidated_notional, self.policy.liquidation_fee))
+        return accounting.clearance_fee(balance, hold.liquidated_notional, self.policy.liquidation_fee)
 
     def _charge_slice_fee(self, acct: Account, hold: LiquidationHold) -> None:
         """A slice of a partial liquidation pays its clearance fee before the engine judges again."""
@@ -573,7 +574,7 @@ class Clearing(Actor):
             reason = "clearance_fee"
             extra = {"clearance_fee": fmt_money(surplus), "returned": fmt_money(residual - surplus)}
         else:
-            surplus = max(residual, 0)  # NFEX: the trader loses the rest of its margin
+            surplus = accounting.liquidation_surplus(residual)  # NFEX: the trader loses the rest of its margin
             reason = "surplus"
         acct.balance -= surplus
         acct.hold = None
@@ -653,16 +654,16 @@ class Clearing(Actor):
             position = acct.positions.get(msg.market)
             if position is None or acct.hold is not None:
                 continue
-            owed = position.size * msg.mark_price * msg.rate  # wei x ppm; > 0: this account pays
+            owed = accounting.funding_owed(position.size, msg.mark_price, msg.rate)  # wei x ppm; > 0: this account pays
             if owed > 0:
-                amount = ceil_div(owed, RATE_ONE)
+                amount = accounting.funding_paid(owed)
                 acct.balance -= amount
                 paid += amount
                 self.emit("funding", account=acct.id, market=msg.market, amount=fmt_money(-amount),
                           rate=fmt_rate(msg.rate), balance=fmt_money(acct.balance))
                 self._publish(acct)
-            elif owed < 0 and (-owed) // RATE_ONE:
-                receivers.append((acct.id, (-owed) // RATE_ONE))
+            elif owed < 0 and accounting.funding_received(owed):
+                receivers.append((acct.id, accounting.funding_received(owed)))
         due = sum(amount for _, amount in receivers) - paid
         if due > 0:
             self.funding_held += paid
@@ -684,7 +685,7 @@ class Clearing(Actor):
         owed = sum(amount for _, amount in receivers)
         available = pool
         for account, amount in receivers:
-            share = amount if available >= owed else amount * available // owed
+            share = accounting.funding_pro_rata(amount, available, owed)
             acct = self.accounts[account]
             acct.balance += share
             pool -= share

@@ -110,11 +110,13 @@ from sandbox.messages import (
     SubmitOrder,
     SurplusTransferred,
 )
-from sandbox._core.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size
+from sandbox._core.money import fmt_money, fmt_price, fmt_size
 from sandbox._core.runtime import Actor
 from sandbox._core.specs import DEFAULT_POLICY, SHARED_FUND, FundSpec, MarketSpec, Policy
 
-from ._common import ADL, CLEARING, FUND, FUND_ACCOUNT, book_name, round_price_down, round_price_up
+from . import accounting
+from ._common import ADL, CLEARING, FUND, FUND_ACCOUNT, book_name
+from .accounting import band_limit_price, fund_limit_price
 
 __all__ = ["InsuranceFund", "Lot", "fund_limit_price", "band_limit_price"]
 
@@ -143,27 +145,7 @@ class Lot:
 
     def loss_at(self, price: int) -> int:
         """What closing the whole lot at ``price`` would realize as a loss (negative: a gain)."""
-        return self.basis - self.size * price
-
-
-def fund_limit_price(size: int, basis: int, budget: int, tick: int) -> int:
-    """The limit at which closing ``size`` with cost ``basis`` loses at most ``budget``.
-
-    A sale (``size > 0``) loses ``basis - size x limit``: the limit is rounded
-    up to the tick (a smaller loss), and never below one tick. A purchase loses
-    ``basis + qty x limit`` (``basis < 0``): rounded down.
-    """
-    if size > 0:
-        return max(round_price_up(ceil_div(basis - budget, size), tick), tick)
-    qty = -size
-    return round_price_down((budget - basis) // qty, tick)
-
-
-def band_limit_price(size: int, mark: int, band_ppm: int, tick: int) -> int:
-    """The furthest price from ``mark`` the fund's order may trade at: ``mark x (1 -/+ band)``, inside the band."""
-    if size > 0:
-        return max(round_price_up(ceil_div(mark * (RATE_ONE - band_ppm), RATE_ONE), tick), tick)
-    return round_price_down(mark * (RATE_ONE + band_ppm) // RATE_ONE, tick)
+        return accounting.lot_loss_at(self.basis, self.size, price)
 
 
 class InsuranceFund(Actor):
@@ -230,8 +212,8 @@ class InsuranceFund(Actor):
         if not self.RESERVES:
             return 0
         if lot.state == IN_ADL:
-            return max(0, lot.loss_at(lot.bankruptcy_price))
-        worst = max(0, lot.loss_at(self.marks[lot.market]), lot.loss_at(lot.bankruptcy_price))
+            return accounting.lot_reserve(lot.basis, lot.size, lot.bankruptcy_price)
+        worst = accounting.lot_reserve(lot.basis, lot.size, self.marks[lot.market], lot.bankruptcy_price)
         if lot.state == ORDER and lot.limit is not None:
             worst = max(worst, lot.loss_at(lot.limit))
         return worst
@@ -264,7 +246,7 @@ class InsuranceFund(Actor):
     def unrealized_pnl(self, market: str | None = None) -> int:
         """The inventory's PnL at this fund's marks (one market, or all)."""
         return sum(
-            lot.size * self.marks[lot.market] - lot.basis
+            accounting.unrealized_pnl(lot.size, lot.basis, self.marks[lot.market])
             for lot in self.lots.values()
             if market is None or lot.market == market
         )
@@ -313,7 +295,7 @@ class InsuranceFund(Actor):
         held = sum(lot.size for lot in self.lots.values() if lot.market == msg.market)
         if held:
             name = self.fund_of[msg.market]
-            equity = self.ledgers[name] + sum(lot.size * self.marks[lot.market] - lot.basis
+            equity = self.ledgers[name] + sum(accounting.unrealized_pnl(lot.size, lot.basis, self.marks[lot.market])
                                               for lot in self.lots.values() if self.fund_of[lot.market] == name)
             self.emit(
                 "fund_inventory_marked", market=msg.market, size=fmt_size(held), mark_price=fmt_price(msg.price),
@@ -497,7 +479,7 @@ class InsuranceFund(Actor):
             # Lots of this fund that hold nothing any more but still have ADL fills in flight will
             # realize their loss at the bankruptcy price when those land: that money is spoken for.
             name = self.ledger_of(lot)
-            committed = sum(max(0, o.loss_at(o.bankruptcy_price)) for o in self.lots.values()
+            committed = sum(accounting.lot_reserve(o.basis, o.size, o.bankruptcy_price) for o in self.lots.values()
                             if o is not lot and o is not other and o.held == 0 and o.size != 0
                             and self.ledger_of(o) == name)
             if self.ledgers[name] - committed + realized < 0:

@@ -93,10 +93,11 @@ from sandbox.messages import (
     TakeOverPosition,
     UnfreezeAccount,
 )
-from sandbox._core.money import RATE_ONE, apply_rate_up, ceil_div, fmt_money, fmt_price, fmt_size, sign
+from sandbox._core.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size, sign
 from sandbox._core.runtime import Actor
 from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
+from . import accounting
 from ._common import (
     CLEARING,
     ENGINE,
@@ -148,7 +149,7 @@ def bankruptcy_prices(
 def closing_fees(positions: tuple[PositionView, ...], marks: Mapping[str, int],
                  markets: Mapping[str, MarketSpec]) -> int:
     """The taker fee of closing every position at its mark, each rounded up (Bybit's fee to close)."""
-    return sum(apply_rate_up(abs(p.size) * marks[p.market], markets[p.market].taker_fee) for p in positions)
+    return sum(accounting.trading_fee(p.size, marks[p.market], markets[p.market].taker_fee) for p in positions)
 
 
 def _capacity(p: PositionView, marks: Mapping[str, int], markets: Mapping[str, MarketSpec], sign_: int) -> int | None:
@@ -219,7 +220,7 @@ def _allocate(
         # account and is swept to the fund at settlement: nothing to carry.
     else:
         deficit = -q
-        pnl = {i: p.size * marks[p.market] - p.entry_value for i, p in enumerate(positions)}
+        pnl = {i: accounting.unrealized_pnl(p.size, p.entry_value, marks[p.market]) for i, p in enumerate(positions)}
         losing = [i for i in idx if pnl[i] < 0]
         winning = [i for i in idx if pnl[i] >= 0]
         if split == "maintenance_margin":

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from actors import InsuranceFund, LiquidationEngine
 from sandbox import bundled_scenarios, resolve_scenario, run_scenario_sync
 from sandbox._tools.checklog import LogReport, check_lines
 from sandbox._core.eventlog import EventLog
+from sandbox._scenario.parse import PRESETS, _parse_policy
 from sandbox.testing import scenarios
 
 from .helpers import one_shot, account, event, market, order, scenario
@@ -56,30 +58,25 @@ def assert_bad_at(report: LogReport, line: int, *phrases: str) -> None:
 # --- good logs pass --------------------------------------------------------------------
 
 
-# Scenarios whose optional policies move money in ways check-log does not
-# rebuild; for them it must say so, not pass or fail them.
-# fillable_price: its penalty is a clearance fee.
-UNMODELLED_SCENARIOS = {"clearance_fee", "fee_income", "fund_grows_then_whale", "funding_drain", "fillable_price"}
+def run_under(name: str, policy: str) -> Any:
+    """A bundled scenario's run under its own policy ("own") or a venue preset (as tests/golden/events.py)."""
+    sc = resolve_scenario(name)
+    if policy != "own":
+        sc = attrs.evolve(sc, policy=_parse_policy(sc.source, policy))
+    return run_scenario_sync(sc)
 
 
-@pytest.mark.parametrize("name", sorted(set(bundled_scenarios()) - UNMODELLED_SCENARIOS))
-def test_logs_of_every_bundled_scenario_pass(name):
-    result = run_scenario_sync(resolve_scenario(name))
+@pytest.mark.parametrize("policy", ["own", *PRESETS])
+@pytest.mark.parametrize("name", sorted(bundled_scenarios()))
+def test_logs_of_every_bundled_scenario_pass_under_every_policy(name, policy):
+    result = run_under(name, policy)
     report = check_lines(lines_of(result.events))
     assert report.ok, report.summary()
     assert report.complete and not report.torn_tail
     assert report.events == len(result.events)
     assert report.liquidations == result.summary()["counts"]["liquidations"]
     assert report.fund_final == result.runtime["insurance_fund"].balance
-
-
-@pytest.mark.parametrize("name", sorted(UNMODELLED_SCENARIOS))
-def test_logs_of_unmodelled_policies_are_not_claimed(name):
-    result = run_scenario_sync(resolve_scenario(name))
-    report = check_lines(lines_of(result.events))
-    assert report.bad is None, report.summary()  # every line before the policy event was good
-    assert report.unsupported is not None and "cannot verify" in report.unsupported
-    assert not report.ok
+    assert "cannot verify" not in report.summary()
 
 
 @given(scenarios(max_pairs=5, max_events=10), st.integers(0, 2**32))
@@ -252,9 +249,21 @@ class _AtMark(LiquidationEngine):
         return {p.market: self.marks[p.market] for p in positions}
 
 
+def test_an_engine_that_prices_at_the_mark_is_caught_at_its_first_liquidation():
+    events = run_scenario_sync(one_shot(resolve_scenario("demo")), actors={"liquidation_engine": _AtMark}).events
+    n = line_of(events, "liquidation_started")
+    assert_bad_at(check_lines(lines_of(events)), n, "liquidation 1 states bankruptcy prices {'PUNK': '94'}",
+                  "gives {'PUNK': '90'}")
+
+
 def test_a_negative_balance_after_settlement_is_recomputed_not_just_read():
     result = run_scenario_sync(one_shot(resolve_scenario("demo")), actors={"liquidation_engine": _AtMark})
     events = result.events
+    # The engine's own events state the prices it should have used (those of the
+    # default engine), so that only the money it then moves is wrong.
+    honest = {e["liq_id"]: e["bankruptcy_prices"] for e in demo_events() if e["kind"] == "liquidation_started"}
+    events = [dict(e, bankruptcy_prices=honest[e["liq_id"]]) if e["kind"] == "liquidation_started" else e
+              for e in events]
     n = line_of(events, "invariant_violated")
     assert events[n - 1]["invariant"] == "no negative balance once a liquidation is settled"
     # The run reported it; check-log says so at that line ...
@@ -271,7 +280,7 @@ def test_a_liquidation_handed_back_ends_it_and_only_its_own_id_can():
     frozen = {"seq": 0, "time": 1, "actor": "clearing", "kind": "account_frozen", "account": "bob", "liq_id": 9,
               "cancelling": []}
     cancelled = {"seq": 0, "time": 1, "actor": "liquidation_engine", "kind": "liquidation_cancelled",
-                 "account": "bob", "liq_id": 9, "equity": "14", "maintenance_margin": "4.7"}
+                 "account": "bob", "liq_id": 9, "equity": "26", "maintenance_margin": "4.7"}
     unfrozen = {"seq": 0, "time": 1, "actor": "clearing", "kind": "account_unfrozen", "account": "bob", "liq_id": 9}
     handed_back = events[:n] + [frozen, cancelled, unfrozen] + events[n:]
     assert check_lines(lines_of(renumbered(handed_back))).ok
@@ -282,11 +291,12 @@ def test_a_liquidation_handed_back_ends_it_and_only_its_own_id_can():
                   "every liquidation completes", "bob still under liquidation 9")
 
 
-def test_unknown_event_kinds_are_skipped_and_time_never_goes_back():
+def test_unknown_event_kinds_are_refused_and_time_never_goes_back():
     events = demo_events()
     n = line_of(events, "mark_price", market="BAYC")
     extra = {"seq": 0, "time": 2, "actor": "oracle", "kind": "mark_price_rejected", "market": "BAYC"}
-    assert check_lines(lines_of(renumbered(events[:n] + [extra] + events[n:]))).ok
+    assert_bad_at(check_lines(lines_of(renumbered(events[:n] + [extra] + events[n:]))), n + 1,
+                  "unknown event kind 'mark_price_rejected'")
     assert_bad_at(check_lines(lines_of(edited(events, n + 1, time=1.5))), n + 1, "time goes back from 2 to 1.5")
 
 
@@ -309,6 +319,17 @@ def test_check_log_command_ok_bad_and_unreadable(tmp_path: Path):
     ok = cli("check-log", str(log))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith(f"{log}: OK, 33 events (seq 0-32), scenario demo (seed 0), run finished")
+
+    same = cli("check-log", str(log), "--scenario", "demo")
+    assert same.returncode == 0 and same.stdout == ok.stdout, same.stdout + same.stderr
+    other = cli("check-log", str(log), "--scenario", "textbook")
+    assert other.returncode == 1 and "line 1, seq 0: the log was not made from this scenario" in other.stdout
+    richer = tmp_path / "richer.jsonl"  # bob opens with 1 more: only the scenario can tell
+    richer.write_bytes(log.read_bytes().replace(b'"bob":{"balance":"20"', b'"bob":{"balance":"21"', 1))
+    assert cli("check-log", str(richer)).returncode == 0
+    told = cli("check-log", str(richer), "--scenario", "demo")
+    assert told.returncode == 1
+    assert "line 1, seq 0: opening_state.accounts.bob.balance is not what scenario 'demo' opens with" in told.stdout
 
     broken = tmp_path / "broken.jsonl"
     raw = log.read_bytes().splitlines(keepends=True)

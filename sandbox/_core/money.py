@@ -20,17 +20,20 @@ never needs a division. The only divisions in the whole exchange are
 * rate x notional (margins, fees): :func:`apply_rate_up`, always rounded *up*,
   because a margin requirement or a fee is something the trader owes;
 * the cost basis removed when a position is partly reduced
-  (:func:`ceil_div` in ``actors.clearing``), rounded so the realized PnL
+  (:func:`ceil_div` in ``actors.accounting.apply_trade``), rounded so the realized PnL
   credited to the trader is the smaller one; the residue stays in the
   remaining position's cost basis, so nothing is lost;
 * bankruptcy and fund-limit prices (``actors.liquidation_engine`` and
-  ``actors.insurance_fund``), rounded to the tick in the direction that keeps
+  ``actors.accounting``), rounded to the tick in the direction that keeps
   the liquidated account's equity, and the fund's balance, non-negative;
 * under a non-default ``[policy]``: a clearance fee and the fund's share of a
   fee (up), funding payments (up for a payer, down for a receiver, the residue
   to the fund), a partial liquidation's slice (up to the lot), and prices that
   carry no money (funding rates toward zero; impact prices, the median mark's
   terms and the mark itself, see ``actors.oracle``).
+
+The accounting rules themselves, written once on these units, are
+:mod:`actors.accounting`.
 
 Every rounding of money goes against the trader and in favour of solvency, and
 the residue of every rounding stays on somebody's books, so money is conserved

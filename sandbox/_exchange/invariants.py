@@ -36,7 +36,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE, equity, maintenance_margin
+from actors import accounting
+from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE
+from actors.accounting import equity, maintenance_margin
 from sandbox._core.money import fmt_money, fmt_size
 
 from sandbox._core.eventlog import time_seconds
@@ -73,9 +75,9 @@ def open_interest(rt: Runtime) -> dict[str, tuple[int, int]]:
     oi = {m: [0, 0] for m in clearing.markets}
     for acct in clearing.accounts.values():
         for m, p in acct.positions.items():
-            oi[m][0 if p.size > 0 else 1] += abs(p.size)
+            accounting.add_open_interest(oi[m], p.size)
     for lot in fund.lots.values():
-        oi[lot.market][0 if lot.size > 0 else 1] += abs(lot.size)
+        accounting.add_open_interest(oi[lot.market], lot.size)
     return {m: (long, short) for m, (long, short) in oi.items()}
 
 
@@ -86,10 +88,10 @@ def conservation_gap(rt: Runtime, initial_fund: int) -> int:
     total = clearing.fees + fund.balance + getattr(clearing, "funding_held", 0)
     external = initial_fund + getattr(clearing, "opening_imbalance", 0)
     for acct in clearing.accounts.values():
-        total += acct.balance + sum(p.size * marks[m] - p.entry_value for m, p in acct.positions.items())
+        total += equity(acct.balance, ((m, p.size, p.entry_value) for m, p in acct.positions.items()), marks)
         external += acct.deposited - acct.withdrawn
     for lot in fund.lots.values():
-        total += lot.size * marks[lot.market] - lot.basis
+        total += accounting.unrealized_pnl(lot.size, lot.basis, marks[lot.market])
     return total - external
 
 
@@ -167,7 +169,8 @@ def check_quiet(rt: Runtime) -> list[Violation]:
                     f"{acct.id} has equity {fmt_money(eq)} <= maintenance margin {fmt_money(mm)}",
                 ))
     fund = rt[FUND]
-    covered = fund.balance + sum(min(0, lot.size * marks[lot.market] - lot.basis) for lot in fund.lots.values())
+    covered = fund.balance - sum(accounting.lot_reserve(lot.basis, lot.size, marks[lot.market])
+                                 for lot in fund.lots.values())
     if covered < 0 and not _ledgers(fund):
         out.append(_v(rt, "fund never negative, inventory included",
                       f"fund balance {fmt_money(fund.balance)} less what its inventory loses at the mark "

@@ -6,7 +6,9 @@ from typing import Any, Final, Iterable
 
 import attrs
 
-from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE, book_name, equity, maintenance_margin
+from actors import accounting
+from actors._common import ADL, CLEARING, ENGINE, FUND, ORACLE, book_name
+from actors.accounting import equity, maintenance_margin
 
 from sandbox import messages as msgs
 from sandbox._core.eventlog import EventLog
@@ -233,11 +235,11 @@ class Recorder:
             if held != before:
                 for sign, sizes in ((-1, before), (1, held)):
                     for m, size in sizes.items():
-                        self._oi[m][0 if size > 0 else 1] += sign * abs(size)
+                        accounting.add_open_interest(self._oi[m], size, sign)
                 self._held[account] = held
         oi = {m: list(sides) for m, sides in self._oi.items()}
         for lot in fund.lots.values():
-            oi[lot.market][0 if lot.size > 0 else 1] += abs(lot.size)
+            accounting.add_open_interest(oi[lot.market], lot.size)
         for market, (long, short) in oi.items():
             if long == short:  # between the two fills of one trade the sides differ for a moment
                 _put(self.open_interest.setdefault(market, []), p, long)
