@@ -78,6 +78,8 @@ from sandbox.messages import (
     FundingContributionRequested,
     FundingRateSet,
     FundingRemainderTransferred,
+    SocializedLossTransferred,
+    SocializeLoss,
     LiquidationSettled,
     MarkPriceUpdated,
     Order,
@@ -694,6 +696,33 @@ class Clearing(Actor):
                 self._publish(acct)
         if pool:
             self.send(FUND, FundingRemainderTransferred(market, funding_id, pool))
+
+    # -- socialized loss (Drift v2) ------------------------------------------------------
+
+    def on_SocializeLoss(self, msg: SocializeLoss) -> None:
+        """Charge ``msg.amount`` to every open position of the market, in proportion to its size.
+
+        Drift v2 spreads a bankruptcy the fund cannot pay over the market's
+        open positions through their cumulative funding; here it is one
+        charge, like a round of funding every position pays: a position of
+        size ``s`` out of ``S`` in all (both sides, accounts under liquidation
+        left out: their snapshot is final) pays ``ceil(amount x |s| / S)``,
+        rounded up against the trader, so the fund collects the amount and at
+        most one wei more per account. A balance it takes below what the
+        positions need is liquidated as usual.
+        """
+        payers = [(acct, abs(p.size)) for acct in self.accounts.values()
+                  if acct.hold is None and (p := acct.positions.get(msg.market)) is not None]
+        total = sum(size for _, size in payers)
+        collected = 0
+        for acct, size in payers:
+            share = ceil_div(msg.amount * size, total)
+            acct.balance -= share
+            collected += share
+            self.emit("socialized_loss", account=acct.id, market=msg.market, lot_id=msg.lot_id,
+                      amount=fmt_money(-share), balance=fmt_money(acct.balance))
+            self._publish(acct)
+        self.send(FUND, SocializedLossTransferred(msg.lot_id, msg.market, collected))
 
     # -- to the monitor -------------------------------------------------------------------
 

@@ -129,7 +129,7 @@ class LogReport:
 # rebuild yet: it stops at the first one rather than claim a result.
 UNMODELLED: Final = frozenset({
     "funding", "fund_funding_received", "fund_funding_paid", "funding_shortfall", "fund_fee_income",
-    "clearance_fee",
+    "clearance_fee", "socialized_loss", "fund_socialized_loss", "fund_revenue",
 })
 
 

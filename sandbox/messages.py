@@ -40,10 +40,12 @@ Only under a non-default ``[policy]`` (``sandbox.scenario.Policy``):
   ``FundingContributionRequested``; fund -> clearing ``FundingContributed``;
   clearing -> fund ``FundingRemainderTransferred``
 * fees shared with the fund: clearing -> fund ``FeeShareTransferred``
+* socialized loss (Drift v2): fund -> clearing ``SocializeLoss``; clearing ->
+  fund ``SocializedLossTransferred``
 
 Money travels in ``Fill``, ``PositionTakenOver``, ``SurplusTransferred``,
-``FundingContributed``, ``FundingRemainderTransferred`` and
-``FeeShareTransferred``; ``sandbox.invariants.check_step`` counts each of them
+``FundingContributed``, ``FundingRemainderTransferred``,
+``FeeShareTransferred`` and ``SocializedLossTransferred``; ``sandbox.invariants.check_step`` counts each of them
 while it is in flight.
 """
 
@@ -67,6 +69,8 @@ __all__ = [
     "FundingContributed",
     "FundingRemainderTransferred",
     "FeeShareTransferred",
+    "SocializeLoss",
+    "SocializedLossTransferred",
     "PlaceOrder",
     "CancelOrder",
     "Deposit",
@@ -246,6 +250,24 @@ class FeeShareTransferred:
     """clearing -> fund: the fund's share of a trading fee."""
 
     account: str
+    market: str
+    amount: int
+
+
+@_frozen
+class SocializeLoss:
+    """fund -> clearing: charge ``amount`` to the open positions of ``market`` (Drift v2's socialized loss)."""
+
+    lot_id: int
+    market: str
+    amount: int
+
+
+@_frozen
+class SocializedLossTransferred:
+    """clearing -> fund: what the charge of a ``SocializeLoss`` collected (0: no position to charge)."""
+
+    lot_id: int
     market: str
     amount: int
 

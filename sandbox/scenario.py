@@ -217,6 +217,7 @@ BANKRUPTCY_SPLITS: Final = ("loss", "maintenance_margin")
 MARK_PRICE_POLICIES: Final = ("scripted", "median")
 STALE_POLICIES: Final = ("pause", "continue")
 LIQUIDATION_PRICES: Final = ("bankruptcy", "fillable")
+ADL_PRICES: Final = ("bankruptcy", "previous_mark")
 
 
 @attrs.frozen
@@ -304,6 +305,23 @@ class Policy:
     # the fund at the bankruptcy price, then ADL there, as usual).
     liquidation_price: str = "bankruptcy"
     fillable_spread: int = 1_500_000
+    # The price ADL closes the counterparties at: the lot's "bankruptcy" price
+    # (NFEX, BitMEX, Binance, Bybit, dYdX), or Hyperliquid's "previous_mark":
+    # the fund's mark before its latest one, as far as the fund's budget pays
+    # for the difference, never past the bankruptcy price (actors/insurance_fund.py).
+    adl_price: str = "bankruptcy"
+    # Drift v2's revenue pool: a pool outside the fund of revenue_pool wei that
+    # pays revenue_transfer wei (at most what is left) into the fund every
+    # revenue_interval_ms of virtual time (0: no pool).
+    revenue_pool: int = 0
+    revenue_transfer: int = 0
+    revenue_interval_ms: int = 3_600_000
+    # Drift v2's socialized loss: what a lot would lose below fund_floor (wei)
+    # is charged to every open position of its market, in proportion to its
+    # size, like a round of funding, instead of ADL (ADL only if that collects
+    # too little).
+    socialized_loss: bool = False
+    fund_floor: int = 0
 
     def is_stale(self, last_valid_ms: int, now_ms: int) -> bool:
         """Stale: no valid price for longer than the staleness limit."""
@@ -621,6 +639,13 @@ def _parse_policy(source: str, raw: object) -> Policy:
         liquidation_price=r.string("liquidation_price", required=False, choices=LIQUIDATION_PRICES)
         or d.liquidation_price,
         fillable_spread=r.units("fillable_spread", RATE_DECIMALS, default=d.fillable_spread, positive=True),
+        adl_price=r.string("adl_price", required=False, choices=ADL_PRICES) or d.adl_price,
+        revenue_pool=r.units("revenue_pool", MONEY_DECIMALS, default=d.revenue_pool),
+        revenue_transfer=r.units("revenue_transfer", MONEY_DECIMALS, default=d.revenue_transfer),
+        revenue_interval_ms=r.units("revenue_interval", TIME_DECIMALS, default=d.revenue_interval_ms,
+                                    positive=True),
+        socialized_loss=r.boolean("socialized_loss", d.socialized_loss),
+        fund_floor=r.units("fund_floor", MONEY_DECIMALS, default=d.fund_floor),
     )
     r.at_most("partial_fraction", policy.partial_fraction, RATE_ONE, "1 (the whole position)")
     r.at_most("partial_cooldown", policy.partial_cooldown_ms, _DAY_MS, "one day")
@@ -642,6 +667,14 @@ def _parse_policy(source: str, raw: object) -> Policy:
     r.at_most("fillable_spread", policy.fillable_spread, 10 * RATE_ONE, "10")
     if "fillable_spread" in r.table and policy.liquidation_price != "fillable":
         r.fail("fillable_spread", "only applies with liquidation_price = 'fillable'")
+    r.at_most("revenue_interval", policy.revenue_interval_ms, _DAY_MS, "one day")
+    if policy.revenue_pool and not policy.revenue_transfer:
+        r.fail("revenue_pool", "needs revenue_transfer: how much the pool pays into the fund each interval")
+    for key in ("revenue_transfer", "revenue_interval"):
+        if key in r.table and not policy.revenue_pool:
+            r.fail(key, "only applies with a revenue_pool")
+    if "fund_floor" in r.table and not policy.socialized_loss:
+        r.fail("fund_floor", "only applies with socialized_loss = true")
     if "step_down_band" in r.table and not policy.tier_step_down:
         r.fail("step_down_band", "only applies with tier_step_down = true")
     r.done()

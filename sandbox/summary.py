@@ -53,6 +53,9 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "final": fmt_money(fund.balance),
             "positions": _positions(fund.positions()),
             **_funds(result, fund),
+            # Drift v2's revenue pool (policy.revenue_pool): money from outside, like a deposit.
+            **({"revenue_received": fmt_money(getattr(fund, "revenue_received", 0))}
+               if result.scenario.policy.revenue_pool else {}),
         },
         "accounts": {
             acct.id: {

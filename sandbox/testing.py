@@ -28,7 +28,7 @@ from .exchange import RunResult, run_scenario, run_scenario_sync
 from .explore import Budget, Run, TapeChooser, run_once, run_once_async
 from .invariants import check_all
 from .runtime import Runtime, ScriptedChooser, Violation
-from .scenario import Scenario, parse_scenario
+from .scenario import PRESETS, Scenario, parse_scenario
 
 __all__ = [
     "scenarios",
@@ -83,7 +83,37 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
     policy["backstop_below"] = draw(st.sampled_from(["0", "0.5", "0.666667", "1"]))
     if draw(st.booleans()):
         policy.update(liquidation_price="fillable", fillable_spread=draw(st.sampled_from(["0.5", "1.5", "5"])))
+    policy["adl_price"] = draw(st.sampled_from(["bankruptcy", "previous_mark"]))
+    if draw(st.booleans()):
+        policy["socialized_loss"] = True
+        if draw(st.booleans()):
+            policy["fund_floor"] = draw(st.sampled_from(["1", "50"]))
+    if draw(st.booleans()):
+        policy.update(revenue_pool=draw(st.sampled_from(["5", "1000"])),
+                      revenue_transfer=draw(st.sampled_from(["1", "400"])),
+                      revenue_interval=draw(st.sampled_from(["0.5", "1", "3600"])))
+    if draw(st.integers(0, 2)) == 0:
+        # A venue preset, with some of the keys above overriding it (a key comes with those that depend on it).
+        preset = draw(st.sampled_from(sorted(PRESETS)))
+        kept: dict[str, Any] = {"preset": preset}
+        for parent, dependents in _POLICY_GROUPS.items():
+            if parent in policy and draw(st.booleans()):
+                kept.update({k: policy[k] for k in (parent, *dependents) if k in policy})
+        return kept
     return policy
+
+
+# Keys of a random [policy] that only mean something beside another (the first).
+_POLICY_GROUPS: dict[str, tuple[str, ...]] = {
+    "liquidation": ("partial_threshold", "partial_fraction", "partial_cooldown"),
+    "liquidation_fee": (), "adl_ranking": (), "fund_inventory": (), "fund_price_band": (), "bankruptcy_split": (),
+    "fee_to_fund": (), "funding_interval": (), "funding_divisor": (),
+    "oracle_staleness": ("stale_liquidations", "oracle_band"),
+    "mark_price": ("impact_notional",),
+    "bankruptcy_closing_fee": (), "tier_step_down": ("step_down_band",), "backstop_below": (),
+    "liquidation_price": ("fillable_spread",), "adl_price": (),
+    "socialized_loss": ("fund_floor",), "revenue_pool": ("revenue_transfer", "revenue_interval"),
+}
 
 
 def _tiered(draw: st.DrawFn, market: dict[str, Any], mark: Decimal) -> None:

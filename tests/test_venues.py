@@ -210,6 +210,99 @@ def test_below_two_thirds_of_maintenance_margin_the_vault_takes_position_and_mar
     assert "backstop" not in above.log.of_kind("liquidation_started")[0]
 
 
+# --- Hyperliquid's ADL at the previous oracle price -------------------------------------------------------
+
+
+def test_adl_at_the_previous_mark_pays_the_counterparty_the_mark_before_the_gap():
+    # alice's long 10 goes to the vault at 90 (t=2, mark 89); at 80 (t=3) it drains the vault's 30:
+    # ADL at the previous mark, 89: bob realizes (100 - 89) x 10 = 110, the vault pays 900 - 890 = 10.
+    hl = run(resolve_scenario("adl_previous_mark"))
+    assert [e["price"] for e in hl.log.of_kind("fund_adl_requested")] == ["89"]
+    assert [(e["account"], e["size"], e["price"], e["realized_pnl"]) for e in hl.log.of_kind("adl")] == [
+        ("bob", "10", "89", "110")]
+    assert hl.summary()["insurance_fund"]["final"] == "20"
+    assert log_ok(hl).ok
+    bk = run(with_policy("adl_previous_mark", adl_price="bankruptcy"))
+    assert [(e["price"], e["realized_pnl"]) for e in bk.log.of_kind("adl")] == [("90", "100")]
+    assert bk.summary()["insurance_fund"]["final"] == "30"
+
+
+def test_the_previous_mark_is_limited_by_the_funds_budget_and_never_past_bankruptcy():
+    from actors import InsuranceFund
+    from actors.insurance_fund import Lot
+
+    spec = MarketSpec("PUNK", 100 * P, 100_000, 50_000, tick_size=P // 100)
+    fund = InsuranceFund({"PUNK": spec}, 5 * E)
+    fund.policy = attrs.evolve(DEFAULT_POLICY, adl_price="previous_mark")
+    fund.marks["PUNK"], fund.prev_marks["PUNK"] = 80 * P, 89 * P
+    long = Lot(1, "PUNK", 10 * P, 900 * E, 90 * P, 1, "alice", held=10 * P)
+    fund.lots[1] = long
+    # Budget 5 (balance 5, the lot's own reservation 100 at the mark): 89 would lose 10, so the
+    # price moves up to 900 - 5 = 895 for 10, 89.50.
+    assert fund.adl_price_for(long) == 89_500_000_000
+    fund.ledgers["shared"] = 50 * E
+    assert fund.adl_price_for(long) == 89 * P  # the whole difference paid
+    fund.prev_marks["PUNK"] = 96 * P
+    assert fund.adl_price_for(long) == 96 * P  # above the bankruptcy price: the fund gains
+    fund.ledgers["shared"], fund.prev_marks["PUNK"] = 0, 80 * P
+    assert fund.adl_price_for(long) == 90 * P  # nothing to pay with: the bankruptcy price
+    # A short lot (the fund buys): 110 at the mark, previous 104, bankruptcy 100, budget 30: 103 at most.
+    fund.lots = {2: (short := Lot(2, "PUNK", -10 * P, -1000 * E, 100 * P, 2, "bob", held=-10 * P))}
+    fund.marks["PUNK"], fund.prev_marks["PUNK"], fund.ledgers["shared"] = 110 * P, 104 * P, 30 * E
+    assert fund.adl_price_for(short) == 103 * P
+
+
+# --- Drift's socialized loss and revenue pool -------------------------------------------------------------
+
+
+def test_socialized_loss_charges_every_open_position_pro_rata_instead_of_adl():
+    # The fund takes alice's long 10 at 94, worth 40 less at 90; it has 10: 30 short. 30 contracts are
+    # open (dan 10, bob 12, carol 8): 1 each. At t=2 it sells at 91 (loses 30) and ends at 10.
+    drift = run(resolve_scenario("socialized_loss"))
+    assert [(e["account"], e["amount"], e["balance"]) for e in drift.log.of_kind("socialized_loss")] == [
+        ("dan", "-10", "990"), ("bob", "-12", "988"), ("carol", "-8", "992")]
+    assert [e["amount"] for e in drift.log.of_kind("fund_socialized_loss")] == ["30"]
+    assert drift.log.of_kind("adl") == []
+    assert drift.summary()["insurance_fund"]["final"] == "10"
+    assert "socialized loss" in narrate(drift.log.of_kind("socialized_loss")[0])
+    # Without it (the fund closes at once): ADL deleverages bob, the first ranked, at 94.
+    adl = run(with_policy("socialized_loss", socialized_loss=False))
+    assert [(e["account"], e["size"], e["price"]) for e in adl.log.of_kind("adl")] == [("bob", "10", "94")]
+
+
+def test_each_share_of_a_socialized_loss_is_rounded_up_to_the_wei():
+    # A fund of 11: 29 short. dan pays ceil(29 x 10/30) = 9.666...667, bob 11.6, carol ceil(29 x 8/30) =
+    # 7.733...334: the fund collects 1 wei more than the loss and keeps it.
+    sc = resolve_scenario("socialized_loss")
+    drift = run(attrs.evolve(sc, fund_balance=11 * E))
+    assert [e["amount"] for e in drift.log.of_kind("socialized_loss")] == [
+        "-9.666666666666666667", "-11.6", "-7.733333333333333334"]
+    assert [e["amount"] for e in drift.log.of_kind("fund_socialized_loss")] == ["29.000000000000000001"]
+    assert drift.summary()["insurance_fund"]["final"] == "10.000000000000000001"
+
+
+def test_a_fund_floor_keeps_that_much_and_socializes_the_rest():
+    # Floor 5: the fund keeps 5 available after holding the long, so 35 is spread: 35/30 per contract.
+    drift = run(with_policy("socialized_loss", fund_floor=5 * E))
+    assert [e["amount"] for e in drift.log.of_kind("fund_socialized_loss")] == ["35.000000000000000001"]
+
+
+def test_the_revenue_pool_feeds_the_fund_on_schedule_until_it_is_empty():
+    # 10 a second from a pool of 30: 10, 20, 30 by t=3; alice's long at 90 (20 lost at 88) is accepted,
+    # sold at 89 at t=5 (10 lost): the fund ends at 20.
+    fed = run(resolve_scenario("revenue_pool"))
+    assert [(e["amount"], e["pool_left"]) for e in fed.log.of_kind("fund_revenue")] == [
+        ("10", "20"), ("10", "10"), ("10", "0")]
+    assert fed.log.of_kind("adl") == []
+    assert fed.summary()["insurance_fund"]["final"] == "20"
+    assert fed.summary()["insurance_fund"]["revenue_received"] == "30"
+    # The last transfer is what the pool has left.
+    capped = run(with_policy("revenue_pool", revenue_transfer=25 * E))
+    assert [e["amount"] for e in capped.log.of_kind("fund_revenue")] == ["25", "5"]
+    unfed = run(with_policy("revenue_pool", revenue_pool=0, revenue_transfer=0))
+    assert [(e["account"], e["price"]) for e in unfed.log.of_kind("adl")] == [("bob", "90")]
+
+
 # --- dYdX's fillable price ------------------------------------------------------------------------------
 
 
@@ -331,6 +424,14 @@ VENUE_CASES = [
     (None, '[policy]\nliquidation_price = "mark"\n', "policy.liquidation_price", "must be one of bankruptcy, fillable"),
     (None, '[policy]\npreset = "hyperliquid"\nliquidation = "full"\npartial_fraction = "0.5"\n',
      "policy.partial_fraction", "only applies with liquidation = 'partial'"),
+    (None, '[policy]\nadl_price = "mark"\n', "policy.adl_price", "must be one of bankruptcy, previous_mark"),
+    (None, '[policy]\nsocialized_loss = "yes"\n', "policy.socialized_loss", "expected true or false"),
+    (None, '[policy]\nfund_floor = "5"\n', "policy.fund_floor", "only applies with socialized_loss"),
+    (None, '[policy]\nsocialized_loss = true\nfund_floor = "-5"\n', "policy.fund_floor", "negative"),
+    (None, '[policy]\nrevenue_pool = "30"\n', "policy.revenue_pool", "needs revenue_transfer"),
+    (None, '[policy]\nrevenue_transfer = "10"\n', "policy.revenue_transfer", "only applies with a revenue_pool"),
+    (None, '[policy]\nrevenue_pool = "30"\nrevenue_transfer = "10"\nrevenue_interval = "0"\n',
+     "policy.revenue_interval", "greater than 0"),
 ]
 
 
@@ -373,6 +474,11 @@ def test_every_preset_parses_and_the_sweep_can_set_them(tmp_path):
     assert parse_scenario(fund, "<sweep>").markets[0].risk_factor == 1_500_000
     fee = apply_override(doc, "policy.bankruptcy_closing_fee", "true")
     assert parse_scenario(fee, "<sweep>").policy.bankruptcy_closing_fee is True
+    for key, value, field, parsed in (("policy.adl_price", "previous_mark", "adl_price", "previous_mark"),
+                                      ("policy.socialized_loss", "true", "socialized_loss", True)):
+        assert getattr(parse_scenario(apply_override(doc, key, value), "<sweep>").policy, field) == parsed
+    pool = apply_override(apply_override(doc, "policy.revenue_pool", "30"), "policy.revenue_transfer", "10")
+    assert parse_scenario(pool, "<sweep>").policy.revenue_transfer == 10 * E
     groups = tomllib.loads((resolve_scenario("fund_groups").text))
     assert parse_scenario(apply_override(groups, "funds.long_tail.balance", "40"), "<sweep>").funds[1].balance == 40 * E
 
@@ -399,7 +505,8 @@ def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_d
 
 
 @pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups",
-                                  "backstop_vault", "fillable_price"])
+                                  "backstop_vault", "fillable_price", "adl_previous_mark", "socialized_loss",
+                                  "revenue_pool"])
 def test_venue_scenarios_keep_every_invariant_under_latency_and_any_interleaving(name):
     from sandbox.explore import explore
 
