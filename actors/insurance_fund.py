@@ -153,8 +153,6 @@ class Lot:
     hint: int | None = None  # a budget handed in with the takeover (the zoo's check-then-act)
     # The price ADL was last asked to close it at (None: never; policy.adl_price).
     adl_price: int | None = None
-    # The fund's mark version when its loss was last socialized (policy.socialized_loss): once per mark.
-    socialized_at: int | None = None
     socialize_asked: int = 0  # what its SocializeLoss in flight asks for
 
     def loss_at(self, price: int) -> int:
@@ -475,14 +473,17 @@ class InsuranceFund(Actor):
     # -- ADL -----------------------------------------------------------------------------------
 
     def _check_drained(self) -> None:
-        """Held inventory has drained a fund: its oldest held lots go to ADL until it covers the rest."""
-        if self.policy.fund_inventory == "close":
+        """Held inventory has drained a fund: its oldest held lots go to ADL until it covers the rest.
+
+        (Under ``"close"`` the fund holds nothing, unless a socialized loss let it keep a lot.)
+        """
+        if self.policy.fund_inventory == "close" and not self.policy.socialized_loss:
             return
         for name in self.ledgers:
             if self.available_in(name) >= 0 or self._charging(name):
                 continue  # (a charge in flight: its money comes first)
             for lot in list(self.lots.values()):
-                if self.available_in(name) >= 0:
+                if self.available_in(name) >= 0 or self._charging(name):
                     break
                 # A kept lot ADL just failed to place is offered again by its timer
                 # (and on the next mark), not here: that would ask ADL again at once.
@@ -522,10 +523,11 @@ class InsuranceFund(Actor):
         valued at the mark, and what that leaves its available assets short
         of ``fund_floor`` is spread over every open position of the market
         (``SocializeLoss``); with the money in, the lot is held like any
-        inventory. Once per mark of the lot's market, and not while ADL fills
-        of the lot are in flight; False: ADL as usual.
+        inventory. Not while ADL fills of the lot are in flight; False: ADL as
+        usual. (No loop: a charge that collects less than it asked sends the
+        lot to ADL, and a charge that collects it all leaves nothing to ask.)
         """
-        if not self.policy.socialized_loss or lot.held != lot.size or lot.socialized_at == self.versions[lot.market]:
+        if not self.policy.socialized_loss or lot.held != lot.size:
             return False
         name = self.ledger_of(lot)
         lot.state, lot.limit = HELD, None  # reserved at the mark, as it would be held
@@ -533,7 +535,7 @@ class InsuranceFund(Actor):
         if shortfall <= 0:
             self._held(lot)
             return True
-        lot.state, lot.socialized_at, lot.socialize_asked = SOCIALIZING, self.versions[lot.market], shortfall
+        lot.state, lot.socialize_asked = SOCIALIZING, shortfall
         self.emit("fund_socialize_requested", lot_id=lot.lot_id, market=lot.market, amount=fmt_money(shortfall),
                   reason=reason, available=fmt_money(self.available_in(name)), **self._tag(name))
         self.send(CLEARING, SocializeLoss(lot.lot_id, lot.market, shortfall))

@@ -29,6 +29,7 @@ from .money import (
     SIZE_DECIMALS,
     UnitError,
     _show,
+    fmt_money,
     parse_units,
 )
 from .runtime import Faults
@@ -182,6 +183,14 @@ class AccountSpec:
     id: str
     deposit: int
     positions: tuple[PositionSpec, ...] = ()
+    # An isolated-margin bucket (an account's ``isolated`` table): the owner's
+    # id and the one market it holds; None for an ordinary (cross) account.
+    isolated_of: tuple[str, str] | None = None
+
+
+def isolated_id(owner: str, market: str) -> str:
+    """The account id of ``owner``'s isolated-margin bucket in ``market``: THE naming rule."""
+    return f"{owner}@{market}"
 
 
 @attrs.frozen
@@ -562,8 +571,9 @@ PRESETS: Final[dict[str, dict[str, Any]]] = {
     "dydx": {"bankruptcy_split": "maintenance_margin", "fund_inventory": "close", "liquidation_price": "fillable",
              "liquidation_fee": "0.015"},
     "hyperliquid": {"liquidation": "partial", "partial_threshold": "30", "partial_fraction": "0.2",
-                    "partial_cooldown": "30", "fund_inventory": "keep", "backstop_below": "0.666667"},
-    "drift": {"fund_inventory": "close"},
+                    "partial_cooldown": "30", "fund_inventory": "keep", "backstop_below": "0.666667",
+                    "adl_price": "previous_mark"},
+    "drift": {"fund_inventory": "close", "socialized_loss": True},
 }
 # Keys that only mean something under one choice (key -> (choice key, value)).
 _DEPENDENT: Final = {
@@ -821,6 +831,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
 
     accounts: list[AccountSpec] = []
     ids: set[str] = set()
+    # (owner, market) -> the id of its isolated-margin bucket: orders in that market go there.
+    isolated: dict[tuple[str, str], str] = {}
     for i, raw in enumerate(top.array("accounts")):
         r = _Reader(source, f"accounts[{i}]", raw)
         account_id = r.string("id")
@@ -845,8 +857,36 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
             entry = p.units("entry_price", PRICE_DECIMALS, positive=True)
             p.done()
             positions.append(PositionSpec(m.symbol, size, entry))
+        # Isolated margin (NFEX's contract page lists it beside cross): each
+        # market of the table is held in a bucket of its own, an account with
+        # that much of the deposit, liquidated alone; the rest stays cross.
+        raw_isolated = r.get("isolated", False)
+        buckets: list[AccountSpec] = []
+        if raw_isolated is not None:
+            iso = _Reader(source, f"accounts[{i}].isolated", raw_isolated)
+            for symbol in list(iso.table):
+                if symbol not in by_symbol:
+                    iso.fail(symbol, f"unknown market {symbol!r}")
+                margin = iso.units(symbol, MONEY_DECIMALS, positive=True)
+                bucket = isolated_id(account_id, symbol)
+                if bucket in ids or any(bucket == (a.get("id") if isinstance(a, dict) else None)
+                                        for a in top.array("accounts")):
+                    iso.fail(symbol, f"the isolated bucket's id {bucket!r} is another account's")
+                held = tuple(q for q in positions if q.market == symbol)
+                buckets.append(AccountSpec(bucket, margin, held, (account_id, symbol)))
+                isolated[(account_id, symbol)] = bucket
+            iso.done()
+            if not buckets:
+                r.fail("isolated", "names no market")
+            carved = sum(b.deposit for b in buckets)
+            if carved > deposit:
+                r.fail("isolated", f"its margins ({fmt_money(carved)}) exceed the deposit ({fmt_money(deposit)})")
+            deposit -= carved
+            positions = [q for q in positions if (account_id, q.market) not in isolated]
         r.done()
         accounts.append(AccountSpec(account_id, deposit, tuple(positions)))
+        accounts.extend(buckets)
+        ids.update(b.id for b in buckets)
 
     for m in markets:
         held = [p for a in accounts for p in a.positions if p.market == m.symbol]
@@ -863,10 +903,12 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         return account  # type: ignore[return-value]
 
     client_ids: set[tuple[str, str]] = set()
+    routed: dict[tuple[str, str], str] = {}  # (owner, order id) -> the account that placed it
 
     def order_of(r: _Reader) -> OrderSpec:
-        account = account_of(r)
+        owner = account_of(r)
         m = market_of(r)
+        account = isolated.get((owner, m.symbol), owner)  # an isolated market's orders are its bucket's
         side = r.string("side", choices=("buy", "sell"))
         price = r.units("price", PRICE_DECIMALS, positive=True)
         size = r.units("size", SIZE_DECIMALS, positive=True)
@@ -878,10 +920,11 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
             r.fail("size", "is not a multiple of the market's lot_size")
         if order_id is not None:
             if (account, order_id) in client_ids:
-                r.fail("id", f"order id {order_id!r} is used twice by {account!r}")
+                r.fail("id", f"order id {order_id!r} is used twice by {owner!r}")
             if "#" in order_id:
                 r.fail("id", "must not contain '#'")
             client_ids.add((account, order_id))
+            routed[(owner, order_id)] = account
         return OrderSpec(account, m.symbol, side, price, size, tif, order_id)  # type: ignore[arg-type]
 
     orders: list[OrderSpec] = []
@@ -924,10 +967,11 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
             o = order_of(r)
             event = EventSpec(at, kind, account=o.account, market=o.market, order=o)
         elif kind == "cancel":
-            account = account_of(r)
+            owner = account_of(r)
             order_id = r.string("order")
+            account = routed.get((owner, order_id), owner)  # type: ignore[arg-type]
             if (account, order_id) not in client_ids:
-                r.fail("order", f"no earlier order with id {order_id!r} for {account!r}")
+                r.fail("order", f"no earlier order with id {order_id!r} for {owner!r}")
             event = EventSpec(at, kind, account=account, order_id=order_id)
         else:
             account = account_of(r)

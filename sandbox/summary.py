@@ -38,10 +38,19 @@ def _funds(result: RunResult, fund: Any) -> dict[str, Any]:
     }}
 
 
+def _isolated(buckets: dict[str, tuple[str, str]], account: str) -> dict[str, Any]:
+    """An isolated-margin bucket's owner and market (``isolated``); nothing for a cross account."""
+    if account not in buckets:
+        return {}
+    owner, market = buckets[account]
+    return {"isolated": {"owner": owner, "market": market}}
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     rt = result.runtime
     clearing, fund, oracle = rt[CLEARING], rt[FUND], rt[ORACLE]
     counts = result.log.counts
+    buckets = {a.id: a.isolated_of for a in result.scenario.accounts if a.isolated_of is not None}
     return {
         "scenario": result.scenario.name,
         "seed": result.seed,
@@ -63,6 +72,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
                 "withdrawn": fmt_money(acct.withdrawn),
                 "balance": fmt_money(acct.balance),
                 "positions": _positions({m: (p.size, p.entry_value) for m, p in acct.positions.items()}),
+                **_isolated(buckets, acct.id),
             }
             for acct in clearing.accounts.values()
         },

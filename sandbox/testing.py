@@ -256,9 +256,10 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
     Two or three markets; accounts holding positions in several of them at
     entry prices that need not net (a real snapshot), a well-margined house
     long and short in every market (the balancing counterparties), thin books (zero to two levels a side), crashes
-    and pumps of 5% to 95% in one tick, a random ``[policy]`` and a network
-    latency: the kinds of state where cross-margin bankruptcy, the fund's
-    budgeting and ADL are hardest to get right.
+    and pumps of 5% to 95% in one tick, a random ``[policy]`` (a venue preset
+    or any mix of the venues' rules), isolated margin on some accounts, and
+    a network latency: the kinds of state where cross-margin bankruptcy, the
+    fund's budgeting and ADL are hardest to get right.
     """
     n_markets = draw(st.integers(2, max_markets))
     markets, marks = [], {}
@@ -287,7 +288,13 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
             net[symbol] += size
             notional += abs(size) * entry
         deposit = notional * Decimal(draw(st.integers(2, 40))) / 100
-        accounts.append({"id": f"x{i}", "deposit": _dec(deposit), "positions": positions})
+        account: dict[str, Any] = {"id": f"x{i}", "deposit": _dec(deposit), "positions": positions}
+        # Isolated margin on some accounts: one of its markets in a bucket with a share of the deposit.
+        if Decimal(_dec(deposit)) > 0 and draw(st.integers(0, 2)) == 0:
+            share = Decimal(_dec(deposit * Decimal(draw(st.integers(1, 100))) / 100))
+            if share > 0:
+                account["isolated"] = {draw(st.sampled_from(held)): str(share)}
+        accounts.append(account)
     imbalance = Decimal(0)
     gross = {m: Decimal(0) for m in marks}
     for a in accounts[1:]:

@@ -5,6 +5,7 @@ run both ways."""
 from __future__ import annotations
 
 import random
+import tomllib
 from typing import Any
 
 import attrs
@@ -208,6 +209,68 @@ def test_below_two_thirds_of_maintenance_margin_the_vault_takes_position_and_mar
     # Just above the threshold (2/3 of 46.50 is 31; at 0.64 it is 29.76 < 30): the book as usual.
     above = run(with_policy("backstop_vault", backstop_below=640_000))
     assert "backstop" not in above.log.of_kind("liquidation_started")[0]
+
+
+# --- isolated margin ----------------------------------------------------------------------------------
+
+
+def test_an_isolated_market_is_liquidated_alone_and_its_loss_is_the_funds():
+    # alice: 160, PUNK isolated with 60 (long 10 at 100), BAYC cross with 100 (long 10 at 50).
+    # t=1 BAYC 41: cross equity 10 <= 20.50: bankruptcy 41 - 10/10 = 40, sold at 40.50, 5 to the fund.
+    # t=2 PUNK 93: the bucket's equity 60 - 70 = -10: bankruptcy 100 - 60/10 = 94; the fund takes it
+    # there and sells at 93: pays 10, ends at 20 + 5 - 10 = 15. The cross account never pays for it.
+    iso = run(resolve_scenario("isolated_margin"))
+    started = iso.log.of_kind("liquidation_started")
+    assert [(e["account"], e["equity"], e["bankruptcy_prices"]) for e in started] == [
+        ("alice", "10", {"BAYC": "40"}), ("alice@PUNK", "-10", {"PUNK": "94"})]
+    assert [(e["account"], e["amount"]) for e in iso.log.of_kind("fund_payout")] == [("alice@PUNK", "10")]
+    s = iso.summary()
+    assert s["insurance_fund"]["final"] == "15"
+    assert (s["accounts"]["alice"]["deposited"], s["accounts"]["alice"]["balance"]) == ("100", "0")
+    assert s["accounts"]["alice@PUNK"]["deposited"] == "60"
+    assert s["accounts"]["alice@PUNK"]["isolated"] == {"owner": "alice", "market": "PUNK"}
+    assert "isolated" not in s["accounts"]["alice"]
+    assert log_ok(iso).ok
+    # In cross margin the same account is at 160 - 90 = 70 <= 50 + 20.50 at t=1: both positions go at once.
+    sc = resolve_scenario("isolated_margin")
+    cross = run(parse_scenario(tomllib.loads(sc.text.replace('isolated = { PUNK = "60" }', "")), "<cross>"))
+    first = cross.log.of_kind("liquidation_started")[0]
+    assert (first["account"], first["equity"], sorted(first["positions"])) == ("alice", "70", ["BAYC", "PUNK"])
+
+
+def test_orders_and_cancels_in_an_isolated_market_are_its_buckets_and_the_deposit_is_split(tmp_path):
+    body = GOOD.replace('id = "alice"\n', 'id = "alice"\nisolated = { PUNK = "6" }\n', 1) + """
+[[events]]
+at = 2
+type = "order"
+account = "alice"
+market = "PUNK"
+side = "sell"
+price = "99"
+size = "1"
+id = "ask"
+
+[[events]]
+at = 3
+type = "cancel"
+account = "alice"
+order = "ask"
+
+[[events]]
+at = 3
+type = "deposit"
+account = "alice"
+amount = "1"
+"""
+    sc = load_scenario(write(tmp_path, body))
+    by_id = {a.id: a for a in sc.accounts}
+    assert (by_id["alice"].deposit, by_id["alice"].positions) == (4 * E, ())
+    assert (by_id["alice@PUNK"].deposit, by_id["alice@PUNK"].positions[0].size) == (6 * E, P)
+    assert [e.account for e in sc.events[1:]] == ["alice@PUNK", "alice@PUNK", "alice"]
+    # Sweepable: the bucket's margin is a dotted key like any other.
+    doc = tomllib.loads(body)
+    assert {a.id: a.deposit for a in parse_scenario(apply_override(doc, "accounts.alice.isolated.PUNK", "9"),
+                                                    "<sweep>").accounts}["alice@PUNK"] == 9 * E
 
 
 # --- Hyperliquid's ADL at the previous oracle price -------------------------------------------------------
@@ -424,6 +487,11 @@ VENUE_CASES = [
     (None, '[policy]\nliquidation_price = "mark"\n', "policy.liquidation_price", "must be one of bankruptcy, fillable"),
     (None, '[policy]\npreset = "hyperliquid"\nliquidation = "full"\npartial_fraction = "0.5"\n',
      "policy.partial_fraction", "only applies with liquidation = 'partial'"),
+    ("alice", 'isolated = { BAYC = "5" }', "accounts[0].isolated.BAYC", "unknown market"),
+    ("alice", 'isolated = { PUNK = "20" }', "accounts[0].isolated", "exceed the deposit (10)"),
+    ("alice", 'isolated = { PUNK = "0" }', "accounts[0].isolated.PUNK", "greater than 0"),
+    ("alice", 'isolated = "PUNK"', "accounts[0].isolated", "expected a table"),
+    ("alice", 'isolated = {}', "accounts[0].isolated", "names no market"),
     (None, '[policy]\nadl_price = "mark"\n', "policy.adl_price", "must be one of bankruptcy, previous_mark"),
     (None, '[policy]\nsocialized_loss = "yes"\n', "policy.socialized_loss", "expected true or false"),
     (None, '[policy]\nfund_floor = "5"\n', "policy.fund_floor", "only applies with socialized_loss"),
@@ -439,6 +507,8 @@ VENUE_CASES = [
 def test_a_bad_venue_option_is_named(tmp_path, where, text, key, problem):
     if where is None:
         body = GOOD + "\n" + text
+    elif where == "alice":
+        body = GOOD.replace('id = "alice"\n', 'id = "alice"\n' + text + "\n", 1)
     elif where in ("tiers", "flat"):
         base = TIERED if where == "tiers" else GOOD.replace('initial_margin = "0.1"\n', "")
         body = base.replace('symbol = "PUNK"\n', 'symbol = "PUNK"\n' + text + "\n", 1)
@@ -486,12 +556,13 @@ def test_every_preset_parses_and_the_sweep_can_set_them(tmp_path):
 # --- every venue preset side by side -------------------------------------------------------------------
 
 
-def test_the_docs_show_the_presets_table_as_it_is_now():
-    from sandbox.presets import BEGIN, END, PAGE, generated
+def test_the_docs_show_the_presets_tables_as_they_are_now():
+    from sandbox.presets import BEGIN, END, GAP_BEGIN, GAP_END, PAGE, generated, generated_gap
 
     page = PAGE.read_text()
-    shown = page.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert shown == generated(), "docs/concepts/policies.md is stale: run python -m sandbox.presets"
+    for begin, end, table in ((BEGIN, END, generated), (GAP_BEGIN, GAP_END, generated_gap)):
+        shown = page.split(begin, 1)[1].split(end, 1)[0].strip()
+        assert shown == table(), "docs/concepts/policies.md is stale: run python -m sandbox.presets"
 
 
 def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_delivery():
@@ -506,7 +577,7 @@ def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_d
 
 @pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups",
                                   "backstop_vault", "fillable_price", "adl_previous_mark", "socialized_loss",
-                                  "revenue_pool"])
+                                  "revenue_pool", "isolated_margin"])
 def test_venue_scenarios_keep_every_invariant_under_latency_and_any_interleaving(name):
     from sandbox.explore import explore
 
