@@ -344,6 +344,32 @@ def test_each_share_of_a_socialized_loss_is_rounded_up_to_the_wei():
     assert drift.summary()["insurance_fund"]["final"] == "10.000000000000000001"
 
 
+def test_a_socialized_loss_is_all_or_nothing_and_never_makes_a_bankruptcy():
+    # dYdX's gap (B short 500 at 1 with 100, DOGE to 2, the fund empty) under drift, with D short 100 at 1
+    # too and A long 600: the fund takes B's short at 1.20, 400 short of holding it at 2. 700 contracts
+    # are open: A's share 400 x 600/700 = 342.857...143, D's 400 x 100/700 = 57.142...858.
+    sc = resolve_scenario("gap_through_bankruptcy")
+    text = sc.text.replace('size = "500"', 'size = "600"') + """
+[[accounts]]
+id = "D"
+deposit = "DEPOSIT"
+positions = [{ market = "DOGE", size = "-100", entry_price = "1" }]
+"""
+
+    def under_drift(deposit: str):
+        doc = tomllib.loads(text.replace("DEPOSIT", deposit))
+        doc["policy"] = "drift"
+        return run(parse_scenario(doc, "<drift>"))
+
+    rich = under_drift("200")  # D's equity at 2 is 100: it pays
+    assert [(e["account"], e["amount"]) for e in rich.log.of_kind("socialized_loss")] == [
+        ("A", "-342.857142857142857143"), ("D", "-57.142857142857142858")]
+    assert rich.log.of_kind("adl") == []
+    poor = under_drift("150")  # D's equity is 50, less than its share: nobody pays, A is deleveraged
+    assert poor.log.of_kind("socialized_loss") == []
+    assert [(e["account"], e["size"], e["price"]) for e in poor.log.of_kind("adl")] == [("A", "-500", "1.2")]
+
+
 def test_a_fund_floor_keeps_that_much_and_socializes_the_rest():
     # Floor 5: the fund keeps 5 available after holding the long, so 35 is spread: 35/30 per contract.
     drift = run(with_policy("socialized_loss", fund_floor=5 * E))
