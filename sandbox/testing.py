@@ -374,7 +374,8 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
     Independent of :mod:`sandbox.invariants`: the summary's own numbers must
     show balances + fund + fees + unrealized PnL == deposits - withdrawals +
-    initial fund + the opening imbalance.
+    initial fund + what a revenue pool paid in (``revenue_received``) + the
+    opening imbalance.
     """
     marks = {m: Decimal(v["mark_price"]) for m, v in summary["markets"].items()}
 
@@ -385,6 +386,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
     total = Decimal(summary["insurance_fund"]["final"]) + Decimal(summary["fees"])
     total += upnl(summary["insurance_fund"]["positions"])
     external = Decimal(initial_fund) + Decimal(summary.get("opening_imbalance", "0"))
+    external += Decimal(summary["insurance_fund"].get("revenue_received", "0"))
     for acct in summary["accounts"].values():
         total += Decimal(acct["balance"]) + upnl(acct["positions"])
         external += Decimal(acct["deposited"]) - Decimal(acct["withdrawn"])
