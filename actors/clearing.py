@@ -511,6 +511,10 @@ class Clearing(Actor):
             if position.size == 0:
                 del acct.positions[msg.market]
             acct.balance += realized
+            vault = self.accounts.get(self.policy.backstop_vault) if msg.backstop else None
+            if vault is not None and vault.hold is None and vault is not acct:
+                self._to_vault(vault, msg, realized, acct.balance)
+                continue
             self.emit(
                 "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(msg.size),
                 price=fmt_price(msg.price), liq_id=msg.liq_id, realized_pnl=fmt_money(realized),
@@ -520,6 +524,26 @@ class Clearing(Actor):
                                          msg.mark, msg.mark_version))
         hold.takeovers = []
         return out
+
+    def _to_vault(self, vault: Account, msg: TakeOverPosition, realized: int, balance: int) -> None:
+        """Hyperliquid's backstop vault as an account (``policy.backstop_vault``): it takes the position over.
+
+        At the bankruptcy price, so with it the liquidated account's margin
+        (its value at the mark less that price); the vault's balance and PnL
+        are an account's like any other, and so are its margin checks: if it
+        goes under it is liquidated as usual, its loss beyond its balance the
+        fund's. A vault under liquidation itself takes nothing: the fund does.
+        """
+        vp = vault.positions.setdefault(msg.market, Position())
+        vault.balance += apply_trade(vp, msg.size, msg.price)
+        if vp.size == 0:
+            del vault.positions[msg.market]
+        self.emit(
+            "vault_takeover", account=msg.account, vault=vault.id, market=msg.market, size=fmt_size(msg.size),
+            price=fmt_price(msg.price), liq_id=msg.liq_id, realized_pnl=fmt_money(realized),
+            balance=fmt_money(balance), vault_balance=fmt_money(vault.balance),
+        )
+        self._publish(vault)
 
     def _hand_over(self, lots: list[PositionTakenOver]) -> None:
         for lot in lots:

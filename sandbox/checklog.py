@@ -130,6 +130,7 @@ class LogReport:
 UNMODELLED: Final = frozenset({
     "funding", "fund_funding_received", "fund_funding_paid", "funding_shortfall", "fund_fee_income",
     "clearance_fee", "socialized_loss", "fund_socialized_loss", "fund_revenue",
+    "vault_takeover",
 })
 
 

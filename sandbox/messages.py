@@ -490,6 +490,9 @@ class TakeOverPosition:
     # it never values the lot at an older mark than the liquidation's.
     mark: int = 0
     mark_version: int = 0
+    # A backstop takeover (policy.backstop_below): with policy.backstop_vault
+    # clearing moves it to the vault's account instead of the fund.
+    backstop: bool = False
 
 
 @_frozen

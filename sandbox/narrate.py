@@ -291,6 +291,9 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
                                "cannot accept": "it cannot accept the position",
                                "unfilled": "its order did not fill (one-shot policy)",
                                "drained": "its held inventory has drained it"}.get(e["reason"], e["reason"])),
+    "vault_takeover": (FUND_BOLD, lambda e: f"the backstop vault {e['vault']} takes over {e['account']}'s "
+                       f"{_held(e['size'])} {e['market']} at bankruptcy price {_eth(e['price'])} "
+                       f"(vault balance {_eth(e['vault_balance'])})"),
     "fund_socialize_requested": (ADL_BOLD, lambda e: f"insurance fund would be {_eth(e['amount'])} short holding "
                                  f"lot {e['lot_id']} in {e['market']}: the loss is spread over the market's open "
                                  "positions (socialized loss)"),

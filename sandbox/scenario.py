@@ -307,6 +307,9 @@ class Policy:
     # fund, as the backstop vault, takes every position over at its bankruptcy
     # price, that is with the account's margin (Hyperliquid: 2/3).
     backstop_below: int = 0
+    # The account that is the backstop vault (Hyperliquid's HLP): it takes
+    # those positions over instead of the fund ("": the fund does).
+    backstop_vault: str = ""
     # dYdX v4's fillable price: "bankruptcy" (NFEX) limits the liquidation order at
     # the bankruptcy price; "fillable" limits it within fillable_spread x the
     # position's maintenance rate x BA of the mark, BA = (MM - equity) / MM in
@@ -646,6 +649,7 @@ def _parse_policy(source: str, raw: object) -> Policy:
         tier_step_down=r.boolean("tier_step_down", d.tier_step_down),
         step_down_band=r.units("step_down_band", RATE_DECIMALS, default=d.step_down_band, positive=True),
         backstop_below=r.units("backstop_below", RATE_DECIMALS, default=d.backstop_below),
+        backstop_vault=r.string("backstop_vault", required=False) or d.backstop_vault,
         liquidation_price=r.string("liquidation_price", required=False, choices=LIQUIDATION_PRICES)
         or d.liquidation_price,
         fillable_spread=r.units("fillable_spread", RATE_DECIMALS, default=d.fillable_spread, positive=True),
@@ -674,6 +678,8 @@ def _parse_policy(source: str, raw: object) -> Policy:
         r.fail("stale_liquidations", "only applies with an oracle_staleness limit")
     r.at_most("step_down_band", policy.step_down_band, RATE_ONE - 1, "just below 1 (100%)")
     r.at_most("backstop_below", policy.backstop_below, RATE_ONE, "1 (the whole maintenance margin)")
+    if policy.backstop_vault and not policy.backstop_below:
+        r.fail("backstop_vault", "only applies with backstop_below")
     r.at_most("fillable_spread", policy.fillable_spread, 10 * RATE_ONE, "10")
     if "fillable_spread" in r.table and policy.liquidation_price != "fillable":
         r.fail("fillable_spread", "only applies with liquidation_price = 'fillable'")
@@ -888,6 +894,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", digest: str
         accounts.extend(buckets)
         ids.update(b.id for b in buckets)
 
+    if policy.backstop_vault and policy.backstop_vault not in ids:
+        raise ScenarioError(source, "policy.backstop_vault", f"unknown account {policy.backstop_vault!r}")
     for m in markets:
         held = [p for a in accounts for p in a.positions if p.market == m.symbol]
         if sum(p.size for p in held):

@@ -46,6 +46,19 @@ def _isolated(buckets: dict[str, tuple[str, str]], account: str) -> dict[str, An
     return {"isolated": {"owner": owner, "market": market}}
 
 
+def _vault(result: RunResult, clearing: Any, oracle: Any) -> dict[str, Any]:
+    """The backstop vault's account (``policy.backstop_vault``): its balance and PnL at the final marks."""
+    name = result.scenario.policy.backstop_vault
+    acct = clearing.accounts.get(name) if name else None
+    if acct is None:
+        return {}
+    upnl = sum(p.size * oracle.marks[m] - p.entry_value for m, p in acct.positions.items())
+    return {"backstop_vault": {
+        "account": name, "balance": fmt_money(acct.balance), "unrealized_pnl": fmt_money(upnl),
+        "pnl": fmt_money(acct.balance + upnl - acct.deposited + acct.withdrawn),
+    }}
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     rt = result.runtime
     clearing, fund, oracle = rt[CLEARING], rt[FUND], rt[ORACLE]
@@ -66,6 +79,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
             **({"revenue_received": fmt_money(getattr(fund, "revenue_received", 0))}
                if result.scenario.policy.revenue_pool else {}),
         },
+        **_vault(result, clearing, oracle),
         "accounts": {
             acct.id: {
                 "deposited": fmt_money(acct.deposited),

@@ -81,6 +81,8 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         policy.update(tier_step_down=True, step_down_band=draw(st.sampled_from(["0.01", "0.05", "0.3"])))
     policy["backstop_below"] = draw(st.sampled_from(["0", "0.5", "0.666667", "1"]))
+    if policy["backstop_below"] != "0" and draw(st.booleans()):
+        policy["backstop_vault"] = "mm"  # the market maker as the vault (every generated scenario has one)
     if draw(st.booleans()):
         policy.update(liquidation_price="fillable", fillable_spread=draw(st.sampled_from(["0.5", "1.5", "5"])))
     policy["adl_price"] = draw(st.sampled_from(["bankruptcy", "previous_mark"]))
@@ -110,7 +112,7 @@ _POLICY_GROUPS: dict[str, tuple[str, ...]] = {
     "fee_to_fund": (), "funding_interval": (), "funding_divisor": (),
     "oracle_staleness": ("stale_liquidations", "oracle_band"),
     "mark_price": ("impact_notional",),
-    "bankruptcy_closing_fee": (), "tier_step_down": ("step_down_band",), "backstop_below": (),
+    "bankruptcy_closing_fee": (), "tier_step_down": ("step_down_band",), "backstop_below": ("backstop_vault",),
     "liquidation_price": ("fillable_spread",), "adl_price": (),
     "socialized_loss": ("fund_floor",), "revenue_pool": ("revenue_transfer", "revenue_interval"),
 }

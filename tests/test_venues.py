@@ -392,6 +392,24 @@ def test_the_revenue_pool_feeds_the_fund_on_schedule_until_it_is_empty():
     assert [(e["account"], e["price"]) for e in unfed.log.of_kind("adl")] == [("bob", "90")]
 
 
+def test_the_backstop_vault_is_an_account_with_its_own_balance_and_pnl():
+    # alice's long 10 (equity 30 < 2/3 x 46.50) goes to hlp at 90, not to the fund; at 95 hlp's
+    # balance is still 1,000 and its PnL 10 x (95 - 90) = 50; the fund keeps its 10.
+    va = run(resolve_scenario("vault_account"))
+    assert [(e["account"], e["vault"], e["size"], e["price"], e["vault_balance"])
+            for e in va.log.of_kind("vault_takeover")] == [("alice", "hlp", "10", "90", "1000")]
+    assert va.log.of_kind("fund_takeover") == [] and va.log.of_kind("liquidation_fill") == []
+    s = va.summary()
+    assert s["accounts"]["hlp"]["positions"] == {"PUNK": {"size": "10", "entry_value": "900"}}
+    assert s["backstop_vault"] == {"account": "hlp", "balance": "1000", "unrealized_pnl": "50", "pnl": "50"}
+    assert s["insurance_fund"] == {"initial": "10", "final": "10", "positions": {}}
+    assert "backstop vault hlp takes over" in narrate(va.log.of_kind("vault_takeover")[0])
+    # Without the vault account the fund is the vault, as before.
+    fund = run(with_policy("vault_account", backstop_vault=""))
+    assert [(e["size"], e["price"]) for e in fund.log.of_kind("fund_takeover")] == [("10", "90")]
+    assert "backstop_vault" not in fund.summary()
+
+
 # --- dYdX's fillable price ------------------------------------------------------------------------------
 
 
@@ -518,6 +536,9 @@ VENUE_CASES = [
     ("alice", 'isolated = { PUNK = "0" }', "accounts[0].isolated.PUNK", "greater than 0"),
     ("alice", 'isolated = "PUNK"', "accounts[0].isolated", "expected a table"),
     ("alice", 'isolated = {}', "accounts[0].isolated", "names no market"),
+    (None, '[policy]\nbackstop_vault = "bob"\n', "policy.backstop_vault", "only applies with backstop_below"),
+    (None, '[policy]\nbackstop_below = "0.5"\nbackstop_vault = "hlp"\n', "policy.backstop_vault",
+     "unknown account 'hlp'"),
     (None, '[policy]\nadl_price = "mark"\n', "policy.adl_price", "must be one of bankruptcy, previous_mark"),
     (None, '[policy]\nsocialized_loss = "yes"\n', "policy.socialized_loss", "expected true or false"),
     (None, '[policy]\nfund_floor = "5"\n', "policy.fund_floor", "only applies with socialized_loss"),
@@ -603,7 +624,7 @@ def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_d
 
 @pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups",
                                   "backstop_vault", "fillable_price", "adl_previous_mark", "socialized_loss",
-                                  "revenue_pool", "isolated_margin"])
+                                  "revenue_pool", "isolated_margin", "vault_account"])
 def test_venue_scenarios_keep_every_invariant_under_latency_and_any_interleaving(name):
     from sandbox.explore import explore
 
