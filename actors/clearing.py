@@ -733,19 +733,19 @@ class Clearing(Actor):
         left out: their snapshot is final) pays ``ceil(amount x |s| / S)``,
         rounded up against the trader, so the fund collects the amount and at
         most one wei more per account. All or nothing: if some account's
-        equity at clearing's marks cannot pay its share (the charge must not
-        make a bankruptcy of its own), nobody is charged and the fund turns
-        to ADL, as without socialized loss (a part charged and the rest
-        deleveraged would make the same winners pay twice). Like funding, a
-        share may take a balance below zero while the positions' profit
-        covers it; an account it leaves below maintenance margin is
+        balance, or its equity at clearing's marks, cannot pay its share (the
+        charge must not leave a balance below zero, which a later fall could
+        turn into a loss nobody can carry, nor make a bankruptcy of its own),
+        nobody is charged and the fund turns to ADL, as without socialized
+        loss (a part charged and the rest deleveraged would make the same
+        winners pay twice). An account it leaves below maintenance margin is
         liquidated as usual.
         """
         payers = [(acct, abs(p.size)) for acct in self.accounts.values()
                   if acct.hold is None and (p := acct.positions.get(msg.market)) is not None]
         total = sum(size for _, size in payers)
         shares = [(acct, ceil_div(msg.amount * size, total)) for acct, size in payers]
-        if any(share > self.equity(acct) for acct, share in shares):
+        if any(share > min(acct.balance, self.equity(acct)) for acct, share in shares):
             shares = []
         collected = 0
         for acct, share in shares:

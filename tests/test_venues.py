@@ -346,10 +346,12 @@ def test_each_share_of_a_socialized_loss_is_rounded_up_to_the_wei():
 
 def test_a_socialized_loss_is_all_or_nothing_and_never_makes_a_bankruptcy():
     # dYdX's gap (B short 500 at 1 with 100, DOGE to 2, the fund empty) under drift, with D short 100 at 1
-    # too and A long 600: the fund takes B's short at 1.20, 400 short of holding it at 2. 700 contracts
-    # are open: A's share 400 x 600/700 = 342.857...143, D's 400 x 100/700 = 57.142...858.
+    # too and A long 600 with 400: the fund takes B's short at 1.20, 400 short of holding it at 2. 700
+    # contracts are open: A's share 400 x 600/700 = 342.857...143, D's 400 x 100/700 = 57.142...858.
     sc = resolve_scenario("gap_through_bankruptcy")
-    text = sc.text.replace('size = "500"', 'size = "600"') + """
+    a = 'id = "A"\ndeposit = "100"\npositions = [{ market = "DOGE", size = "500"'
+    assert a in sc.text
+    text = sc.text.replace(a, 'id = "A"\ndeposit = "400"\npositions = [{ market = "DOGE", size = "600"') + """
 [[accounts]]
 id = "D"
 deposit = "DEPOSIT"
@@ -361,13 +363,18 @@ positions = [{ market = "DOGE", size = "-100", entry_price = "1" }]
         doc["policy"] = "drift"
         return run(parse_scenario(doc, "<drift>"))
 
-    rich = under_drift("200")  # D's equity at 2 is 100: it pays
+    rich = under_drift("200")  # D's balance 200 and equity at 2 (100) pay its share
     assert [(e["account"], e["amount"]) for e in rich.log.of_kind("socialized_loss")] == [
         ("A", "-342.857142857142857143"), ("D", "-57.142857142857142858")]
     assert rich.log.of_kind("adl") == []
     poor = under_drift("150")  # D's equity is 50, less than its share: nobody pays, A is deleveraged
     assert poor.log.of_kind("socialized_loss") == []
     assert [(e["account"], e["size"], e["price"]) for e in poor.log.of_kind("adl")] == [("A", "-500", "1.2")]
+    # Nor when a balance is short of its share, whatever the position's profit: A with 100 (equity 700).
+    thin = run(parse_scenario({**tomllib.loads(text.replace("DEPOSIT", "200").replace('deposit = "400"',
+                                                                                  'deposit = "100"')),
+                               "policy": "drift"}, "<drift>"))
+    assert thin.log.of_kind("socialized_loss") == [] and len(thin.log.of_kind("adl")) == 1
 
 
 def test_a_fund_floor_keeps_that_much_and_socializes_the_rest():
