@@ -549,7 +549,7 @@ class LiquidationEngine(Actor):
         """Hand what the liquidation order did not fill to the fund (or the backstop vault), at the bankruptcy price."""
         self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price,
                                              keep=liq.keep.get(market, 0), mark=self.marks[market],
-                                             mark_version=self.versions[market], backstop=backstop))
+                                             mark_version=self.versions[market], backstop=True if backstop else None))
 
     def on_LiquidationSettled(self, msg: LiquidationSettled) -> None:
         liq = self.active.pop(msg.account)

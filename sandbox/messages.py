@@ -491,8 +491,9 @@ class TakeOverPosition:
     mark: int = 0
     mark_version: int = 0
     # A backstop takeover (policy.backstop_below): with policy.backstop_vault
-    # clearing moves it to the vault's account instead of the fund.
-    backstop: bool = False
+    # clearing moves it to the vault's account instead of the fund (None: an
+    # ordinary takeover, left out of a message's description).
+    backstop: bool | None = None
 
 
 @_frozen
