@@ -218,6 +218,15 @@ def lot_reserve(basis: int, size: int, *prices: int) -> int:
     return max(0, *(lot_loss_at(basis, size, p) for p in prices))
 
 
+def socialized_share(amount: int, size: int, total: int) -> int:
+    """One position's share of a socialized loss (Drift v2): ``amount x |size| / total size``, rounded up.
+
+    Against the trader, in favour of solvency: the fund collects the whole
+    amount and at most one wei more per account.
+    """
+    return ceil_div(amount * size, total)
+
+
 def add_open_interest(oi: list[int], size: int, times: int = 1) -> None:
     """Count a signed position ``times`` times (-1: take it out) in ``oi = [long, short]``, in place."""
     oi[0 if size > 0 else 1] += times * abs(size)

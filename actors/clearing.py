@@ -78,6 +78,8 @@ from sandbox.messages import (
     FundingContributionRequested,
     FundingRateSet,
     FundingRemainderTransferred,
+    SocializedLossTransferred,
+    SocializeLoss,
     LiquidationSettled,
     MarkPriceUpdated,
     Order,
@@ -510,6 +512,10 @@ class Clearing(Actor):
             if position.size == 0:
                 del acct.positions[msg.market]
             acct.balance += realized
+            vault = self.accounts.get(self.policy.backstop_vault) if msg.backstop else None
+            if vault is not None and vault.hold is None and vault is not acct:
+                self._to_vault(vault, msg, realized, acct.balance)
+                continue
             self.emit(
                 "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(msg.size),
                 price=fmt_price(msg.price), liq_id=msg.liq_id, realized_pnl=fmt_money(realized),
@@ -519,6 +525,26 @@ class Clearing(Actor):
                                          msg.mark, msg.mark_version))
         hold.takeovers = []
         return out
+
+    def _to_vault(self, vault: Account, msg: TakeOverPosition, realized: int, balance: int) -> None:
+        """Hyperliquid's backstop vault as an account (``policy.backstop_vault``): it takes the position over.
+
+        At the bankruptcy price, so with it the liquidated account's margin
+        (its value at the mark less that price); the vault's balance and PnL
+        are an account's like any other, and so are its margin checks: if it
+        goes under it is liquidated as usual, its loss beyond its balance the
+        fund's. A vault under liquidation itself takes nothing: the fund does.
+        """
+        vp = vault.positions.setdefault(msg.market, Position())
+        vault.balance += apply_trade(vp, msg.size, msg.price)
+        if vp.size == 0:
+            del vault.positions[msg.market]
+        self.emit(
+            "vault_takeover", account=msg.account, vault=vault.id, market=msg.market, size=fmt_size(msg.size),
+            price=fmt_price(msg.price), liq_id=msg.liq_id, realized_pnl=fmt_money(realized),
+            balance=fmt_money(balance), vault_balance=fmt_money(vault.balance),
+        )
+        self._publish(vault)
 
     def _hand_over(self, lots: list[PositionTakenOver]) -> None:
         for lot in lots:
@@ -695,6 +721,41 @@ class Clearing(Actor):
                 self._publish(acct)
         if pool:
             self.send(FUND, FundingRemainderTransferred(market, funding_id, pool))
+
+    # -- socialized loss (Drift v2) ------------------------------------------------------
+
+    def on_SocializeLoss(self, msg: SocializeLoss) -> None:
+        """Charge ``msg.amount`` to every open position of the market, in proportion to its size.
+
+        Drift v2 spreads a bankruptcy the fund cannot pay over the market's
+        open positions through their cumulative funding; here it is one
+        charge, like a round of funding every position pays: a position of
+        size ``s`` out of ``S`` in all (both sides, accounts under liquidation
+        left out: their snapshot is final) pays ``ceil(amount x |s| / S)``,
+        rounded up against the trader, so the fund collects the amount and at
+        most one wei more per account. All or nothing: if some account's
+        balance, or its equity at clearing's marks, cannot pay its share (the
+        charge must not leave a balance below zero, which a later fall could
+        turn into a loss nobody can carry, nor make a bankruptcy of its own),
+        nobody is charged and the fund turns to ADL, as without socialized
+        loss (a part charged and the rest deleveraged would make the same
+        winners pay twice). An account it leaves below maintenance margin is
+        liquidated as usual.
+        """
+        payers = [(acct, abs(p.size)) for acct in self.accounts.values()
+                  if acct.hold is None and (p := acct.positions.get(msg.market)) is not None]
+        total = sum(size for _, size in payers)
+        shares = [(acct, accounting.socialized_share(msg.amount, size, total)) for acct, size in payers]
+        if any(share > min(acct.balance, self.equity(acct)) for acct, share in shares):
+            shares = []
+        collected = 0
+        for acct, share in shares:
+            acct.balance -= share
+            collected += share
+            self.emit("socialized_loss", account=acct.id, market=msg.market, lot_id=msg.lot_id,
+                      amount=fmt_money(-share), balance=fmt_money(acct.balance))
+            self._publish(acct)
+        self.send(FUND, SocializedLossTransferred(msg.lot_id, msg.market, collected))
 
     # -- to the monitor -------------------------------------------------------------------
 

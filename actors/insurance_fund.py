@@ -48,7 +48,9 @@ The rule (``policy.fund_inventory``), NFEX's by default:
 
 ADL closes a lot, held or fresh, at the lot's *bankruptcy price*: the
 counterparty is deleveraged at the price the bankrupt account was closed at,
-as BitMEX and NFEX describe it, however long the fund has held the lot. A lot
+as BitMEX and NFEX describe it, however long the fund has held the lot
+(``adl_price = "previous_mark"``, Hyperliquid: at the fund's previous mark,
+as far as its budget pays the difference; :meth:`InsuranceFund.adl_price_for`). A lot
 ADL could not place (every opposing account was under liquidation) is kept,
 offered again after ``fund_retry_ms`` up to ``fund_retries`` times, and on
 every later mark. The fund nets a long and a short lot of one market *at the
@@ -65,6 +67,11 @@ Also (``sandbox._core.specs.Policy``):
 * ``fee_to_fund``: its share of trading fees (``FeeShareTransferred``).
 * ``liquidation_fee``: the clearance fee arrives as a ``SurplusTransferred``
   with reason "clearance_fee".
+* ``socialized_loss`` (Drift v2): instead of ADL the fund keeps the lot and
+  asks clearing to charge what holding it leaves it short of ``fund_floor``
+  to the market's open positions (``SocializeLoss``); ADL only if that
+  collects too little. ``revenue_pool``: a pool outside the fund pays a
+  transfer into it every interval, credited on the marks (:meth:`_feed`).
 * ``fund_loss_limit``: a capped vault (Hyperliquid's liquidator vault after
   JELLY): what it has lost on taken-over positions so far counts against the
   cap, and ``available`` is the smaller of what the balance and what the cap
@@ -102,6 +109,8 @@ from sandbox.messages import (
     FundingContributed,
     FundingContributionRequested,
     FundingRemainderTransferred,
+    SocializedLossTransferred,
+    SocializeLoss,
     FundRetryDue,
     MarkPriceUpdated,
     Order,
@@ -123,6 +132,8 @@ __all__ = ["InsuranceFund", "Lot", "fund_limit_price", "band_limit_price"]
 # A lot's state: an IOC of the fund's in the book, held as inventory, handed to
 # ADL, or kept after ADL could place none of it.
 ORDER, HELD, IN_ADL, KEPT = "order", "held", "adl", "kept"
+# Waiting for clearing to charge its loss to the market's positions (policy.socialized_loss).
+SOCIALIZING = "socializing"
 
 
 @attrs.define(slots=True)
@@ -142,10 +153,18 @@ class Lot:
     held: int = 0
     tries: int = 0  # retries after ADL could place none of it
     hint: int | None = None  # a budget handed in with the takeover (the zoo's check-then-act)
+    # The price ADL was last asked to close it at (None: never; policy.adl_price).
+    adl_price: int | None = None
+    socialize_asked: int = 0  # what its SocializeLoss in flight asks for
 
     def loss_at(self, price: int) -> int:
         """What closing the whole lot at ``price`` would realize as a loss (negative: a gain)."""
         return accounting.lot_loss_at(self.basis, self.size, price)
+
+    @property
+    def adl_at(self) -> int:
+        """The price ADL closes it at: the one it was asked at, else its bankruptcy price."""
+        return self.bankruptcy_price if self.adl_price is None else self.adl_price
 
 
 class InsuranceFund(Actor):
@@ -164,8 +183,13 @@ class InsuranceFund(Actor):
         self._next_lot = 0
         self.marks = {m: spec.mark_price for m, spec in self.markets.items()}
         self.versions = {m: 0 for m in self.markets}
+        # The mark before the latest one, per market (policy.adl_price = "previous_mark").
+        self.prev_marks = dict(self.marks)
         # Net loss realized on taken-over positions so far, per fund (for policy.fund_loss_limit).
         self.losses: dict[str, int] = {SHARED_FUND: 0}
+        # What the revenue pool (policy.revenue_pool) has paid in so far, and in how many transfers.
+        self.revenue_received = 0
+        self.revenue_transfers = 0
 
     def set_funds(self, funds: tuple[FundSpec, ...]) -> None:
         """Several funds for groups of markets (a scenario's ``[[funds]]``): one ledger each."""
@@ -202,6 +226,7 @@ class InsuranceFund(Actor):
         """Take a mark newer than the fund's own (the oracle's, or one a takeover carries)."""
         if version <= self.versions[market]:
             return False
+        self.prev_marks[market] = self.marks[market]
         self.marks[market], self.versions[market] = price, version
         return True
 
@@ -212,8 +237,8 @@ class InsuranceFund(Actor):
         if not self.RESERVES:
             return 0
         if lot.state == IN_ADL:
-            return accounting.lot_reserve(lot.basis, lot.size, lot.bankruptcy_price)
-        worst = accounting.lot_reserve(lot.basis, lot.size, self.marks[lot.market], lot.bankruptcy_price)
+            return accounting.lot_reserve(lot.basis, lot.size, lot.adl_at)
+        worst = accounting.lot_reserve(lot.basis, lot.size, self.marks[lot.market], lot.adl_at)
         if lot.state == ORDER and lot.limit is not None:
             worst = max(worst, lot.loss_at(lot.limit))
         return worst
@@ -288,7 +313,28 @@ class InsuranceFund(Actor):
 
     # -- marks: value the inventory, work it out ------------------------------------------
 
+    def _feed(self, market: str, at_ms: int) -> None:
+        """Drift v2's revenue pool: one transfer for every ``revenue_interval`` passed by ``at_ms``.
+
+        Paid on the first mark at or after each interval's end (the oracle's
+        time, so a restarted fund replays it alike), into the fund of that
+        mark's market; each transfer is ``revenue_transfer``, at most what
+        the pool has left.
+        """
+        p = self.policy
+        if not p.revenue_pool:
+            return
+        name = self._fund_of_market(market)
+        while self.revenue_transfers < at_ms // p.revenue_interval_ms and self.revenue_received < p.revenue_pool:
+            self.revenue_transfers += 1
+            amount = min(p.revenue_transfer, p.revenue_pool - self.revenue_received)
+            self.revenue_received += amount
+            self.ledgers[name] += amount
+            self.emit("fund_revenue", amount=fmt_money(amount), balance=fmt_money(self.ledgers[name]),
+                      pool_left=fmt_money(p.revenue_pool - self.revenue_received), **self._tag(name))
+
     def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
+        self._feed(msg.market, msg.observed_ms)
         # A takeover may have brought this mark already: value and offer again only once.
         if not self._adopt(msg.market, msg.price, msg.version):
             return
@@ -405,27 +451,99 @@ class InsuranceFund(Actor):
     # -- ADL -----------------------------------------------------------------------------------
 
     def _check_drained(self) -> None:
-        """Held inventory has drained a fund: its oldest held lots go to ADL until it covers the rest."""
-        if self.policy.fund_inventory == "close":
+        """Held inventory has drained a fund: its oldest held lots go to ADL until it covers the rest.
+
+        (Under ``"close"`` the fund holds nothing, unless a socialized loss let it keep a lot.)
+        """
+        if self.policy.fund_inventory == "close" and not self.policy.socialized_loss:
             return
         for name in self.ledgers:
-            if self.available_in(name) >= 0:
-                continue
+            if self.available_in(name) >= 0 or self._charging(name):
+                continue  # (a charge in flight: its money comes first)
             for lot in list(self.lots.values()):
-                if self.available_in(name) >= 0:
+                if self.available_in(name) >= 0 or self._charging(name):
                     break
                 # A kept lot ADL just failed to place is offered again by its timer
                 # (and on the next mark), not here: that would ask ADL again at once.
                 if lot.state == HELD and lot.held and self.ledger_of(lot) == name:
                     self._deleverage(lot, "drained")
 
+    def adl_price_for(self, lot: Lot) -> int:
+        """The price ADL is asked to close ``lot``'s held part at (``policy.adl_price``).
+
+        "bankruptcy": the lot's bankruptcy price. "previous_mark"
+        (Hyperliquid): the fund's mark before its latest one; the fund pays
+        the difference from the bankruptcy price out of its budget, so a
+        price the budget cannot pay is moved towards the bankruptcy price
+        (:func:`fund_limit_price`, rounded in the fund's favour) and never
+        past it. While ADL fills of an earlier request may be in flight, the
+        earlier price stays, so every fill of the lot is at one price.
+        """
+        if self.policy.adl_price != "previous_mark":
+            return lot.bankruptcy_price
+        if lot.held != lot.size:
+            return lot.adl_at
+        bk, prev = lot.bankruptcy_price, self.prev_marks[lot.market]
+        by_budget = fund_limit_price(lot.size, lot.basis, self.budget(lot), self.markets[lot.market].tick_size)
+        if lot.size > 0:  # the fund sells: a higher price loses less
+            return max(prev, min(by_budget, bk))
+        return min(prev, max(by_budget, bk))
+
     def _deleverage(self, lot: Lot, reason: str) -> None:
-        lot.state = IN_ADL
+        if self._socialize(lot, reason):
+            return
+        self._adl(lot, reason)
+
+    def _socialize(self, lot: Lot, reason: str) -> bool:
+        """Drift v2: ask clearing to charge the market's positions what the lot would cost below the floor.
+
+        Instead of ADL (``policy.socialized_loss``): the fund keeps the lot,
+        valued at the mark, and what that leaves its available assets short
+        of ``fund_floor`` is spread over every open position of the market
+        (``SocializeLoss``); with the money in, the lot is held like any
+        inventory. Not while ADL fills of the lot are in flight; False: ADL as
+        usual. (No loop: a charge that collects less than it asked sends the
+        lot to ADL, and a charge that collects it all leaves nothing to ask.)
+        """
+        if not self.policy.socialized_loss or lot.held != lot.size:
+            return False
+        name = self.ledger_of(lot)
+        lot.state, lot.limit = HELD, None  # reserved at the mark, as it would be held
+        shortfall = self.policy.fund_floor - self.available_in(name) - self._charging(name)
+        if shortfall <= 0:
+            self._held(lot)
+            return True
+        lot.state, lot.socialize_asked = SOCIALIZING, shortfall
+        self.emit("fund_socialize_requested", lot_id=lot.lot_id, market=lot.market, amount=fmt_money(shortfall),
+                  reason=reason, available=fmt_money(self.available_in(name)), **self._tag(name))
+        self.send(CLEARING, SocializeLoss(lot.lot_id, lot.market, shortfall))
+        return True
+
+    def _charging(self, name: str) -> int:
+        """What the charges in flight for this fund's lots ask for (policy.socialized_loss)."""
+        return sum(lot.socialize_asked for lot in self.lots.values()
+                   if lot.state == SOCIALIZING and self.ledger_of(lot) == name)
+
+    def on_SocializedLossTransferred(self, msg: SocializedLossTransferred) -> None:
+        lot = self.lots[msg.lot_id]
+        name = self.ledger_of(lot)
+        self.ledgers[name] += msg.amount
+        self.emit("fund_socialized_loss", lot_id=lot.lot_id, market=msg.market, amount=fmt_money(msg.amount),
+                  balance=fmt_money(self.ledgers[name]), **self._tag(name))
+        lot.state, lot.socialize_asked = HELD, 0
+        if self.available_in(name) >= 0:
+            self._held(lot)
+        else:  # too few positions to charge: ADL after all
+            self._adl(lot, "socialized too little")
+
+    def _adl(self, lot: Lot, reason: str) -> None:
+        price = self.adl_price_for(lot)
+        lot.state, lot.adl_price = IN_ADL, price
         name = self.ledger_of(lot)
         self.emit("fund_adl_requested", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held),
-                  price=fmt_price(lot.bankruptcy_price), reason=reason,
+                  price=fmt_price(price), reason=reason,
                   available=fmt_money(self.available_in(name)), **self._tag(name))
-        self.send(ADL, DeleverageRequested(lot.lot_id, lot.market, lot.held, lot.bankruptcy_price))
+        self.send(ADL, DeleverageRequested(lot.lot_id, lot.market, lot.held, price))
 
     def on_DeleverageAbandoned(self, msg: DeleverageAbandoned) -> None:
         lot = self.lots[msg.lot_id]
@@ -474,12 +592,12 @@ class InsuranceFund(Actor):
             # What the crossing realizes, on the lots it closes: never more than the fund has. A lot
             # whose held part it crosses whole closes once its ADL fills in flight land, at its
             # bankruptcy price: that counts too (it is size - held; 0 when nothing is in flight).
-            realized = sum(-(each.basis + trade * price - (each.size - each.held) * each.bankruptcy_price)
+            realized = sum(-(each.basis + trade * price - (each.size - each.held) * each.adl_at)
                            for each, trade in trades if each.held + trade == 0)
             # Lots of this fund that hold nothing any more but still have ADL fills in flight will
             # realize their loss at the bankruptcy price when those land: that money is spoken for.
             name = self.ledger_of(lot)
-            committed = sum(accounting.lot_reserve(o.basis, o.size, o.bankruptcy_price) for o in self.lots.values()
+            committed = sum(accounting.lot_reserve(o.basis, o.size, o.adl_at) for o in self.lots.values()
                             if o is not lot and o is not other and o.held == 0 and o.size != 0
                             and self.ledger_of(o) == name)
             if self.ledgers[name] - committed + realized < 0:

@@ -366,7 +366,8 @@ class LiquidationEngine(Actor):
                                                 msg.version))
             return
         liq.prices = self.bankruptcy_prices(balance, positions)
-        if self.policy.backstop_below and eq * RATE_ONE < mm * self.policy.backstop_below:
+        if (self.policy.backstop_below and eq * RATE_ONE < mm * self.policy.backstop_below
+                and liq.account != self.policy.backstop_vault):  # the vault itself is liquidated as usual
             return self.backstop(liq, positions, eq, mm)
         if self.policy.tier_step_down and not liq.stepped and self.step_down(liq, positions, eq, mm):
             return
@@ -439,7 +440,7 @@ class LiquidationEngine(Actor):
         for p in positions:
             liq.sides[p.market] = 1 if p.size > 0 else -1
             liq.keep[p.market] = 0
-            self.take_over(liq, p.market, p.size, liq.prices[p.market])
+            self.take_over(liq, p.market, p.size, liq.prices[p.market], backstop=True)
 
     def step_sizes(self, positions: tuple[PositionView, ...]) -> dict[str, int]:
         """How much of each position the tier step-down sells: down to the bound of the tier below.
@@ -552,11 +553,11 @@ class LiquidationEngine(Actor):
             # back on the snapshot clearing sends once the slice's fills are applied.
             self.send(CLEARING, AccountSnapshotRequested(liq.liq_id, liq.account))
 
-    def take_over(self, liq: Liquidation, market: str, size: int, price: int) -> None:
-        """Hand what the liquidation order did not fill to the fund, at the bankruptcy price."""
+    def take_over(self, liq: Liquidation, market: str, size: int, price: int, backstop: bool = False) -> None:
+        """Hand what the liquidation order did not fill to the fund (or the backstop vault), at the bankruptcy price."""
         self.send(CLEARING, TakeOverPosition(liq.liq_id, liq.account, market, size, price,
                                              keep=liq.keep.get(market, 0), mark=self.marks[market],
-                                             mark_version=self.versions[market]))
+                                             mark_version=self.versions[market], backstop=True if backstop else None))
 
     def on_LiquidationSettled(self, msg: LiquidationSettled) -> None:
         liq = self.active.pop(msg.account)

@@ -40,10 +40,12 @@ Only under a non-default ``[policy]`` (``sandbox._core.specs.Policy``):
   ``FundingContributionRequested``; fund -> clearing ``FundingContributed``;
   clearing -> fund ``FundingRemainderTransferred``
 * fees shared with the fund: clearing -> fund ``FeeShareTransferred``
+* socialized loss (Drift v2): fund -> clearing ``SocializeLoss``; clearing ->
+  fund ``SocializedLossTransferred``
 
 Money travels in ``Fill``, ``PositionTakenOver``, ``SurplusTransferred``,
-``FundingContributed``, ``FundingRemainderTransferred`` and
-``FeeShareTransferred``; ``sandbox._exchange.invariants.check_step`` counts each of them
+``FundingContributed``, ``FundingRemainderTransferred``,
+``FeeShareTransferred`` and ``SocializedLossTransferred``; ``sandbox._exchange.invariants.check_step`` counts each of them
 while it is in flight.
 """
 
@@ -72,6 +74,8 @@ __all__ = [
     "FundingContributed",
     "FundingRemainderTransferred",
     "FeeShareTransferred",
+    "SocializeLoss",
+    "SocializedLossTransferred",
     "PlaceOrder",
     "CancelOrder",
     "Deposit",
@@ -251,6 +255,24 @@ class FeeShareTransferred:
     """clearing -> fund: the fund's share of a trading fee."""
 
     account: str
+    market: str
+    amount: int
+
+
+@_frozen
+class SocializeLoss:
+    """fund -> clearing: charge ``amount`` to the open positions of ``market`` (Drift v2's socialized loss)."""
+
+    lot_id: int
+    market: str
+    amount: int
+
+
+@_frozen
+class SocializedLossTransferred:
+    """clearing -> fund: what the charge of a ``SocializeLoss`` collected (0: no position to charge)."""
+
+    lot_id: int
     market: str
     amount: int
 
@@ -473,6 +495,10 @@ class TakeOverPosition:
     # it never values the lot at an older mark than the liquidation's.
     mark: int = 0
     mark_version: int = 0
+    # A backstop takeover (policy.backstop_below): with policy.backstop_vault
+    # clearing moves it to the vault's account instead of the fund (None: an
+    # ordinary takeover, left out of a message's description).
+    backstop: bool | None = None
 
 
 @_frozen

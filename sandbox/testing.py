@@ -39,6 +39,7 @@ from sandbox._core.eventlog import EventLog
 from sandbox._core.runtime import Chooser, Network, Runtime, ScriptedChooser, SeededChooser, SeededDelivery, Violation
 from sandbox._core.specs import Scenario
 from sandbox._scenario.load import parse_scenario
+from sandbox._scenario.parse import PRESETS
 
 __all__ = [
     "scenarios",
@@ -94,9 +95,41 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         policy.update(tier_step_down=True, step_down_band=draw(st.sampled_from(["0.01", "0.05", "0.3"])))
     policy["backstop_below"] = draw(st.sampled_from(["0", "0.5", "0.666667", "1"]))
+    if policy["backstop_below"] != "0" and draw(st.booleans()):
+        policy["backstop_vault"] = "mm"  # the market maker as the vault (every generated scenario has one)
     if draw(st.booleans()):
         policy.update(liquidation_price="fillable", fillable_spread=draw(st.sampled_from(["0.5", "1.5", "5"])))
+    policy["adl_price"] = draw(st.sampled_from(["bankruptcy", "previous_mark"]))
+    if draw(st.booleans()):
+        policy["socialized_loss"] = True
+        if draw(st.booleans()):
+            policy["fund_floor"] = draw(st.sampled_from(["1", "50"]))
+    if draw(st.booleans()):
+        policy.update(revenue_pool=draw(st.sampled_from(["5", "1000"])),
+                      revenue_transfer=draw(st.sampled_from(["1", "400"])),
+                      revenue_interval=draw(st.sampled_from(["0.5", "1", "3600"])))
+    if draw(st.integers(0, 2)) == 0:
+        # A venue preset, with some of the keys above overriding it (a key comes with those that depend on it).
+        preset = draw(st.sampled_from(sorted(PRESETS)))
+        kept: dict[str, Any] = {"preset": preset}
+        for parent, dependents in _POLICY_GROUPS.items():
+            if parent in policy and draw(st.booleans()):
+                kept.update({k: policy[k] for k in (parent, *dependents) if k in policy})
+        return kept
     return policy
+
+
+# Keys of a random [policy] that only mean something beside another (the first).
+_POLICY_GROUPS: dict[str, tuple[str, ...]] = {
+    "liquidation": ("partial_threshold", "partial_fraction", "partial_cooldown"),
+    "liquidation_fee": (), "adl_ranking": (), "fund_inventory": (), "fund_price_band": (), "bankruptcy_split": (),
+    "fee_to_fund": (), "funding_interval": (), "funding_divisor": (),
+    "oracle_staleness": ("stale_liquidations", "oracle_band"),
+    "mark_price": ("impact_notional",),
+    "bankruptcy_closing_fee": (), "tier_step_down": ("step_down_band",), "backstop_below": ("backstop_vault",),
+    "liquidation_price": ("fillable_spread",), "adl_price": (),
+    "socialized_loss": ("fund_floor",), "revenue_pool": ("revenue_transfer", "revenue_interval"),
+}
 
 
 def _tiered(draw: st.DrawFn, market: dict[str, Any], mark: Decimal) -> None:
@@ -239,9 +272,10 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
     Two or three markets; accounts holding positions in several of them at
     entry prices that need not net (a real snapshot), a well-margined house
     long and short in every market (the balancing counterparties), thin books (zero to two levels a side), crashes
-    and pumps of 5% to 95% in one tick, a random ``[policy]`` and a network
-    latency: the kinds of state where cross-margin bankruptcy, the fund's
-    budgeting and ADL are hardest to get right.
+    and pumps of 5% to 95% in one tick, a random ``[policy]`` (a venue preset
+    or any mix of the venues' rules), isolated margin on some accounts, and
+    a network latency: the kinds of state where cross-margin bankruptcy, the
+    fund's budgeting and ADL are hardest to get right.
     """
     n_markets = draw(st.integers(2, max_markets))
     markets, marks = [], {}
@@ -270,7 +304,13 @@ def cross_margin_dicts(draw: st.DrawFn, max_markets: int = 3, max_accounts: int 
             net[symbol] += size
             notional += abs(size) * entry
         deposit = notional * Decimal(draw(st.integers(2, 40))) / 100
-        accounts.append({"id": f"x{i}", "deposit": _dec(deposit), "positions": positions})
+        account: dict[str, Any] = {"id": f"x{i}", "deposit": _dec(deposit), "positions": positions}
+        # Isolated margin on some accounts: one of its markets in a bucket with a share of the deposit.
+        if Decimal(_dec(deposit)) > 0 and draw(st.integers(0, 2)) == 0:
+            share = Decimal(_dec(deposit * Decimal(draw(st.integers(1, 100))) / 100))
+            if share > 0:
+                account["isolated"] = {draw(st.sampled_from(held)): str(share)}
+        accounts.append(account)
     imbalance = Decimal(0)
     gross = {m: Decimal(0) for m in marks}
     for a in accounts[1:]:
@@ -350,7 +390,8 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
 
     Independent of :mod:`sandbox._exchange.invariants`: the summary's own numbers must
     show balances + fund + fees + unrealized PnL == deposits - withdrawals +
-    initial fund + the opening imbalance.
+    initial fund + what a revenue pool paid in (``revenue_received``) + the
+    opening imbalance.
     """
     marks = {m: Decimal(v["mark_price"]) for m, v in summary["markets"].items()}
 
@@ -361,6 +402,7 @@ def summary_conserves_money(summary: Mapping[str, Any], initial_fund: str) -> bo
     total = Decimal(summary["insurance_fund"]["final"]) + Decimal(summary["fees"])
     total += upnl(summary["insurance_fund"]["positions"])
     external = Decimal(initial_fund) + Decimal(summary.get("opening_imbalance", "0"))
+    external += Decimal(summary["insurance_fund"].get("revenue_received", "0"))
     for acct in summary["accounts"].values():
         total += Decimal(acct["balance"]) + upnl(acct["positions"])
         external += Decimal(acct["deposited"]) - Decimal(acct["withdrawn"])

@@ -43,7 +43,7 @@ def test_every_field_of_every_spec_has_a_validator():
     # A spec field without a domain is a name or a container of other specs (checked themselves).
     free = {("MarketSpec", "symbol"), ("MarketSpec", "tiers"), ("FundSpec", "name"), ("FundSpec", "markets"),
             ("PositionSpec", "market"), ("AccountSpec", "id"), ("AccountSpec", "positions"),
-            ("OrderSpec", "account"), ("OrderSpec", "market"), ("OrderSpec", "id"), ("EventSpec", "market"),
+            ("AccountSpec", "isolated_of"), ("OrderSpec", "account"), ("OrderSpec", "market"), ("OrderSpec", "id"), ("EventSpec", "market"),
             ("EventSpec", "price"), ("EventSpec", "account"), ("EventSpec", "amount"), ("EventSpec", "order"),
             ("EventSpec", "order_id")}
     for cls in (Policy, MarketSpec, Tier, FundSpec, PositionSpec, AccountSpec, OrderSpec, EventSpec):

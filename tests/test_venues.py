@@ -5,6 +5,7 @@ run both ways."""
 from __future__ import annotations
 
 import random
+import tomllib
 from typing import Any
 
 import attrs
@@ -211,6 +212,212 @@ def test_below_two_thirds_of_maintenance_margin_the_vault_takes_position_and_mar
     assert "backstop" not in above.log.of_kind("liquidation_started")[0]
 
 
+# --- isolated margin ----------------------------------------------------------------------------------
+
+
+def test_an_isolated_market_is_liquidated_alone_and_its_loss_is_the_funds():
+    # alice: 160, PUNK isolated with 60 (long 10 at 100), BAYC cross with 100 (long 10 at 50).
+    # t=1 BAYC 41: cross equity 10 <= 20.50: bankruptcy 41 - 10/10 = 40, sold at 40.50, 5 to the fund.
+    # t=2 PUNK 93: the bucket's equity 60 - 70 = -10: bankruptcy 100 - 60/10 = 94; the fund takes it
+    # there and sells at 93: pays 10, ends at 20 + 5 - 10 = 15. The cross account never pays for it.
+    iso = run(resolve_scenario("isolated_margin"))
+    started = iso.log.of_kind("liquidation_started")
+    assert [(e["account"], e["equity"], e["bankruptcy_prices"]) for e in started] == [
+        ("alice", "10", {"BAYC": "40"}), ("alice@PUNK", "-10", {"PUNK": "94"})]
+    assert [(e["account"], e["amount"]) for e in iso.log.of_kind("fund_payout")] == [("alice@PUNK", "10")]
+    s = iso.summary()
+    assert s["insurance_fund"]["final"] == "15"
+    assert (s["accounts"]["alice"]["deposited"], s["accounts"]["alice"]["balance"]) == ("100", "0")
+    assert s["accounts"]["alice@PUNK"]["deposited"] == "60"
+    assert s["accounts"]["alice@PUNK"]["isolated"] == {"owner": "alice", "market": "PUNK"}
+    assert "isolated" not in s["accounts"]["alice"]
+    assert log_ok(iso).ok
+    # In cross margin the same account is at 160 - 90 = 70 <= 50 + 20.50 at t=1: both positions go at once.
+    sc = resolve_scenario("isolated_margin")
+    cross = run(parse_scenario(tomllib.loads(sc.text.replace('isolated = { PUNK = "60" }', "")), "<cross>"))
+    first = cross.log.of_kind("liquidation_started")[0]
+    assert (first["account"], first["equity"], sorted(first["positions"])) == ("alice", "70", ["BAYC", "PUNK"])
+
+
+def test_orders_and_cancels_in_an_isolated_market_are_its_buckets_and_the_deposit_is_split(tmp_path):
+    body = GOOD.replace('id = "alice"\n', 'id = "alice"\nisolated = { PUNK = "6" }\n', 1) + """
+[[events]]
+at = 2
+type = "order"
+account = "alice"
+market = "PUNK"
+side = "sell"
+price = "99"
+size = "1"
+id = "ask"
+
+[[events]]
+at = 3
+type = "cancel"
+account = "alice"
+order = "ask"
+
+[[events]]
+at = 3
+type = "deposit"
+account = "alice"
+amount = "1"
+"""
+    sc = load_scenario(write(tmp_path, body))
+    by_id = {a.id: a for a in sc.accounts}
+    assert (by_id["alice"].deposit, by_id["alice"].positions) == (4 * E, ())
+    assert (by_id["alice@PUNK"].deposit, by_id["alice@PUNK"].positions[0].size) == (6 * E, P)
+    assert [e.account for e in sc.events[1:]] == ["alice@PUNK", "alice@PUNK", "alice"]
+    # Sweepable: the bucket's margin is a dotted key like any other.
+    doc = tomllib.loads(body)
+    assert {a.id: a.deposit for a in parse_scenario(apply_override(doc, "accounts.alice.isolated.PUNK", "9"),
+                                                    "<sweep>").accounts}["alice@PUNK"] == 9 * E
+
+
+# --- Hyperliquid's ADL at the previous oracle price -------------------------------------------------------
+
+
+def test_adl_at_the_previous_mark_pays_the_counterparty_the_mark_before_the_gap():
+    # alice's long 10 goes to the vault at 90 (t=2, mark 89); at 80 (t=3) it drains the vault's 30:
+    # ADL at the previous mark, 89: bob realizes (100 - 89) x 10 = 110, the vault pays 900 - 890 = 10.
+    hl = run(resolve_scenario("adl_previous_mark"))
+    assert [e["price"] for e in hl.log.of_kind("fund_adl_requested")] == ["89"]
+    assert [(e["account"], e["size"], e["price"], e["realized_pnl"]) for e in hl.log.of_kind("adl")] == [
+        ("bob", "10", "89", "110")]
+    assert hl.summary()["insurance_fund"]["final"] == "20"
+    assert log_ok(hl).ok
+    bk = run(with_policy("adl_previous_mark", adl_price="bankruptcy"))
+    assert [(e["price"], e["realized_pnl"]) for e in bk.log.of_kind("adl")] == [("90", "100")]
+    assert bk.summary()["insurance_fund"]["final"] == "30"
+
+
+def test_the_previous_mark_is_limited_by_the_funds_budget_and_never_past_bankruptcy():
+    from actors import InsuranceFund
+    from actors.insurance_fund import Lot
+
+    spec = MarketSpec("PUNK", 100 * P, 100_000, 50_000, tick_size=P // 100)
+    fund = InsuranceFund({"PUNK": spec}, 5 * E)
+    fund.policy = attrs.evolve(DEFAULT_POLICY, adl_price="previous_mark")
+    fund.marks["PUNK"], fund.prev_marks["PUNK"] = 80 * P, 89 * P
+    long = Lot(1, "PUNK", 10 * P, 900 * E, 90 * P, 1, "alice", held=10 * P)
+    fund.lots[1] = long
+    # Budget 5 (balance 5, the lot's own reservation 100 at the mark): 89 would lose 10, so the
+    # price moves up to 900 - 5 = 895 for 10, 89.50.
+    assert fund.adl_price_for(long) == 89_500_000_000
+    fund.ledgers["shared"] = 50 * E
+    assert fund.adl_price_for(long) == 89 * P  # the whole difference paid
+    fund.prev_marks["PUNK"] = 96 * P
+    assert fund.adl_price_for(long) == 96 * P  # above the bankruptcy price: the fund gains
+    fund.ledgers["shared"], fund.prev_marks["PUNK"] = 0, 80 * P
+    assert fund.adl_price_for(long) == 90 * P  # nothing to pay with: the bankruptcy price
+    # A short lot (the fund buys): 110 at the mark, previous 104, bankruptcy 100, budget 30: 103 at most.
+    fund.lots = {2: (short := Lot(2, "PUNK", -10 * P, -1000 * E, 100 * P, 2, "bob", held=-10 * P))}
+    fund.marks["PUNK"], fund.prev_marks["PUNK"], fund.ledgers["shared"] = 110 * P, 104 * P, 30 * E
+    assert fund.adl_price_for(short) == 103 * P
+
+
+# --- Drift's socialized loss and revenue pool -------------------------------------------------------------
+
+
+def test_socialized_loss_charges_every_open_position_pro_rata_instead_of_adl():
+    # The fund takes alice's long 10 at 94, worth 40 less at 90; it has 10: 30 short. 30 contracts are
+    # open (dan 10, bob 12, carol 8): 1 each. At t=2 it sells at 91 (loses 30) and ends at 10.
+    drift = run(resolve_scenario("socialized_loss"))
+    assert [(e["account"], e["amount"], e["balance"]) for e in drift.log.of_kind("socialized_loss")] == [
+        ("dan", "-10", "990"), ("bob", "-12", "988"), ("carol", "-8", "992")]
+    assert [e["amount"] for e in drift.log.of_kind("fund_socialized_loss")] == ["30"]
+    assert drift.log.of_kind("adl") == []
+    assert drift.summary()["insurance_fund"]["final"] == "10"
+    assert "socialized loss" in narrate(drift.log.of_kind("socialized_loss")[0])
+    # Without it (the fund closes at once): ADL deleverages bob, the first ranked, at 94.
+    adl = run(with_policy("socialized_loss", socialized_loss=False))
+    assert [(e["account"], e["size"], e["price"]) for e in adl.log.of_kind("adl")] == [("bob", "10", "94")]
+
+
+def test_each_share_of_a_socialized_loss_is_rounded_up_to_the_wei():
+    # A fund of 11: 29 short. dan pays ceil(29 x 10/30) = 9.666...667, bob 11.6, carol ceil(29 x 8/30) =
+    # 7.733...334: the fund collects 1 wei more than the loss and keeps it.
+    sc = resolve_scenario("socialized_loss")
+    drift = run(attrs.evolve(sc, fund_balance=11 * E))
+    assert [e["amount"] for e in drift.log.of_kind("socialized_loss")] == [
+        "-9.666666666666666667", "-11.6", "-7.733333333333333334"]
+    assert [e["amount"] for e in drift.log.of_kind("fund_socialized_loss")] == ["29.000000000000000001"]
+    assert drift.summary()["insurance_fund"]["final"] == "10.000000000000000001"
+
+
+def test_a_socialized_loss_is_all_or_nothing_and_never_makes_a_bankruptcy():
+    # dYdX's gap (B short 500 at 1 with 100, DOGE to 2, the fund empty) under drift, with D short 100 at 1
+    # too and A long 600 with 400: the fund takes B's short at 1.20, 400 short of holding it at 2. 700
+    # contracts are open: A's share 400 x 600/700 = 342.857...143, D's 400 x 100/700 = 57.142...858.
+    sc = resolve_scenario("gap_through_bankruptcy")
+    a = 'id = "A"\ndeposit = "100"\npositions = [{ market = "DOGE", size = "500"'
+    assert a in sc.text
+    text = sc.text.replace(a, 'id = "A"\ndeposit = "400"\npositions = [{ market = "DOGE", size = "600"') + """
+[[accounts]]
+id = "D"
+deposit = "DEPOSIT"
+positions = [{ market = "DOGE", size = "-100", entry_price = "1" }]
+"""
+
+    def under_drift(deposit: str):
+        doc = tomllib.loads(text.replace("DEPOSIT", deposit))
+        doc["policy"] = "drift"
+        return run(parse_scenario(doc, "<drift>"))
+
+    rich = under_drift("200")  # D's balance 200 and equity at 2 (100) pay its share
+    assert [(e["account"], e["amount"]) for e in rich.log.of_kind("socialized_loss")] == [
+        ("A", "-342.857142857142857143"), ("D", "-57.142857142857142858")]
+    assert rich.log.of_kind("adl") == []
+    poor = under_drift("150")  # D's equity is 50, less than its share: nobody pays, A is deleveraged
+    assert poor.log.of_kind("socialized_loss") == []
+    assert [(e["account"], e["size"], e["price"]) for e in poor.log.of_kind("adl")] == [("A", "-500", "1.2")]
+    # Nor when a balance is short of its share, whatever the position's profit: A with 100 (equity 700).
+    thin = run(parse_scenario({**tomllib.loads(text.replace("DEPOSIT", "200").replace('deposit = "400"',
+                                                                                  'deposit = "100"')),
+                               "policy": "drift"}, "<drift>"))
+    assert thin.log.of_kind("socialized_loss") == [] and len(thin.log.of_kind("adl")) == 1
+
+
+def test_a_fund_floor_keeps_that_much_and_socializes_the_rest():
+    # Floor 5: the fund keeps 5 available after holding the long, so 35 is spread: 35/30 per contract.
+    drift = run(with_policy("socialized_loss", fund_floor=5 * E))
+    assert [e["amount"] for e in drift.log.of_kind("fund_socialized_loss")] == ["35.000000000000000001"]
+
+
+def test_the_revenue_pool_feeds_the_fund_on_schedule_until_it_is_empty():
+    # 10 a second from a pool of 30: 10, 20, 30 by t=3; alice's long at 90 (20 lost at 88) is accepted,
+    # sold at 89 at t=5 (10 lost): the fund ends at 20.
+    fed = run(resolve_scenario("revenue_pool"))
+    assert [(e["amount"], e["pool_left"]) for e in fed.log.of_kind("fund_revenue")] == [
+        ("10", "20"), ("10", "10"), ("10", "0")]
+    assert fed.log.of_kind("adl") == []
+    assert fed.summary()["insurance_fund"]["final"] == "20"
+    assert fed.summary()["insurance_fund"]["revenue_received"] == "30"
+    # The last transfer is what the pool has left.
+    capped = run(with_policy("revenue_pool", revenue_transfer=25 * E))
+    assert [e["amount"] for e in capped.log.of_kind("fund_revenue")] == ["25", "5"]
+    unfed = run(with_policy("revenue_pool", revenue_pool=0, revenue_transfer=0))
+    assert [(e["account"], e["price"]) for e in unfed.log.of_kind("adl")] == [("bob", "90")]
+
+
+def test_the_backstop_vault_is_an_account_with_its_own_balance_and_pnl():
+    # alice's long 10 (equity 30 < 2/3 x 46.50) goes to hlp at 90, not to the fund; at 95 hlp's
+    # balance is still 1,000 and its PnL 10 x (95 - 90) = 50; the fund keeps its 10.
+    va = run(resolve_scenario("vault_account"))
+    assert [(e["account"], e["vault"], e["size"], e["price"], e["vault_balance"])
+            for e in va.log.of_kind("vault_takeover")] == [("alice", "hlp", "10", "90", "1000")]
+    assert va.log.of_kind("fund_takeover") == [] and va.log.of_kind("liquidation_fill") == []
+    s = va.summary()
+    assert s["accounts"]["hlp"]["positions"] == {"PUNK": {"size": "10", "entry_value": "900"}}
+    assert s["backstop_vault"] == {"account": "hlp", "balance": "1000", "unrealized_pnl": "50", "pnl": "50"}
+    assert s["insurance_fund"] == {"initial": "10", "final": "10", "positions": {}}
+    assert "backstop vault hlp takes over" in narrate(va.log.of_kind("vault_takeover")[0])
+    # Without the vault account the fund is the vault, as before.
+    fund = run(with_policy("vault_account", backstop_vault=""))
+    assert [(e["size"], e["price"]) for e in fund.log.of_kind("fund_takeover")] == [("10", "90")]
+    assert "backstop_vault" not in fund.summary()
+
+
 # --- dYdX's fillable price ------------------------------------------------------------------------------
 
 
@@ -332,6 +539,22 @@ VENUE_CASES = [
     (None, '[policy]\nliquidation_price = "mark"\n', "policy.liquidation_price", "must be one of bankruptcy, fillable"),
     (None, '[policy]\npreset = "hyperliquid"\nliquidation = "full"\npartial_fraction = "0.5"\n',
      "policy.partial_fraction", "only applies with liquidation = 'partial'"),
+    ("alice", 'isolated = { BAYC = "5" }', "accounts[0].isolated.BAYC", "unknown market"),
+    ("alice", 'isolated = { PUNK = "20" }', "accounts[0].isolated", "exceed the deposit (10)"),
+    ("alice", 'isolated = { PUNK = "0" }', "accounts[0].isolated.PUNK", "greater than 0"),
+    ("alice", 'isolated = "PUNK"', "accounts[0].isolated", "expected a table"),
+    ("alice", 'isolated = {}', "accounts[0].isolated", "names no market"),
+    (None, '[policy]\nbackstop_vault = "bob"\n', "policy.backstop_vault", "only applies with backstop_below"),
+    (None, '[policy]\nbackstop_below = "0.5"\nbackstop_vault = "hlp"\n', "policy.backstop_vault",
+     "unknown account 'hlp'"),
+    (None, '[policy]\nadl_price = "mark"\n', "policy.adl_price", "must be one of bankruptcy, previous_mark"),
+    (None, '[policy]\nsocialized_loss = "yes"\n', "policy.socialized_loss", "expected true or false"),
+    (None, '[policy]\nfund_floor = "5"\n', "policy.fund_floor", "only applies with socialized_loss"),
+    (None, '[policy]\nsocialized_loss = true\nfund_floor = "-5"\n', "policy.fund_floor", "negative"),
+    (None, '[policy]\nrevenue_pool = "30"\n', "policy.revenue_pool", "needs revenue_transfer"),
+    (None, '[policy]\nrevenue_transfer = "10"\n', "policy.revenue_transfer", "only applies with a revenue_pool"),
+    (None, '[policy]\nrevenue_pool = "30"\nrevenue_transfer = "10"\nrevenue_interval = "0"\n',
+     "policy.revenue_interval", "greater than 0"),
 ]
 
 
@@ -339,6 +562,8 @@ VENUE_CASES = [
 def test_a_bad_venue_option_is_named(tmp_path, where, text, key, problem):
     if where is None:
         body = GOOD + "\n" + text
+    elif where == "alice":
+        body = GOOD.replace('id = "alice"\n', 'id = "alice"\n' + text + "\n", 1)
     elif where in ("tiers", "flat"):
         base = TIERED if where == "tiers" else GOOD.replace('initial_margin = "0.1"\n', "")
         body = base.replace('symbol = "PUNK"\n', 'symbol = "PUNK"\n' + text + "\n", 1)
@@ -374,6 +599,11 @@ def test_every_preset_parses_and_the_sweep_can_set_them(tmp_path):
     assert parse_scenario(fund, "<sweep>").markets[0].risk_factor == 1_500_000
     fee = apply_override(doc, "policy.bankruptcy_closing_fee", "true")
     assert parse_scenario(fee, "<sweep>").policy.bankruptcy_closing_fee is True
+    for key, value, field, parsed in (("policy.adl_price", "previous_mark", "adl_price", "previous_mark"),
+                                      ("policy.socialized_loss", "true", "socialized_loss", True)):
+        assert getattr(parse_scenario(apply_override(doc, key, value), "<sweep>").policy, field) == parsed
+    pool = apply_override(apply_override(doc, "policy.revenue_pool", "30"), "policy.revenue_transfer", "10")
+    assert parse_scenario(pool, "<sweep>").policy.revenue_transfer == 10 * E
     groups = tomllib.loads((resolve_scenario("fund_groups").text))
     assert parse_scenario(apply_override(groups, "funds.long_tail.balance", "40"), "<sweep>").funds[1].balance == 40 * E
 
@@ -381,12 +611,13 @@ def test_every_preset_parses_and_the_sweep_can_set_them(tmp_path):
 # --- every venue preset side by side -------------------------------------------------------------------
 
 
-def test_the_docs_show_the_presets_table_as_it_is_now():
-    from sandbox._tools.presets import BEGIN, END, PAGE, generated
+def test_the_docs_show_the_presets_tables_as_they_are_now():
+    from sandbox._tools.presets import BEGIN, END, GAP_BEGIN, GAP_END, PAGE, generated, generated_gap
 
     page = PAGE.read_text()
-    shown = page.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert shown == generated(), "docs/concepts/policies.md is stale: run python -m sandbox._tools.presets"
+    for begin, end, table in ((BEGIN, END, generated), (GAP_BEGIN, GAP_END, generated_gap)):
+        shown = page.split(begin, 1)[1].split(end, 1)[0].strip()
+        assert shown == table(), "docs/concepts/policies.md is stale: run python -m sandbox._tools.presets"
 
 
 def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_delivery():
@@ -400,7 +631,8 @@ def test_every_preset_keeps_every_invariant_on_the_venue_scenario_under_random_d
 
 
 @pytest.mark.parametrize("name", ["tiered_margin", "tier_step_down", "bankruptcy_closing_fee", "fund_groups",
-                                  "backstop_vault", "fillable_price"])
+                                  "backstop_vault", "fillable_price", "adl_previous_mark", "socialized_loss",
+                                  "revenue_pool", "isolated_margin", "vault_account"])
 def test_venue_scenarios_keep_every_invariant_under_latency_and_any_interleaving(name):
     from sandbox._tools.explore import explore
 

@@ -39,6 +39,8 @@ __all__ = [
     "MARK_PRICE_POLICIES",
     "STALE_POLICIES",
     "LIQUIDATION_PRICES",
+    "ADL_PRICES",
+    "isolated_id",
     "Policy",
     "DEFAULT_POLICY",
     "Scenario",
@@ -173,6 +175,14 @@ class AccountSpec:
     id: str
     deposit: int = _units()
     positions: tuple[PositionSpec, ...] = ()
+    # An isolated-margin bucket (an account's ``isolated`` table): the owner's
+    # id and the one market it holds; None for an ordinary (cross) account.
+    isolated_of: tuple[str, str] | None = None
+
+
+def isolated_id(owner: str, market: str) -> str:
+    """The account id of ``owner``'s isolated-margin bucket in ``market``: THE naming rule."""
+    return f"{owner}@{market}"
 
 
 @attrs.frozen
@@ -208,6 +218,7 @@ BANKRUPTCY_SPLITS: Final = ("loss", "maintenance_margin")
 MARK_PRICE_POLICIES: Final = ("scripted", "median")
 STALE_POLICIES: Final = ("pause", "continue")
 LIQUIDATION_PRICES: Final = ("bankruptcy", "fillable")
+ADL_PRICES: Final = ("bankruptcy", "previous_mark")
 
 
 @attrs.frozen
@@ -288,6 +299,9 @@ class Policy:
     # fund, as the backstop vault, takes every position over at its bankruptcy
     # price, that is with the account's margin (Hyperliquid: 2/3).
     backstop_below: int = _units(0, high=_PPM)
+    # The account that is the backstop vault (Hyperliquid's HLP): it takes
+    # those positions over instead of the fund ("": the fund does).
+    backstop_vault: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     # dYdX v4's fillable price: "bankruptcy" (NFEX) limits the liquidation order at
     # the bankruptcy price; "fillable" limits it within fillable_spread x the
     # position's maintenance rate x BA of the mark, BA = (MM - equity) / MM in
@@ -295,6 +309,23 @@ class Policy:
     # the fund at the bankruptcy price, then ADL there, as usual).
     liquidation_price: str = _choice(LIQUIDATION_PRICES, "bankruptcy")
     fillable_spread: int = _units(1_500_000, low=1, high=10 * _PPM)
+    # The price ADL closes the counterparties at: the lot's "bankruptcy" price
+    # (NFEX, BitMEX, Binance, Bybit, dYdX), or Hyperliquid's "previous_mark":
+    # the fund's mark before its latest one, as far as the fund's budget pays
+    # for the difference, never past the bankruptcy price (actors/insurance_fund.py).
+    adl_price: str = _choice(ADL_PRICES, "bankruptcy")
+    # Drift v2's revenue pool: a pool outside the fund of revenue_pool wei that
+    # pays revenue_transfer wei (at most what is left) into the fund every
+    # revenue_interval_ms of virtual time (0: no pool).
+    revenue_pool: int = _units(0)
+    revenue_transfer: int = _units(0)
+    revenue_interval_ms: int = _units(3_600_000, low=1, high=_DAY)
+    # Drift v2's socialized loss: what a lot would lose below fund_floor (wei)
+    # is charged to every open position of its market, in proportion to its
+    # size, like a round of funding, instead of ADL (ADL only if that collects
+    # too little).
+    socialized_loss: bool = _flag(False)
+    fund_floor: int = _units(0)
 
     def is_stale(self, last_valid_ms: int, now_ms: int) -> bool:
         """Stale: no valid price for longer than the staleness limit."""

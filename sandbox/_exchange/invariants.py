@@ -8,14 +8,14 @@ all; the runner calls it at every quiet point (no message in flight).
 
 * conservation: sum of account balances + fund balance + fees + unrealized
   PnL of every position (accounts' and fund's) == deposits - withdrawals +
-  initial fund + the opening imbalance (what the opening positions' entry
+  initial fund + what a revenue pool has paid into the fund + the opening imbalance (what the opening positions' entry
   costs do not net to, a constant), exactly, in wei;
 * the fund's balance is never negative (with several funds, each fund's), and at a quiet point it covers what
   its inventory loses at the mark (balance + the losing lots' PnL >= 0);
 * no loss is left on an account that cannot pay it: at a quiet point no
   account has negative equity, and at every step no account without a
   position (and not under liquidation) has a balance below zero;
-* under ``fund_inventory = "close"``, no lot is left with the fund at a quiet
+* under ``fund_inventory = "close"`` (without ``socialized_loss``), no lot is left with the fund at a quiet
   point while some account holds the other side of its market (ADL had a
   candidate);
 * no account ends a liquidation with a negative balance (checked by clearing
@@ -48,6 +48,7 @@ from sandbox.messages import (
     FundingContributed,
     FundingRemainderTransferred,
     PositionTakenOver,
+    SocializedLossTransferred,
     SurplusTransferred,
 )
 from sandbox._core.runtime import Envelope, Runtime, Violation
@@ -86,7 +87,8 @@ def conservation_gap(rt: Runtime, initial_fund: int) -> int:
     clearing, fund = rt[CLEARING], rt[FUND]
     marks = rt[ORACLE].marks
     total = clearing.fees + fund.balance + getattr(clearing, "funding_held", 0)
-    external = initial_fund + getattr(clearing, "opening_imbalance", 0)
+    # What a revenue pool (policy.revenue_pool) has paid into the fund came from outside, like a deposit.
+    external = initial_fund + getattr(clearing, "opening_imbalance", 0) + getattr(fund, "revenue_received", 0)
     for acct in clearing.accounts.values():
         total += equity(acct.balance, ((m, p.size, p.entry_value) for m, p in acct.positions.items()), marks)
         external += acct.deposited - acct.withdrawn
@@ -141,7 +143,8 @@ def _can_pay_one_lot(acct: Any, position: Any, lot: Any, lot_size: int) -> bool:
     from actors._common import Position, apply_trade
 
     trial = Position(position.size, position.entry_value)
-    return acct.balance + apply_trade(trial, -lot_size if position.size > 0 else lot_size, lot.bankruptcy_price) >= 0
+    return acct.balance + apply_trade(trial, -lot_size if position.size > 0 else lot_size,
+                                       getattr(lot, "adl_at", lot.bankruptcy_price)) >= 0
 
 
 def check_quiet(rt: Runtime) -> list[Violation]:
@@ -182,7 +185,8 @@ def check_quiet(rt: Runtime) -> list[Violation]:
     # goes below zero (check_fund_non_negative, per fund); see
     # docs/concepts/fund-and-bankruptcy.md, "Several funds".
     policy = getattr(fund, "policy", None)
-    if policy is not None and policy.fund_inventory == "close" and fund.lots:
+    # Under socialized_loss the fund holds what it socialized instead of ADL: not a lot left over.
+    if policy is not None and policy.fund_inventory == "close" and not policy.socialized_loss and fund.lots:
         for lot in fund.lots.values():
             side = -1 if lot.size > 0 else 1
             if any((p := a.positions.get(lot.market)) is not None and (p.size > 0) == (side > 0)
@@ -246,7 +250,8 @@ class InFlight:
         self._add(envelope, -1)
 
 
-_MONEY_MESSAGES = (SurplusTransferred, FundingContributed, FundingRemainderTransferred, FeeShareTransferred)
+_MONEY_MESSAGES = (SurplusTransferred, FundingContributed, FundingRemainderTransferred, FeeShareTransferred,
+                   SocializedLossTransferred)
 
 
 def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope] | InFlight) -> list[Violation]:
@@ -256,7 +261,8 @@ def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope] | I
     applied by its ledger, a :class:`PositionTakenOver` not yet booked by the
     fund, and money for the fund or from it not yet received
     (:class:`SurplusTransferred`, :class:`FundingContributed`,
-    :class:`FundingRemainderTransferred`, :class:`FeeShareTransferred`). Counting those,
+    :class:`FundingRemainderTransferred`, :class:`FeeShareTransferred`,
+    :class:`SocializedLossTransferred`). Counting those,
     money is conserved and positions net to zero at every step, not only at
     quiet points; and the fund's balance is never negative at any step.
     ``in_flight`` is the messages themselves or an :class:`InFlight` tally of them.

@@ -95,10 +95,32 @@ def _funds(result: RunResult, fund: Any) -> dict[str, Any]:
     }}
 
 
+def _isolated(buckets: dict[str, tuple[str, str]], account: str) -> dict[str, Any]:
+    """An isolated-margin bucket's owner and market (``isolated``); nothing for a cross account."""
+    if account not in buckets:
+        return {}
+    owner, market = buckets[account]
+    return {"isolated": {"owner": owner, "market": market}}
+
+
+def _vault(result: RunResult, clearing: Any, oracle: Any) -> dict[str, Any]:
+    """The backstop vault's account (``policy.backstop_vault``): its balance and PnL at the final marks."""
+    name = result.scenario.policy.backstop_vault
+    acct = clearing.accounts.get(name) if name else None
+    if acct is None:
+        return {}
+    upnl = sum(p.size * oracle.marks[m] - p.entry_value for m, p in acct.positions.items())
+    return {"backstop_vault": {
+        "account": name, "balance": fmt_money(acct.balance), "unrealized_pnl": fmt_money(upnl),
+        "pnl": fmt_money(acct.balance + upnl - acct.deposited + acct.withdrawn),
+    }}
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     rt = result.runtime
     clearing, fund, oracle = rt[CLEARING], rt[FUND], rt[ORACLE]
     counts = result.log.counts
+    buckets = {a.id: a.isolated_of for a in result.scenario.accounts if a.isolated_of is not None}
     return {
         "scenario": result.scenario.name,
         "seed": result.seed,
@@ -110,13 +132,18 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "final": fmt_money(fund.balance),
             "positions": _positions(fund.positions()),
             **_funds(result, fund),
+            # Drift v2's revenue pool (policy.revenue_pool): money from outside, like a deposit.
+            **({"revenue_received": fmt_money(getattr(fund, "revenue_received", 0))}
+               if result.scenario.policy.revenue_pool else {}),
         },
+        **_vault(result, clearing, oracle),
         "accounts": {
             acct.id: {
                 "deposited": fmt_money(acct.deposited),
                 "withdrawn": fmt_money(acct.withdrawn),
                 "balance": fmt_money(acct.balance),
                 "positions": _positions({m: (p.size, p.entry_value) for m, p in acct.positions.items()}),
+                **_isolated(buckets, acct.id),
             }
             for acct in clearing.accounts.values()
         },

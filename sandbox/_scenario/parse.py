@@ -18,9 +18,12 @@ from sandbox._core.money import (
     RATE_ONE,
     SIZE_DECIMALS,
     _show,
+    fmt_money,
 )
 from sandbox._core.runtime import Faults
 from sandbox._core.specs import (
+    ADL_PRICES,
+    isolated_id,
     FUND_ACCOUNT,
     TIME_DECIMALS,
     EVENT_TYPES,
@@ -71,8 +74,9 @@ PRESETS: Final[dict[str, dict[str, Any]]] = {
     "dydx": {"bankruptcy_split": "maintenance_margin", "fund_inventory": "close", "liquidation_price": "fillable",
              "liquidation_fee": "0.015"},
     "hyperliquid": {"liquidation": "partial", "partial_threshold": "30", "partial_fraction": "0.2",
-                    "partial_cooldown": "30", "fund_inventory": "keep", "backstop_below": "0.666667"},
-    "drift": {"fund_inventory": "close"},
+                    "partial_cooldown": "30", "fund_inventory": "keep", "backstop_below": "0.666667",
+                    "adl_price": "previous_mark"},
+    "drift": {"fund_inventory": "close", "socialized_loss": True},
 }
 # Keys that only mean something under one choice (key -> (choice key, value)).
 _DEPENDENT: Final = {
@@ -145,9 +149,17 @@ def _parse_policy(source: str, raw: object) -> Policy:
         tier_step_down=r.boolean("tier_step_down", d.tier_step_down),
         step_down_band=r.units("step_down_band", RATE_DECIMALS, default=d.step_down_band, positive=True),
         backstop_below=r.units("backstop_below", RATE_DECIMALS, default=d.backstop_below),
+        backstop_vault=r.string("backstop_vault", required=False) or d.backstop_vault,
         liquidation_price=r.string("liquidation_price", required=False, choices=LIQUIDATION_PRICES)
         or d.liquidation_price,
         fillable_spread=r.units("fillable_spread", RATE_DECIMALS, default=d.fillable_spread, positive=True),
+        adl_price=r.string("adl_price", required=False, choices=ADL_PRICES) or d.adl_price,
+        revenue_pool=r.units("revenue_pool", MONEY_DECIMALS, default=d.revenue_pool),
+        revenue_transfer=r.units("revenue_transfer", MONEY_DECIMALS, default=d.revenue_transfer),
+        revenue_interval_ms=r.units("revenue_interval", TIME_DECIMALS, default=d.revenue_interval_ms,
+                                    positive=True),
+        socialized_loss=r.boolean("socialized_loss", d.socialized_loss),
+        fund_floor=r.units("fund_floor", MONEY_DECIMALS, default=d.fund_floor),
     )
     r.at_most("partial_fraction", values["partial_fraction"], RATE_ONE, "1 (the whole position)")
     r.at_most("partial_cooldown", values["partial_cooldown_ms"], _DAY_MS, "one day")
@@ -166,9 +178,19 @@ def _parse_policy(source: str, raw: object) -> Policy:
         r.fail("stale_liquidations", "only applies with an oracle_staleness limit")
     r.at_most("step_down_band", values["step_down_band"], RATE_ONE - 1, "just below 1 (100%)")
     r.at_most("backstop_below", values["backstop_below"], RATE_ONE, "1 (the whole maintenance margin)")
+    if values["backstop_vault"] and not values["backstop_below"]:
+        r.fail("backstop_vault", "only applies with backstop_below")
     r.at_most("fillable_spread", values["fillable_spread"], 10 * RATE_ONE, "10")
     if "fillable_spread" in r.table and values["liquidation_price"] != "fillable":
         r.fail("fillable_spread", "only applies with liquidation_price = 'fillable'")
+    r.at_most("revenue_interval", values["revenue_interval_ms"], _DAY_MS, "one day")
+    if values["revenue_pool"] and not values["revenue_transfer"]:
+        r.fail("revenue_pool", "needs revenue_transfer: how much the pool pays into the fund each interval")
+    for key in ("revenue_transfer", "revenue_interval"):
+        if key in r.table and not values["revenue_pool"]:
+            r.fail(key, "only applies with a revenue_pool")
+    if "fund_floor" in r.table and not values["socialized_loss"]:
+        r.fail("fund_floor", "only applies with socialized_loss = true")
     if "step_down_band" in r.table and not values["tier_step_down"]:
         r.fail("step_down_band", "only applies with tier_step_down = true")
     policy = r.build(Policy, values)
@@ -313,6 +335,8 @@ def parse_document(data: dict[str, Any], source: str = "<scenario>", digest: str
 
     accounts: list[AccountSpec] = []
     ids: set[str] = set()
+    # (owner, market) -> the id of its isolated-margin bucket: orders in that market go there.
+    isolated: dict[tuple[str, str], str] = {}
     for i, raw in enumerate(top.array("accounts")):
         r = _Reader(source, f"accounts[{i}]", raw)
         account_id = r.string("id")
@@ -337,9 +361,39 @@ def parse_document(data: dict[str, Any], source: str = "<scenario>", digest: str
             entry = p.units("entry_price", PRICE_DECIMALS, positive=True)
             p.done()
             positions.append(PositionSpec(m.symbol, size, entry))
+        # Isolated margin (NFEX's contract page lists it beside cross): each
+        # market of the table is held in a bucket of its own, an account with
+        # that much of the deposit, liquidated alone; the rest stays cross.
+        raw_isolated = r.get("isolated", False)
+        buckets: list[AccountSpec] = []
+        if raw_isolated is not None:
+            iso = _Reader(source, f"accounts[{i}].isolated", raw_isolated)
+            for symbol in list(iso.table):
+                if symbol not in by_symbol:
+                    iso.fail(symbol, f"unknown market {symbol!r}")
+                margin = iso.units(symbol, MONEY_DECIMALS, positive=True)
+                bucket = isolated_id(account_id, symbol)
+                if bucket in ids or any(bucket == (a.get("id") if isinstance(a, dict) else None)
+                                        for a in top.array("accounts")):
+                    iso.fail(symbol, f"the isolated bucket's id {bucket!r} is another account's")
+                held = tuple(q for q in positions if q.market == symbol)
+                buckets.append(AccountSpec(bucket, margin, held, (account_id, symbol)))
+                isolated[(account_id, symbol)] = bucket
+            iso.done()
+            if not buckets:
+                r.fail("isolated", "names no market")
+            carved = sum(b.deposit for b in buckets)
+            if carved > deposit:
+                r.fail("isolated", f"its margins ({fmt_money(carved)}) exceed the deposit ({fmt_money(deposit)})")
+            deposit -= carved
+            positions = [q for q in positions if (account_id, q.market) not in isolated]
         r.done()
         accounts.append(AccountSpec(account_id, deposit, tuple(positions)))
+        accounts.extend(buckets)
+        ids.update(b.id for b in buckets)
 
+    if policy.backstop_vault and policy.backstop_vault not in ids:
+        raise ScenarioError(source, "policy.backstop_vault", f"unknown account {policy.backstop_vault!r}")
     for m in markets:
         held = [p for a in accounts for p in a.positions if p.market == m.symbol]
         if sum(p.size for p in held):
@@ -355,10 +409,12 @@ def parse_document(data: dict[str, Any], source: str = "<scenario>", digest: str
         return account  # type: ignore[return-value]
 
     client_ids: set[tuple[str, str]] = set()
+    routed: dict[tuple[str, str], str] = {}  # (owner, order id) -> the account that placed it
 
     def order_of(r: _Reader) -> OrderSpec:
-        account = account_of(r)
+        owner = account_of(r)
         m = market_of(r)
+        account = isolated.get((owner, m.symbol), owner)  # an isolated market's orders are its bucket's
         side = r.string("side", choices=("buy", "sell"))
         price = r.units("price", PRICE_DECIMALS, positive=True)
         size = r.units("size", SIZE_DECIMALS, positive=True)
@@ -370,10 +426,11 @@ def parse_document(data: dict[str, Any], source: str = "<scenario>", digest: str
             r.fail("size", "is not a multiple of the market's lot_size")
         if order_id is not None:
             if (account, order_id) in client_ids:
-                r.fail("id", f"order id {order_id!r} is used twice by {account!r}")
+                r.fail("id", f"order id {order_id!r} is used twice by {owner!r}")
             if "#" in order_id:
                 r.fail("id", "must not contain '#'")
             client_ids.add((account, order_id))
+            routed[(owner, order_id)] = account
         return OrderSpec(account, m.symbol, side, price, size, tif, order_id)  # type: ignore[arg-type]
 
     orders: list[OrderSpec] = []
@@ -416,10 +473,11 @@ def parse_document(data: dict[str, Any], source: str = "<scenario>", digest: str
             o = order_of(r)
             event = EventSpec(at, kind, account=o.account, market=o.market, order=o)
         elif kind == "cancel":
-            account = account_of(r)
+            owner = account_of(r)
             order_id = r.string("order")
+            account = routed.get((owner, order_id), owner)  # type: ignore[arg-type]
             if (account, order_id) not in client_ids:
-                r.fail("order", f"no earlier order with id {order_id!r} for {account!r}")
+                r.fail("order", f"no earlier order with id {order_id!r} for {owner!r}")
             event = EventSpec(at, kind, account=account, order_id=order_id)
         else:
             account = account_of(r)

@@ -291,6 +291,18 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
                                "cannot accept": "it cannot accept the position",
                                "unfilled": "its order did not fill (one-shot policy)",
                                "drained": "its held inventory has drained it"}.get(e["reason"], e["reason"])),
+    "vault_takeover": (FUND_BOLD, lambda e: f"the backstop vault {e['vault']} takes over {e['account']}'s "
+                       f"{_held(e['size'])} {e['market']} at bankruptcy price {_eth(e['price'])} "
+                       f"(vault balance {_eth(e['vault_balance'])})"),
+    "fund_socialize_requested": (ADL_BOLD, lambda e: f"insurance fund would be {_eth(e['amount'])} short holding "
+                                 f"lot {e['lot_id']} in {e['market']}: the loss is spread over the market's open "
+                                 "positions (socialized loss)"),
+    "socialized_loss": (WARN, lambda e: f"{e['account']} pays {_eth(e['amount'].lstrip('-'))} of the socialized loss "
+                        f"in {e['market']} (balance {_eth(e['balance'])})"),
+    "fund_socialized_loss": (GOOD_BOLD, lambda e: f"insurance fund receives {_eth(e['amount'])} of socialized loss "
+                             f"for lot {e['lot_id']} (fund {_eth(e['balance'])})"),
+    "fund_revenue": (GOOD, lambda e: f"insurance fund receives {_eth(e['amount'])} from the revenue pool "
+                     f"(fund {_eth(e['balance'])}, pool {_eth(e['pool_left'])} left)"),
     "adl_orders_cancelled": (WARN, lambda e: f"{e['account']}'s open orders in {e['market']} are cancelled after ADL"),
     "fund_inventory_marked": (FUND, lambda e: f"insurance fund's {_held(e['size'])} {e['market']} at mark "
                               f"{_eth(e['mark_price'])}: unrealized {_eth(e['unrealized_pnl'])}, fund equity "

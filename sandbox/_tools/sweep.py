@@ -84,7 +84,8 @@ PLOT_FILE: Final = "plot.png"
 # Keys by which an element of an array of tables is named in a dotted path, in this order.
 NAME_KEYS: Final = ("symbol", "id", "name", "account", "market")
 QUANTILES: Final = {"0.5": "p50", "0.9": "p90", "0.99": "p99"}
-FUND_BALANCE_EVENTS: Final = ("fund_surplus", "fund_payout", "fund_gain", "fund_lot_closed")
+FUND_BALANCE_EVENTS: Final = ("fund_surplus", "fund_payout", "fund_gain", "fund_lot_closed", "fund_revenue",
+                                "fund_socialized_loss")
 # The columns of a row, in order (params and seed first).
 ROW_FIELDS: Final = (
     "params", "seed", "status", "fund_initial", "fund_final", "fund_min", "fund_drawdown", "fund_payouts",

@@ -340,6 +340,9 @@ _FUND_MARKERS: Final = (
     ("adl", COLOURS[ADL_FLOW], "s", "ADL", lambda e: f"ADL: {e['account']} {fmt_trade(e['size'])} {e['market']}"),
     ("fund_payout", COLOURS[LIQUIDATION], "v", "payout", lambda e: f"−{e['amount']} paid for {e['account']}"),
     ("fund_inventory_kept", "#000000", "X", "inventory kept", lambda e: f"keeps {fmt_held(e['size'])} {e['market']}"),
+    ("fund_socialized_loss", "#6a1b9a", "*", "socialized loss received",
+     lambda e: f"+{e['amount']} charged to {e['market']}'s positions"),
+    ("fund_revenue", "#2e7d32", "o", "revenue pool", lambda e: f"+{e['amount']} from the revenue pool"),
 )
 
 
