@@ -647,6 +647,8 @@ def write_replay(finding: Finding, path: Path, avoid: Iterable[str | os.PathLike
             "source": scenario.source,
             "sha256": scenario.digest,
             "toml": scenario.text,
+            # The seed it was explored with: a stochastic scenario is generated from it.
+            "seed": scenario.seed,
             # A stochastic csv, embedded: the replay does not depend on the file it came from.
             "data": {d.name: {"sha256": d.sha256, "text": d.text} for d in scenario.data_files},
         },
@@ -762,6 +764,11 @@ def read_replay(path: Path) -> Replay:
     actor_refs = tuple((role, field(f"actors.{_show(role)}", ref, str)) for role, ref in raw_actors.items())
     scenario = _parse_bytes(text.encode("utf-8"), f"{source} (embedded {_show(embedded_source, 80)})",
                             embedded=embedded)
+    # Files written before the seed was recorded ran the scenario's own.
+    seed = field("scenario.seed", sc.get("seed", scenario.seed), int)
+    if not 0 <= seed < 2**63:
+        raise ScenarioError(source, "scenario.seed", f"must be between 0 and 2**63-1, got {seed}")
+    scenario = scenario.for_seed(seed)
     return Replay(scenario, variant, find, kind, summary, tuple(decisions), n_events, events_sha,
                   Budget(deliveries, time_ms), strategy, actor_refs)
 
