@@ -43,6 +43,7 @@ import trio
 from sortedcontainers import SortedList
 
 from .eventlog import EventLog, time_seconds
+from .messages import fast_init
 
 __all__ = [
     "Actor",
@@ -67,6 +68,7 @@ __all__ = [
 TIMELINE = "timeline"
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class Envelope:
     seq: int  # the message id: unique, and increasing along every link
