@@ -161,6 +161,7 @@ def book_orders_per_s(orders: list[tuple[str, int, int, bool]]) -> float:
     book = OrderBook("PUNK")
     book.send = lambda recipient, message: None  # type: ignore[method-assign]
     book.emit = lambda kind, **fields: None  # type: ignore[method-assign]
+    book.emit_lazy = lambda kind, make, *args: None  # type: ignore[method-assign]
     msgs = [SubmitOrder(Order(f"o{i}", f"a{i % 50}", "PUNK", side, price, size, "ioc" if ioc else "gtc",
                               "trader", "clearing", "clearing"))
             for i, (side, price, size, ioc) in enumerate(orders)]

@@ -139,6 +139,19 @@ class Actor:
         if not self._replaying:
             self._runtime.log.record(self._runtime.now_ms, self.name, kind, fields)
 
+    def emit_lazy(self, kind: str, make: Callable[..., dict[str, Any]], *args: Any) -> None:
+        """Record a domain event whose fields are ``make(*args)``, made only if someone reads it.
+
+        For events on a hot path (a book's trades): formatting their amounts
+        costs more than the match itself, and a run that keeps no log (a
+        soak, the bench) never reads them. ``args`` are the plain values the
+        fields are made of (they must not change later); the event reads the
+        same as one recorded with :meth:`emit`.
+        """
+        assert self._runtime is not None
+        if not self._replaying:
+            self._runtime.log.record_lazy(self._runtime.now_ms, self.name, kind, make, args)
+
     def violation(self, invariant: str, detail: str) -> None:
         """Report an invariant broken in a way only this actor can see."""
         assert self._runtime is not None
