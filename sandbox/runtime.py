@@ -526,7 +526,9 @@ class SeededDelivery:
         rt = self._runtime
         assert rt is not None
         now = rt.now_ms
-        self._promote(now)
+        waiting = self._waiting
+        if waiting and waiting[0][0] <= now:
+            self._promote(now)
         ready = self._ready
         if not ready:
             due = self._next_due()
@@ -541,7 +543,8 @@ class SeededDelivery:
             index = self._choose_link(ready) if self._choose_link is not None else self.chooser.choose(n)
             if not 0 <= index < n:
                 raise ValueError(f"chooser returned {index} for {n} candidates")
-        key = ready[index][1]
+        head = ready.pop(index)  # (one call instead of ready[index] and del ready[index])
+        key = head[1]
         queue = links[key]
         recipient = key[1]
         if self._down and recipient in self._down:
@@ -550,11 +553,11 @@ class SeededDelivery:
         faults = self.faults
         if faults.crash and recipient in faults.crash_actors and self.chooser.chance(faults.crash):
             # The actor dies before handling this message, which stays queued.
+            ready.add(head)
             rt.crash(recipient, queue[0][1])
             self._down[recipient] = rt.now_ms + faults.crash_downtime_ms
             self._hold(recipient, now)
             return True
-        del ready[index]
         envelope = queue.popleft()[1]
         left = self._copies[envelope.seq] - 1
         if left:
@@ -562,7 +565,11 @@ class SeededDelivery:
         else:
             del self._copies[envelope.seq]
         if queue:
-            self._place(key, now)
+            due, following = queue[0]
+            if due <= now and not self._down:
+                ready.add((following.seq, key))
+            else:
+                self._place(key, now)
         else:
             del links[key]
             self._into[recipient].discard(key)
