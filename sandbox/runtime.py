@@ -168,14 +168,16 @@ class Actor:
     def _dispatch(self, envelope: Envelope) -> bool:
         """Handle ``envelope`` once; False if it is a duplicate and was ignored."""
         sender = envelope.sender
-        if envelope.seq <= self._last_seq.get(sender, -1):
+        seq = envelope.seq
+        last = self._last_seq
+        if seq <= last.get(sender, -1):
             return False
-        self._last_seq[sender] = envelope.seq
+        last[sender] = seq
         self.sender = sender
         message = envelope.message
-        cls = type(self)
-        handler = cls._handler_cache.get(type(message))
+        handler = self._handler_cache.get(type(message))
         if handler is None:
+            cls = type(self)
             handler = getattr(cls, "on_" + type(message).__name__, None)
             if handler is None:
                 raise UnhandledMessage(f"{self.name} has no handler for {type(message).__name__}")
