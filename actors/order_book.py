@@ -103,6 +103,8 @@ class OrderBook(Actor):
         account = order.account
         order_id = order.order_id
         limit = order.price
+        ledger = order.ledger
+        kind = order.kind
         remaining = order.size
         filled = 0
         buying = order.side == "buy"
@@ -130,11 +132,10 @@ class OrderBook(Actor):
                 filled += qty
                 send(made.ledger, Fill(made.order_id, made.account, market, -qty if buying else qty, level_price,
                                        "maker", made.kind))
-                send(order.ledger, Fill(order_id, account, market, qty if buying else -qty, level_price,
-                                        "taker", order.kind))
+                send(ledger, Fill(order_id, account, market, qty if buying else -qty, level_price, "taker", kind))
                 emit_lazy("trade", _trade_fields, market, level_price, qty,
-                               account if buying else made.account, made.account if buying else account,
-                               account, order.kind, order_id, made.order_id)
+                          account if buying else made.account, made.account if buying else account,
+                          account, kind, order_id, made.order_id)
                 if maker.remaining == 0:
                     queue.popleft()
                     del orders[made.order_id]
@@ -147,8 +148,10 @@ class OrderBook(Actor):
                 del levels[key]
         if remaining == 0:
             send(order.reply_to, OrderClosed(order_id, account, market, filled, 0, "filled"))
-        elif order.tif == "ioc":
-            self._close(_Resting(order, remaining, filled), "expired")
+        elif order.tif == "ioc":  # what _close does, without a _Resting made only to be closed
+            if order.kind == "trader":
+                emit_lazy("order_expired", _closed_fields, account, order_id, market, remaining, "expired")
+            send(order.reply_to, OrderClosed(order_id, account, market, filled, remaining, "expired"))
         else:  # rest it
             own, key = (self.bids, -limit) if buying else (self.asks, limit)
             queue = own.get(key)
