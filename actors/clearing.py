@@ -288,10 +288,7 @@ class Clearing(Actor):
         exposure = acct.exposure.setdefault(msg.market, [0, 0])
         exposure[0] += buy
         exposure[1] += sell
-        self.emit(
-            "order_placed", account=msg.account, order_id=msg.order_id, market=msg.market, side=msg.side,
-            price=fmt_price(msg.price), size=fmt_size(msg.size), tif=msg.tif,
-        )
+        self.emit_lazy("order_placed", _order_placed_fields, msg)  # (a message is frozen: safe to format later)
         order = Order(
             msg.order_id, msg.account, msg.market, msg.side, msg.price, msg.size, msg.tif,
             "trader", CLEARING, CLEARING,
@@ -375,13 +372,9 @@ class Clearing(Actor):
         # in the order clearing applied it, so the books can be rebuilt from the
         # log exactly (``sandbox check-log``).
         if msg.kind == "trader":
-            self.emit(
-                "fill", account=msg.account, market=msg.market, order_id=msg.order_id, size=fmt_size(msg.size),
-                price=fmt_price(msg.price), liquidity=msg.liquidity, fee=fmt_money(fee),
-                realized_pnl=fmt_money(realized), balance=fmt_money(acct.balance),
-            )
+            self.emit_lazy("fill", _fill_fields, msg, fee, realized, acct.balance)
         if fee:
-            self.emit("fee", account=msg.account, market=msg.market, amount=fmt_money(fee), liquidity=msg.liquidity)
+            self.emit_lazy("fee", _fee_fields, msg, fee)
         if share:
             self.send(FUND, FeeShareTransferred(msg.account, msg.market, share))
         if msg.kind == "liquidation" and acct.hold is not None:
@@ -762,3 +755,21 @@ class Clearing(Actor):
     def _publish(self, acct: Account) -> None:
         acct.version += 1
         self.send(MONITOR, AccountUpdated(acct.id, acct.balance, acct.views(), acct.frozen, acct.version))
+
+
+# The fields of clearing's most frequent events, made only when the event is read (Actor.emit_lazy).
+
+
+def _order_placed_fields(msg: PlaceOrder) -> dict[str, object]:
+    return {"account": msg.account, "order_id": msg.order_id, "market": msg.market, "side": msg.side,
+            "price": fmt_price(msg.price), "size": fmt_size(msg.size), "tif": msg.tif}
+
+
+def _fill_fields(msg: Fill, fee: int, realized: int, balance: int) -> dict[str, object]:
+    return {"account": msg.account, "market": msg.market, "order_id": msg.order_id, "size": fmt_size(msg.size),
+            "price": fmt_price(msg.price), "liquidity": msg.liquidity, "fee": fmt_money(fee),
+            "realized_pnl": fmt_money(realized), "balance": fmt_money(balance)}
+
+
+def _fee_fields(msg: Fill, fee: int) -> dict[str, object]:
+    return {"account": msg.account, "market": msg.market, "amount": fmt_money(fee), "liquidity": msg.liquidity}

@@ -89,53 +89,78 @@ class OrderBook(Actor):
     # -- handlers ----------------------------------------------------------------------
 
     def on_SubmitOrder(self, msg: SubmitOrder) -> None:
+        # The hot path of every order, written out: the order's fields read
+        # once, its Fill and OrderClosed built here, the trade event recorded
+        # lazily. It sends the same messages in the same order as the plain
+        # loop it replaces (each match: the maker's Fill, the taker's Fill,
+        # the trade, then the maker's OrderClosed if it is done).
         order = msg.order
-        taker = _Resting(order, order.size)
+        send = self.send
+        market = self.market
+        account = order.account
+        order_id = order.order_id
+        limit = order.price
+        ledger = order.ledger
+        kind = order.kind
+        remaining = order.size
+        filled = 0
         buying = order.side == "buy"
         levels = self.asks if buying else self.bids
-        while taker.remaining and levels:
+        orders = self.orders
+        by_account = self.by_account
+        emit_lazy = self.emit_lazy
+        while remaining and levels:
             key, queue = levels.peekitem(0)
             level_price = key if buying else -key
-            if (buying and level_price > order.price) or (not buying and level_price < order.price):
+            if (level_price > limit) if buying else (level_price < limit):
                 break
-            while queue and taker.remaining:
+            while queue and remaining:
                 maker = queue[0]
-                if maker.order.account == order.account:
+                made = maker.order
+                if made.account == account:
                     queue.popleft()
                     self._forget(maker)
                     self._close(maker, "self_trade")
                     continue
-                qty = min(maker.remaining, taker.remaining)
+                qty = maker.remaining if maker.remaining < remaining else remaining
                 maker.remaining -= qty
                 maker.filled += qty
-                taker.remaining -= qty
-                taker.filled += qty
-                self._fill(maker.order, qty, level_price, "maker")
-                self._fill(order, qty, level_price, "taker")
-                self.emit(
-                    "trade",
-                    market=self.market,
-                    price=fmt_price(level_price),
-                    size=fmt_size(qty),
-                    buyer=order.account if buying else maker.order.account,
-                    seller=maker.order.account if buying else order.account,
-                    taker=order.account,
-                    taker_kind=order.kind,
-                    taker_order=order.order_id,
-                    maker_order=maker.order.order_id,
-                )
+                remaining -= qty
+                filled += qty
+                send(made.ledger, Fill(made.order_id, made.account, market, -qty if buying else qty, level_price,
+                                       "maker", made.kind))
+                send(ledger, Fill(order_id, account, market, qty if buying else -qty, level_price, "taker", kind))
+                emit_lazy("trade", _trade_fields, market, level_price, qty,
+                          account if buying else made.account, made.account if buying else account,
+                          account, kind, order_id, made.order_id)
                 if maker.remaining == 0:
                     queue.popleft()
-                    self._forget(maker)
-                    self._close(maker, "filled")
+                    del orders[made.order_id]
+                    mine = by_account[made.account]
+                    del mine[made.order_id]
+                    if not mine:
+                        del by_account[made.account]
+                    send(made.reply_to, OrderClosed(made.order_id, made.account, market, maker.filled, 0, "filled"))
             if not queue:
                 del levels[key]
-        if taker.remaining == 0:
-            self._close(taker, "filled")
-        elif order.tif == "ioc":
-            self._close(taker, "expired")
-        else:
-            self._rest(taker)
+        if remaining == 0:
+            send(order.reply_to, OrderClosed(order_id, account, market, filled, 0, "filled"))
+        elif order.tif == "ioc":  # what _close does, without a _Resting made only to be closed
+            if order.kind == "trader":
+                emit_lazy("order_expired", _closed_fields, account, order_id, market, remaining, "expired")
+            send(order.reply_to, OrderClosed(order_id, account, market, filled, remaining, "expired"))
+        else:  # rest it
+            own, key = (self.bids, -limit) if buying else (self.asks, limit)
+            queue = own.get(key)
+            if queue is None:
+                queue = own[key] = deque()
+            resting = _Resting(order, remaining, filled)
+            queue.append(resting)
+            orders[order_id] = resting
+            mine = by_account.get(account)
+            if mine is None:
+                mine = by_account[account] = {}
+            mine[order_id] = None
 
     def on_CancelResting(self, msg: CancelResting) -> None:
         resting = self.orders.get(msg.order_id)
@@ -159,38 +184,15 @@ class OrderBook(Actor):
 
     # -- internals ---------------------------------------------------------------------
 
-    def _fill(self, order: Order, qty: int, price: int, liquidity: str) -> None:
-        size = qty if order.side == "buy" else -qty
-        self.send(
-            order.ledger,
-            Fill(order.order_id, order.account, self.market, size, price, liquidity, order.kind),  # type: ignore[arg-type]
-        )
-
     def _close(self, resting: _Resting, reason: str) -> None:
         order = resting.order
         if reason != "filled" and order.kind == "trader":
-            self.emit(
-                "order_" + ("expired" if reason == "expired" else "cancelled"),
-                account=order.account,
-                order_id=order.order_id,
-                market=self.market,
-                unfilled=fmt_size(resting.remaining),
-                reason=reason,
-            )
+            self.emit_lazy("order_" + ("expired" if reason == "expired" else "cancelled"), _closed_fields,
+                           order.account, order.order_id, self.market, resting.remaining, reason)
         self.send(
             order.reply_to,
             OrderClosed(order.order_id, order.account, self.market, resting.filled, resting.remaining, reason),
         )
-
-    def _rest(self, resting: _Resting) -> None:
-        order = resting.order
-        levels, key = (self.bids, -order.price) if order.side == "buy" else (self.asks, order.price)
-        queue = levels.get(key)
-        if queue is None:
-            queue = levels[key] = deque()
-        queue.append(resting)
-        self.orders[order.order_id] = resting
-        self.by_account.setdefault(order.account, {})[order.order_id] = None
 
     def _forget(self, resting: _Resting) -> None:
         order = resting.order
@@ -208,3 +210,17 @@ class OrderBook(Actor):
         if not queue:
             del levels[key]
         self._forget(resting)
+
+
+# The fields of the book's events, made only when the event is read (Actor.emit_lazy).
+
+
+def _trade_fields(market: str, price: int, qty: int, buyer: str, seller: str, taker: str, taker_kind: str,
+                  taker_order: str, maker_order: str) -> dict[str, object]:
+    return {"market": market, "price": fmt_price(price), "size": fmt_size(qty), "buyer": buyer, "seller": seller,
+            "taker": taker, "taker_kind": taker_kind, "taker_order": taker_order, "maker_order": maker_order}
+
+
+def _closed_fields(account: str, order_id: str, market: str, unfilled: int, reason: str) -> dict[str, object]:
+    return {"account": account, "order_id": order_id, "market": market, "unfilled": fmt_size(unfilled),
+            "reason": reason}

@@ -470,7 +470,7 @@ def run_schedule_sync(
 
 @contextlib.contextmanager
 def capture_events(*kinds: str) -> Iterator[list[dict[str, Any]]]:
-    """Collect the events every run inside the block records (only these ``kinds``, if any are given).
+    """Collect the events of every run that starts inside the block (only these ``kinds``, if any are given).
 
     ::
 
@@ -479,24 +479,22 @@ def capture_events(*kinds: str) -> Iterator[list[dict[str, Any]]]:
         assert [e["kind"] for e in events][:1] == ["fund_takeover"]
 
     Like ``structlog.testing.capture_logs``, it hooks the event log for the
-    duration of the block (not thread-safe: one block at a time); each event
-    is the same dict the run's own log keeps.
+    duration of the block (not thread-safe: one block at a time): every
+    :class:`~sandbox._core.eventlog.EventLog` made inside it gets a listener,
+    so lazily recorded events are made as they happen, with the same values.
     """
     captured: list[dict[str, Any]] = []
-    wanted = frozenset(kinds)
-    original = EventLog.record
+    original = EventLog.__init__
 
-    def record(self: EventLog, time_ms: int, actor: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        event = original(self, time_ms, actor, kind, fields)
-        if not wanted or kind in wanted:
-            captured.append(event)
-        return event
+    def init(self: EventLog, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.subscribe(captured.append, kinds=kinds or None)
 
-    EventLog.record = record  # type: ignore[method-assign]
+    EventLog.__init__ = init  # type: ignore[method-assign]
     try:
         yield captured
     finally:
-        EventLog.record = original  # type: ignore[method-assign]
+        EventLog.__init__ = original  # type: ignore[method-assign]
 
 
 class _CrashBefore:

@@ -72,3 +72,38 @@ def test_the_other_specs_check_their_fields(make, error):
 def test_a_valid_spec_is_accepted_unchanged():
     assert attrs.evolve(DEFAULT_POLICY, liquidation="partial").liquidation == "partial"
     assert attrs.evolve(MARKET, tick_size=5).tick_size == 5
+
+
+def test_messages_check_their_fields_with_a_domain():
+    # Every Literal-typed field of a message (side, time in force, order kind,
+    # liquidity) refuses a value outside it, naming the class and the field.
+    import typing
+
+    from sandbox import messages as m
+
+    checked = 0
+    for name in m.__all__:
+        cls = getattr(m, name)
+        if not (isinstance(cls, type) and attrs.has(cls)):
+            continue
+        for f in attrs.fields(cls):
+            hint = getattr(m, f.type, None) if isinstance(f.type, str) else f.type
+            if typing.get_origin(hint) is not typing.Literal:
+                continue
+            checked += 1
+            good = {g.name: (typing.get_args(hint)[0] if g is f else _sample(g, m)) for g in attrs.fields(cls)}
+            instance = cls(**good)
+            with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{f.name} must be one of"):
+                attrs.evolve(instance, **{f.name: "nonsense"})
+    assert checked >= 6  # Order's side, tif, kind; SubmitOrder's...; Fill's liquidity, kind
+
+
+def _sample(field, m):
+    import typing
+
+    hint = getattr(m, field.type, None) if isinstance(field.type, str) else field.type
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)[0]
+    if field.default is not attrs.NOTHING:
+        return field.default
+    return {"int": 1, "str": "x", "bool": False}.get(str(field.type).split(" ")[0], None)

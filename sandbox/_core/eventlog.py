@@ -16,7 +16,7 @@ import json
 import os
 from collections import Counter
 from types import TracebackType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["EventLog", "EventFile", "time_seconds"]
 
@@ -28,31 +28,92 @@ def time_seconds(ms: int) -> int | float:
 
 class EventLog:
     """The events of one run, kept in memory (``keep=False``: only counted and
-    passed to the listeners, for runs too long to keep, such as a soak)."""
+    passed to the listeners, for runs too long to keep, such as a soak).
+
+    An event may be recorded *lazily* (:meth:`record_lazy`): its own fields
+    are made by a function of values captured when it happened (ints and
+    strings, never a live object), called only when someone reads the event:
+    at once if a listener wants that kind, else when :attr:`events` is next
+    read (or never, when nothing keeps or reads it). The fields are the same
+    values either way; only the time they are formatted moves.
+    """
 
     def __init__(self, keep: bool = True) -> None:
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        # Lazily recorded events of _events whose fields are not made yet.
+        self._pending: list[tuple[dict[str, Any], Callable[..., dict[str, Any]], tuple[Any, ...]]] = []
         self.counts: Counter[str] = Counter()
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._listeners: list[tuple[Callable[[dict[str, Any]], None], frozenset[str] | None]] = []
+        self._wanted: frozenset[str] | None = frozenset()  # kinds some listener wants (None: every kind)
         self._keep = keep
         self._recorded = 0
 
-    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``listener(event)`` for every event as it is recorded."""
-        self._listeners.append(listener)
+    def subscribe(self, listener: Callable[[dict[str, Any]], None], kinds: Iterable[str] | None = None) -> None:
+        """Call ``listener(event)`` for every event as it is recorded (``kinds``: only for events of those kinds)."""
+        wanted = None if kinds is None else frozenset(kinds)
+        self._listeners.append((listener, wanted))
+        if wanted is None or self._wanted is None:
+            self._wanted = None
+        else:
+            self._wanted |= wanted
 
-    def record(self, time_ms: int, actor: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-        event = {"seq": self._recorded, "time": time_seconds(time_ms), "actor": actor, "kind": kind}
-        event.update(fields)
-        if len(event) != 4 + len(fields):
-            raise ValueError(f"event {kind!r} has a field named like a header field (seq, time, actor, kind)")
-        self._recorded += 1
-        if self._keep:
-            self.events.append(event)
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event kept, in order (lazily recorded ones are made now)."""
+        if self._pending:
+            self._flush()
+        return self._events
+
+    def record(self, time_ms: int, actor: str, kind: str, fields: dict[str, Any]) -> None:
         self.counts[kind] += 1
-        for listener in self._listeners:
-            listener(event)
-        return event
+        seq = self._recorded
+        self._recorded += 1
+        wanted = self._wanted
+        listening = wanted is None or kind in wanted
+        if not (self._keep or listening):
+            return
+        event = {"seq": seq, "time": time_seconds(time_ms), "actor": actor, "kind": kind}
+        _fill(event, fields)
+        if self._keep:
+            self._events.append(event)
+        if listening:
+            self._tell(event)
+
+    def record_lazy(
+        self, time_ms: int, actor: str, kind: str, make: Callable[..., dict[str, Any]], args: tuple[Any, ...]
+    ) -> None:
+        """Record an event whose fields are ``make(*args)``, made only when the event is read.
+
+        ``args`` must be values that do not change (ints, strings, tuples of
+        them): the fields are made from them later, maybe after the run.
+        """
+        self.counts[kind] += 1
+        seq = self._recorded
+        self._recorded += 1
+        wanted = self._wanted
+        listening = wanted is None or kind in wanted
+        if not (self._keep or listening):
+            return
+        event = {"seq": seq, "time": time_seconds(time_ms), "actor": actor, "kind": kind}
+        if listening:
+            _fill(event, make(*args))
+            if self._keep:
+                self._events.append(event)
+            self._tell(event)
+        else:
+            self._events.append(event)
+            self._pending.append((event, make, args))
+
+    def _tell(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        for listener, kinds in self._listeners:
+            if kinds is None or kind in kinds:
+                listener(event)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for event, make, args in pending:
+            _fill(event, make(*args))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.events)
@@ -66,6 +127,13 @@ class EventLog:
     @staticmethod
     def dumps(event: dict[str, Any]) -> str:
         return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fill(event: dict[str, Any], fields: dict[str, Any]) -> None:
+    n = len(event)
+    event.update(fields)
+    if len(event) != n + len(fields):
+        raise ValueError(f"event {event['kind']!r} has a field named like a header field (seq, time, actor, kind)")
 
 
 class EventFile:

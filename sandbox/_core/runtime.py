@@ -43,6 +43,7 @@ import trio
 from sortedcontainers import SortedList
 
 from sandbox._core.eventlog import EventLog, time_seconds
+from sandbox.messages import fast_init
 
 __all__ = [
     "Actor",
@@ -67,6 +68,7 @@ __all__ = [
 TIMELINE = "timeline"
 
 
+@fast_init
 @attrs.frozen(slots=True)
 class Envelope:
     seq: int  # the message id: unique, and increasing along every link
@@ -137,6 +139,19 @@ class Actor:
         if not self._replaying:
             self._runtime.log.record(self._runtime.now_ms, self.name, kind, fields)
 
+    def emit_lazy(self, kind: str, make: Callable[..., dict[str, Any]], *args: Any) -> None:
+        """Record a domain event whose fields are ``make(*args)``, made only if someone reads it.
+
+        For events on a hot path (a book's trades): formatting their amounts
+        costs more than the match itself, and a run that keeps no log (a
+        soak, the bench) never reads them. ``args`` are the plain values the
+        fields are made of (they must not change later); the event reads the
+        same as one recorded with :meth:`emit`.
+        """
+        assert self._runtime is not None
+        if not self._replaying:
+            self._runtime.log.record_lazy(self._runtime.now_ms, self.name, kind, make, args)
+
     def violation(self, invariant: str, detail: str) -> None:
         """Report an invariant broken in a way only this actor can see."""
         assert self._runtime is not None
@@ -153,14 +168,16 @@ class Actor:
     def _dispatch(self, envelope: Envelope) -> bool:
         """Handle ``envelope`` once; False if it is a duplicate and was ignored."""
         sender = envelope.sender
-        if envelope.seq <= self._last_seq.get(sender, -1):
+        seq = envelope.seq
+        last = self._last_seq
+        if seq <= last.get(sender, -1):
             return False
-        self._last_seq[sender] = envelope.seq
+        last[sender] = seq
         self.sender = sender
         message = envelope.message
-        cls = type(self)
-        handler = cls._handler_cache.get(type(message))
+        handler = self._handler_cache.get(type(message))
         if handler is None:
+            cls = type(self)
             handler = getattr(cls, "on_" + type(message).__name__, None)
             if handler is None:
                 raise UnhandledMessage(f"{self.name} has no handler for {type(message).__name__}")
@@ -507,7 +524,9 @@ class SeededDelivery:
         rt = self._runtime
         assert rt is not None
         now = rt.now_ms
-        self._promote(now)
+        waiting = self._waiting
+        if waiting and waiting[0][0] <= now:
+            self._promote(now)
         ready = self._ready
         if not ready:
             due = self._next_due()
@@ -522,7 +541,8 @@ class SeededDelivery:
             index = self._choose_link(ready) if self._choose_link is not None else self.chooser.choose(n)
             if not 0 <= index < n:
                 raise ValueError(f"chooser returned {index} for {n} candidates")
-        key = ready[index][1]
+        head = ready.pop(index)  # (one call instead of ready[index] and del ready[index])
+        key = head[1]
         queue = links[key]
         recipient = key[1]
         if self._down and recipient in self._down:
@@ -531,11 +551,11 @@ class SeededDelivery:
         faults = self.faults
         if faults.crash and recipient in faults.crash_actors and self.chooser.chance(faults.crash):
             # The actor dies before handling this message, which stays queued.
+            ready.add(head)
             rt.crash(recipient, queue[0][1])
             self._down[recipient] = rt.now_ms + faults.crash_downtime_ms
             self._hold(recipient, now)
             return True
-        del ready[index]
         envelope = queue.popleft()[1]
         left = self._copies[envelope.seq] - 1
         if left:
@@ -543,7 +563,11 @@ class SeededDelivery:
         else:
             del self._copies[envelope.seq]
         if queue:
-            self._place(key, now)
+            due, following = queue[0]
+            if due <= now and not self._down:
+                ready.add((following.seq, key))
+            else:
+                self._place(key, now)
         else:
             del links[key]
             self._into[recipient].discard(key)

@@ -316,7 +316,7 @@ async def run_scenario(
     if trace:
         rt.trace = []
     budget = _Budget(limits if limits is not None else work_limits(scenario), rt)
-    rt.log.subscribe(budget.on_event)
+    rt.log.subscribe(budget.on_event, kinds=("actor_crashed",))  # (the other kinds stay lazy)
 
     def counted(runtime: Runtime, envelope: Any) -> None:
         budget.delivered()

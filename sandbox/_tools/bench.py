@@ -63,14 +63,14 @@ SIZES: dict[str, dict[str, int]] = {
 # (name, numerator key, denominator key or None, factor, "ge"/"le")
 TARGETS: list[tuple[str, str, str | None, float, str]] = [
     ("orders_per_s_live >= 0.5 x channel_msgs_per_s", "orders_per_s_live", "channel_msgs_per_s", 0.5, "ge"),
-    ("book alone >= 0.3 x bare book", "book_orders_per_s", "bare_book_orders_per_s", 0.3, "ge"),
+    ("book alone >= 0.5 x bare book", "book_orders_per_s", "bare_book_orders_per_s", 0.5, "ge"),
     ("tick_s_100k <= 3 x tick_s_1k", "tick_s_100k", "tick_s_1k", 3.0, "le"),
     ("cascade_msgs_per_s >= 0.3 x channel_msgs_per_s", "cascade_msgs_per_s", "channel_msgs_per_s", 0.3, "ge"),
     ("cascade_peak_rss_mb <= 500", "cascade_peak_rss_mb", None, 500.0, "le"),
     ("cascade invariants hold", "cascade_invariants_ok", None, 1.0, "ge"),
     ("cascade liquidates >= 10% of accounts", "cascade_liquidations", "cascade_accounts", 0.1, "ge"),
-    ("msgs_per_s_deterministic >= 0.25 x msgs_per_s_live", "msgs_per_s_deterministic", "msgs_per_s_live", 0.25, "ge"),
-    ("explore_examples_per_s >= 100", "explore_examples_per_s", None, 100.0, "ge"),
+    ("msgs_per_s_deterministic >= 0.5 x msgs_per_s_live", "msgs_per_s_deterministic", "msgs_per_s_live", 0.5, "ge"),
+    ("explore_examples_per_s >= 200", "explore_examples_per_s", None, 200.0, "ge"),
     # Not 1.0: with 100,000 envelopes over 10,000 live links, memory locality
     # costs what the algorithm does not (a scan of the links would be ~1000x).
     ("delivery at 100,000 in flight >= 0.25 x at 10", "delivery_msgs_per_s_100000", "delivery_msgs_per_s_10",
@@ -165,6 +165,7 @@ def book_orders_per_s(orders: list[tuple[str, int, int, bool]]) -> float:
     book = OrderBook("PUNK")
     book.send = lambda recipient, message: None  # type: ignore[method-assign]
     book.emit = lambda kind, **fields: None  # type: ignore[method-assign]
+    book.emit_lazy = lambda kind, make, *args: None  # type: ignore[method-assign]
     msgs = [SubmitOrder(Order(f"o{i}", f"a{i % 50}", "PUNK", side, price, size, "ioc" if ioc else "gtc",
                               "trader", "clearing", "clearing"))
             for i, (side, price, size, ioc) in enumerate(orders)]

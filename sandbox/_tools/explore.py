@@ -340,7 +340,7 @@ def _prepare(
                 raise _Stop(Failure("livelock", f"{crashes[1]} crashes in a row, {len(deliveries)} deliveries and "
                                                 f"{crashes[0]} crashes in all: the actors never go quiet"))
 
-    rt.log.subscribe(on_event)
+    rt.log.subscribe(on_event, kinds=("actor_crashed",))  # (the other kinds stay lazy)
 
     def finish(error: BaseException | None) -> Run:
         failure: Failure | None = None
