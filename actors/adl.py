@@ -52,7 +52,7 @@ from sandbox.messages import (
     MarkPriceUpdated,
 )
 from sandbox._core.money import fmt_price, fmt_size, sign
-from sandbox._core.runtime import Actor
+from sandbox._core.actor import Actor
 from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
 from . import accounting

@@ -120,7 +120,7 @@ from sandbox.messages import (
     SurplusTransferred,
 )
 from sandbox._core.money import fmt_money, fmt_price, fmt_size
-from sandbox._core.runtime import Actor
+from sandbox._core.actor import Actor
 from sandbox._core.specs import DEFAULT_POLICY, SHARED_FUND, FundSpec, MarketSpec, Policy
 
 from . import accounting

@@ -94,7 +94,7 @@ from sandbox.messages import (
     UnfreezeAccount,
 )
 from sandbox._core.money import RATE_ONE, ceil_div, fmt_money, fmt_price, fmt_size, sign
-from sandbox._core.runtime import Actor
+from sandbox._core.actor import Actor
 from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
 from . import accounting

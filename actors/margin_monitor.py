@@ -41,7 +41,7 @@ from sandbox.messages import (
     Started,
 )
 from sandbox._core.money import RATE_ONE, fmt_money
-from sandbox._core.runtime import Actor
+from sandbox._core.actor import Actor
 from sandbox._core.specs import MarketSpec
 
 from ._common import ENGINE, MONITOR, equity, maintenance_margin, top_maintenance_rate

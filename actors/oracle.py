@@ -56,7 +56,7 @@ from sandbox.messages import (
     MarkPriceUpdated,
 )
 from sandbox._core.money import RATE_ONE, fmt_price, fmt_rate, sign
-from sandbox._core.runtime import Actor
+from sandbox._core.actor import Actor
 from sandbox._core.specs import DEFAULT_POLICY, MarketSpec, Policy
 
 from ._common import ADL, CLEARING, ENGINE, FUND, MONITOR, ORACLE, book_name, round_price_down

@@ -37,7 +37,7 @@ from sandbox.messages import (
     SubmitOrder,
 )
 from sandbox._core.money import ceil_div, fmt_price, fmt_size
-from sandbox._core.runtime import Actor
+from sandbox._core.actor import Actor
 
 from ._common import CLEARING, ORACLE, book_name
 

@@ -8,7 +8,7 @@ requests it sends carry its own account id, so it cannot act for another.
 from __future__ import annotations
 
 from sandbox.messages import CancelOrder, Deposit, PlaceOrder, ScriptedEvent, Withdraw
-from sandbox._core.runtime import Actor
+from sandbox._core.actor import Actor
 from sandbox._core.specs import EventSpec, OrderSpec
 
 from ._common import CLEARING, trader_name

@@ -8,7 +8,11 @@ running them (:func:`run_scenario`, :func:`run_scenario_sync`), the runtime
 
 from typing import Any
 
-from sandbox._core.runtime import Actor, Envelope, LiveDelivery, Runtime, SeededDelivery, Violation
+from sandbox._core.actor import Actor, Envelope, Violation
+
+from sandbox._core.delivery import LiveDelivery, SeededDelivery
+
+from sandbox._core.runtime import Runtime
 from sandbox._core.specs import Scenario
 from sandbox._scenario.reader import ScenarioError
 from sandbox._scenario.load import bundled_scenarios, load_scenario, parse_scenario, resolve_scenario

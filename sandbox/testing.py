@@ -36,7 +36,10 @@ from sandbox._exchange.run import RunResult, run_scenario, run_scenario_sync
 from sandbox._tools.explore import Budget, Run, TapeChooser, run_once, run_once_async
 from sandbox._exchange.invariants import check_all
 from sandbox._core.eventlog import EventLog
-from sandbox._core.runtime import Chooser, Network, Runtime, ScriptedChooser, SeededChooser, SeededDelivery, Violation
+from sandbox._core.choosers import Chooser, ScriptedChooser, SeededChooser
+from sandbox._core.delivery import Network, SeededDelivery
+from sandbox._core.runtime import Runtime
+from sandbox._core.actor import Violation
 from sandbox._core.specs import Scenario
 from sandbox._scenario.load import parse_scenario
 from sandbox._scenario.parse import PRESETS

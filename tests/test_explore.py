@@ -14,7 +14,7 @@ from hypothesis.database import InMemoryExampleDatabase
 from actors.zoo import VARIANTS
 from sandbox import bundled_scenarios, resolve_scenario, run_scenario_sync
 from sandbox._tools.explore import events_digest, explore, plan, read_replay, replay_run, run_once, write_replay
-from sandbox._core.runtime import ScriptedChooser, SeededChooser
+from sandbox._core.choosers import ScriptedChooser, SeededChooser
 from sandbox._scenario.reader import ScenarioError
 
 RACES = sorted(name for name in bundled_scenarios() if name.startswith("race_"))
@@ -209,7 +209,7 @@ def test_an_explored_run_logs_like_any_run_and_its_log_passes_check_log(tmp_path
     # One wiring for every entry point: an explored run's log opens with the
     # opening state and closes with run_finished, so check-log can verify it.
     from sandbox._core.eventlog import EventLog
-    from sandbox._core.runtime import SeededChooser
+    from sandbox._core.choosers import SeededChooser
     from sandbox._tools.checklog import check_log
     from sandbox._tools.explore import run_once
 

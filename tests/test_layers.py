@@ -13,7 +13,8 @@ Layers, bottom up (docs/architecture.md, "Module map"):
 
 A module may import from its own layer and the layers below, never from one
 above, at module level or inside a function (a function-level import hides a
-cycle; it does not remove it). Within a layer the imports form no cycle.
+cycle; it does not remove it); only an import for annotations, under ``if
+TYPE_CHECKING:``, never runs and does not count. Within a layer the imports form no cycle.
 Like trio's ``test_exports``, this reads the code, so a new module is held to
 it without being listed anywhere.
 """
@@ -69,7 +70,13 @@ def imports_of(module: str, path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out: set[str] = set()
+    # Imports under ``if TYPE_CHECKING:`` are for annotations only and never run.
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -34,16 +34,10 @@ from sandbox._tools.explore import (
 from sandbox._exchange.invariants import InFlight, check_step
 from sandbox._core.pct import PCTChooser, pct_bound, pct_seed
 from sandbox._tools.sweep import RUNS_FILE, SPEC_FILE
-from sandbox._core.runtime import (
-    TIMELINE,
-    Envelope,
-    Network,
-    RecordingChooser,
-    Runtime,
-    ScriptedChooser,
-    SeededChooser,
-    SeededDelivery,
-)
+from sandbox._core.actor import TIMELINE, Envelope
+from sandbox._core.delivery import Network, SeededDelivery
+from sandbox._core.choosers import RecordingChooser, ScriptedChooser, SeededChooser
+from sandbox._core.runtime import Runtime
 from .test_faults import FAULTS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -45,7 +45,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final, Sequence
 
-from sandbox._core.runtime import SeededChooser
+from sandbox._core.choosers import SeededChooser
 
 __all__ = ["PCTChooser", "DEFAULT_DEPTH", "pct_seed", "pct_bound"]
 

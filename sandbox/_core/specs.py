@@ -17,7 +17,7 @@ from typing import Any, Callable, Final
 import attrs
 
 from sandbox._core.money import RATE_ONE
-from sandbox._core.runtime import Faults
+from sandbox._core.delivery import Faults
 
 __all__ = [
     "FUND_ACCOUNT",

@@ -51,7 +51,8 @@ from sandbox.messages import (
     SocializedLossTransferred,
     SurplusTransferred,
 )
-from sandbox._core.runtime import Envelope, Runtime, Violation
+from sandbox._core.actor import Envelope, Violation
+from sandbox._core.runtime import Runtime
 
 __all__ = [
     "check_conservation",

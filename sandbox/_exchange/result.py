@@ -11,7 +11,8 @@ from actors import CLEARING, FUND, ORACLE
 from sandbox._exchange.invariants import open_interest
 from sandbox._core.money import fmt_money, fmt_price, fmt_size
 from sandbox._core.eventlog import EventLog
-from sandbox._core.runtime import ActorFailed, Runtime, Violation
+from sandbox._core.runtime import ActorFailed, Runtime
+from sandbox._core.actor import Violation
 from sandbox._core.specs import Scenario
 from sandbox.messages import Event
 

@@ -38,7 +38,9 @@ from sandbox._exchange import invariants
 from sandbox._core.eventlog import EventLog
 from sandbox.messages import Event, FundingDue, IndexPriceObserved, MarkPriceObserved, ScriptedEvent, Started
 from sandbox._core.money import fmt_money, fmt_price, fmt_rate, fmt_size
-from sandbox._core.runtime import ActorFailed, Delivery, LiveDelivery, Network, Runtime, SeededDelivery, Violation
+from sandbox._core.runtime import ActorFailed, Runtime
+from sandbox._core.delivery import Delivery, LiveDelivery, Network, SeededDelivery
+from sandbox._core.actor import Violation
 from sandbox._core.money import RATE_ONE
 from sandbox._core.specs import Scenario
 from sandbox._exchange.result import RunResult, WorkLimitExceeded, WorkLimits

@@ -20,7 +20,7 @@ from sandbox._core.money import (
     _show,
     fmt_money,
 )
-from sandbox._core.runtime import Faults
+from sandbox._core.delivery import Faults
 from sandbox._core.specs import (
     ADL_PRICES,
     isolated_id,

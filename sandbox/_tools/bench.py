@@ -43,7 +43,7 @@ import attrs
 import trio
 from sortedcontainers import SortedDict
 
-from sandbox._core.runtime import Actor
+from sandbox._core.actor import Actor
 import argparse
 from rich.console import Console
 from rich.table import Table
@@ -186,7 +186,7 @@ def order_flow(orders: int, mode: str, traders: int = 50, seed: int = 0) -> dict
     from sandbox._core.eventlog import EventLog
     from sandbox._exchange.run import build
     from sandbox.messages import MarkPriceObserved, ScriptedEvent
-    from sandbox._core.runtime import LiveDelivery, SeededDelivery
+    from sandbox._core.delivery import LiveDelivery, SeededDelivery
     from sandbox._tools.soak import MARKETS, ORDERS_PER_BURST, TICK, Burst, RandomTrader, soak_scenario
 
     sc = soak_scenario(traders, seed)
@@ -386,7 +386,8 @@ def delivery_msgs_per_s(in_flight: int, deliveries: int, actors: int = 100, seed
     decided by a seeded chooser.
     """
     from sandbox._exchange.invariants import InFlight
-    from sandbox._core.runtime import Runtime, SeededDelivery
+    from sandbox._core.runtime import Runtime
+    from sandbox._core.delivery import SeededDelivery
 
     rng = random.Random(seed)
     names = [f"relay{i}" for i in range(actors)]

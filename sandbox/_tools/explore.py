@@ -42,16 +42,10 @@ from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 from sandbox._exchange import invariants
 from sandbox._core.eventlog import EventLog
 from sandbox._exchange.run import MAX_CRASHES_IN_A_ROW, finish_run, prepare_run
-from sandbox._core.runtime import (
-    Chooser,
-    Envelope,
-    Network,
-    RecordingChooser,
-    Runtime,
-    ScriptedChooser,
-    SeededDelivery,
-    Violation,
-)
+from sandbox._core.choosers import Chooser, RecordingChooser, ScriptedChooser
+from sandbox._core.actor import Envelope, Violation
+from sandbox._core.delivery import Network, SeededDelivery
+from sandbox._core.runtime import Runtime
 from sandbox._core.money import _show
 from sandbox._core.pct import DEFAULT_DEPTH, PCTChooser, pct_seed
 from sandbox._core.specs import Scenario

@@ -27,7 +27,9 @@ from sandbox._core.eventlog import EventLog
 from sandbox._exchange.run import prepare_run
 from sandbox.messages import MarkPriceObserved, ScriptedEvent
 from sandbox._core.money import PRICE_DECIMALS, SIZE_DECIMALS
-from sandbox._core.runtime import Faults, LiveDelivery, Runtime, Violation
+from sandbox._core.delivery import Faults, LiveDelivery
+from sandbox._core.runtime import Runtime
+from sandbox._core.actor import Violation
 from sandbox._core.specs import Scenario
 from sandbox._scenario.load import parse_scenario
 import argparse

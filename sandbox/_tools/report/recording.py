@@ -15,7 +15,8 @@ from sandbox._core.eventlog import EventLog
 from sandbox._core.money import fmt_money, fmt_price, fmt_size
 from sandbox._tools.narrate import narrate
 from sandbox._tools.plain import plain
-from sandbox._core.runtime import Envelope, Runtime
+from sandbox._core.actor import Envelope
+from sandbox._core.runtime import Runtime
 
 
 # The sequence diagram draws at most this many rows; beyond it, it summarises.
