@@ -61,6 +61,8 @@ __all__ = ["AdlCoordinator", "adl_rank"]
 
 # How many fresh snapshots to try before leaving the rest with the fund.
 MAX_ROUNDS: Final = 5
+# The ``adl_ranking`` event names at most this many accounts (and, when there were more, how many).
+RANKING_SHOWN: Final = 100
 _LAST: Final = Fraction(-(10**30))
 
 
@@ -140,20 +142,32 @@ class AdlCoordinator(Actor):
         assert cur is not None
         cur.rounds += 1
         # Opposing positions: the other side from the fund's lot.
-        self.send(CLEARING, AdlCandidatesRequested(cur.adl_id, cur.request.market, -sign(cur.request.size)))
+        # Clearing ranks from its index at this coordinator's marks and ranking: the highest
+        # first, as many as cover what is left (and enough for the ranking event).
+        self.send(CLEARING, AdlCandidatesRequested(
+            cur.adl_id, cur.request.market, -sign(cur.request.size), tuple(sorted(self.marks.items())),
+            self.policy.adl_ranking, cur.remaining, frozenset(cur.exhausted), RANKING_SHOWN))
 
     def on_AdlCandidates(self, msg: AdlCandidates) -> None:
         cur = self.current
         if cur is None or msg.adl_id != cur.adl_id:
             return
         req = cur.request
-        ranked = sorted(
-            (c for c in msg.candidates if c.account not in cur.exhausted),
-            key=lambda c: (-adl_rank(c, msg.market, self.marks, self.policy.adl_ranking, self.markets), c.account),
-        )
+        if msg.ranked:  # clearing ranked them (from its index, at these marks), and left out the exhausted
+            ranked = [c for c in msg.candidates if c.account not in cur.exhausted]
+            total = msg.total
+        else:
+            ranked = sorted(
+                (c for c in msg.candidates if c.account not in cur.exhausted),
+                key=lambda c: (-adl_rank(c, msg.market, self.marks, self.policy.adl_ranking, self.markets),
+                               c.account),
+            )
+            total = len(ranked)
+        # A long ranking names its first RANKING_SHOWN and says how many there were.
+        more = {"candidates": total} if total > RANKING_SHOWN else {}
         self.emit(
             "adl_ranking", market=msg.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),
-            ranking=[c.account for c in ranked],
+            ranking=[c.account for c in ranked[:RANKING_SHOWN]], **more,
         )
         need = cur.remaining
         for c in ranked:
