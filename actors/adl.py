@@ -62,7 +62,7 @@ __all__ = ["AdlCoordinator", "adl_rank"]
 # How many fresh snapshots to try before leaving the rest with the fund.
 MAX_ROUNDS: Final = 5
 # The ``adl_ranking`` event names at most this many accounts (and, when there were more, how many).
-RANKING_SHOWN: Final = 100
+RANKING_SHOWN: Final = 20
 _LAST: Final = Fraction(-(10**30))
 
 
