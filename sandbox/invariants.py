@@ -348,14 +348,16 @@ class QuietChecker:
         self.everything = True
         self.dirty: set[str] = set()
         self.found: dict[str, list[tuple[str, str]]] = {}  # account -> what is wrong with it
-        self.part: dict[str, int] = {}  # account -> what it adds to the conservation gap, marks aside
-        self.sizes: dict[str, dict[str, int]] = {}  # account -> market -> size
+        # account -> (what it adds to the conservation gap, marks aside; then its markets and sizes, flat):
+        # one tuple an account, as a run may have a million of them
+        self.filed: dict[str, tuple[Any, ...]] = {}
         self.net: dict[str, int] = {}  # market -> sum of account sizes
         self.oi: dict[str, list[int]] = {}  # market -> [long, short] over accounts
         self.holders: dict[str, set[str]] = {}  # market -> accounts with a position there
         self.parts = 0
-        self.seen_markets: dict[str, tuple[int, int, bool]] = {}
-        self.order: dict[str, int] = {}
+        self.seen_markets: dict[str, tuple[int, bool]] = {}
+        self.order: dict[str, int] = {}  # account -> its place in clearing's accounts (built once something is wrong)
+        self.accounts = -1
 
     def delivered(self, envelope: Envelope) -> None:
         message = envelope.message
@@ -370,42 +372,44 @@ class QuietChecker:
 
     def _refile(self, acct: Any) -> None:
         account = acct.id
-        self.parts -= self.part.get(account, 0)
-        for m, size in self.sizes.get(account, {}).items():
-            self.net[m] -= size
-            self.oi[m][0 if size > 0 else 1] -= abs(size)
-            self.holders[m].discard(account)
+        old = self.filed.get(account)
+        if old is not None:
+            self.parts -= old[0]
+            for i in range(1, len(old), 2):
+                m, size = old[i], old[i + 1]
+                self.net[m] -= size
+                self.oi[m][0 if size > 0 else 1] -= abs(size)
+                self.holders[m].discard(account)
         part = acct.balance - acct.deposited + acct.withdrawn
-        sizes = {}
+        new: list[Any] = [0]
         for m, p in acct.positions.items():
             part -= p.entry_value
-            sizes[m] = p.size
+            new += (m, p.size)
             self.net[m] = self.net.get(m, 0) + p.size
             self.oi.setdefault(m, [0, 0])[0 if p.size > 0 else 1] += abs(p.size)
             self.holders.setdefault(m, set()).add(account)
-        self.part[account] = part
-        self.sizes[account] = sizes
+        new[0] = part
+        self.filed[account] = tuple(new)
         self.parts += part
 
     def check(self) -> list[Violation]:
         rt = self.rt
         clearing, oracle, fund = rt[CLEARING], rt[ORACLE], rt[FUND]
         accounts = clearing.accounts
-        if not self.order:
-            self.order = {a: i for i, a in enumerate(accounts)}
         policy = getattr(oracle, "policy", None)
         moved = []
         for m in clearing.markets:
+            # What an account's findings read of its market: the mark, and whether liquidations pause there.
             stale = bool(policy is not None and policy.pauses_when_stale
                          and policy.is_stale(oracle.valid_at[m], oracle.now_ms))
-            state = (oracle.marks[m], oracle.valid_at[m] if policy is not None and policy.pauses_when_stale else 0,
-                     stale)
+            state = (oracle.marks[m], stale)
             if self.seen_markets.get(m) != state:
                 self.seen_markets[m] = state
                 moved.append(m)
-        if self.everything or len(self.order) != len(accounts):
+        if self.everything or len(accounts) != self.accounts:
             self.everything = False
-            self.order = {a: i for i, a in enumerate(accounts)}
+            self.accounts = len(accounts)
+            self.order = {}
             dirty: Iterable[str] = list(accounts)
             self.dirty.clear()
         else:
@@ -438,6 +442,8 @@ class QuietChecker:
         out += check_fund_non_negative(rt)
         out += [_v(rt, "long open interest equals short", f"{m}: long {fmt_size(long)} != short {fmt_size(short)}")
                 for m, (long, short) in oi.items() if long != short]
+        if len(self.order) != len(accounts) and self.found:
+            self.order = {a: i for i, a in enumerate(accounts)}
         for account in sorted(self.found, key=self.order.__getitem__):
             out += [_v(rt, invariant, detail) for invariant, detail in self.found[account]]
         return out + _quiet_globals(rt)
