@@ -1,10 +1,16 @@
 """The ADL coordinator: deleverages the most profitable, most leveraged opposing positions.
 
 When the insurance fund cannot close a taken-over lot within its budget it
-asks for auto-deleveraging. The coordinator asks clearing for every account
+asks for auto-deleveraging. The coordinator asks clearing for the accounts
 holding the opposite side of that market (a fresh snapshot; accounts under
-liquidation are not candidates), ranks them, and closes them highest first at
-the lot's bankruptcy price until the lot is flat.
+liquidation are not candidates), ranked by :func:`adl_rank` at the
+coordinator's own marks (the request carries them, and the ranking), and
+closes them highest first at the lot's bankruptcy price until the lot is flat.
+Clearing keeps its accounts ranked per market and side (``actors/adl_index.py``)
+and answers with the highest ranked that cover the size (and at least
+:data:`RANKING_SHOWN`, for the ``adl_ranking`` event): O(log n + k) a request,
+not a scan and a sort of every account. A request without marks is answered
+with every candidate, unranked, and the coordinator ranks them itself.
 
 Ranking, as BitMEX and NFEX publish it (docs/concepts/venues.md)::
 

@@ -336,6 +336,13 @@ async def run_scenario(
             if mode == "seeded"
             else LiveDelivery(scenario.faults, seed)
         )
+    run_mode = "seeded" if isinstance(delivery, SeededDelivery) else "live"
+    # The log opens with the starting books and closes with the outcome, so it
+    # can be checked on its own (``sandbox check-log``); a log without the
+    # closing event is the prefix of a run that did not end. Recorded before the
+    # actors are built, so that its (large) fields are gone before they are.
+    log = log if log is not None else EventLog()
+    log.record(0, "exchange", "opening_state", opening_state(scenario, seed, run_mode))
     rt, timeline = build(scenario, delivery, actors, log)
     if scenario.faults.crash:
         rt.make_durable(scenario.faults.crash_actors, scenario.faults.snapshot_every)
@@ -372,11 +379,6 @@ async def run_scenario(
         if observe is not None:
             observe(runtime)
 
-    run_mode = "seeded" if isinstance(delivery, SeededDelivery) else "live"
-    # The log opens with the starting books and closes with the outcome, so it
-    # can be checked on its own (``sandbox check-log``); a log without the
-    # closing event is the prefix of a run that did not end.
-    rt.log.record(0, "exchange", "opening_state", opening_state(scenario, seed, run_mode))
     error: ActorFailed | None = None
     stopped: WorkLimitExceeded | None = None
     try:
