@@ -81,6 +81,7 @@ class AdlIndex:
     where: dict[str, tuple[bool, tuple[tuple[str, int], ...]]] = attrs.Factory(dict)
     buckets: dict[tuple[str, int], _Bucket] = attrs.Factory(dict)
     cross: dict[tuple[str, int], set[str]] = attrs.Factory(dict)
+    shapes: dict[Any, Any] = attrs.Factory(dict)
 
     def _key(self, acct: Account, market: str, bucket: _Bucket) -> tuple[Fraction, str]:
         assert bucket.built is not None
@@ -109,7 +110,9 @@ class AdlIndex:
         if not places:
             return
         one = len(places) == 1
-        self.where[acct.id] = (one, places)
+        filed = (one, places)
+        # One shared tuple per way of being filed: a run may index a million accounts, nearly all alike.
+        self.where[acct.id] = self.shapes.setdefault(filed, filed)
         for place in places:
             if one:
                 bucket = self.buckets.get(place)
