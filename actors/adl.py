@@ -1,10 +1,16 @@
 """The ADL coordinator: deleverages the most profitable, most leveraged opposing positions.
 
 When the insurance fund cannot close a taken-over lot within its budget it
-asks for auto-deleveraging. The coordinator asks clearing for every account
+asks for auto-deleveraging. The coordinator asks clearing for the accounts
 holding the opposite side of that market (a fresh snapshot; accounts under
-liquidation are not candidates), ranks them, and closes them highest first at
-the lot's bankruptcy price until the lot is flat.
+liquidation are not candidates), ranked by :func:`adl_rank` at the
+coordinator's own marks (the request carries them, and the ranking), and
+closes them highest first at the lot's bankruptcy price until the lot is flat.
+Clearing keeps its accounts ranked per market and side (``actors/adl_index.py``)
+and answers with the highest ranked that cover the size (and at least
+:data:`RANKING_SHOWN`, for the ``adl_ranking`` event): O(log n + k) a request,
+not a scan and a sort of every account. A request without marks is answered
+with every candidate, unranked, and the coordinator ranks them itself.
 
 Ranking, as BitMEX and NFEX publish it (docs/concepts/venues.md)::
 
@@ -62,6 +68,8 @@ __all__ = ["AdlCoordinator", "adl_rank"]
 
 # How many fresh snapshots to try before leaving the rest with the fund.
 MAX_ROUNDS: Final = 5
+# The ``adl_ranking`` event names at most this many accounts (and, when there were more, how many).
+RANKING_SHOWN: Final = 20
 _LAST: Final = Fraction(-(10**30))
 
 
@@ -142,20 +150,32 @@ class AdlCoordinator(Actor):
         assert cur is not None
         cur.rounds += 1
         # Opposing positions: the other side from the fund's lot.
-        self.send(CLEARING, AdlCandidatesRequested(cur.adl_id, cur.request.market, -sign(cur.request.size)))
+        # Clearing ranks from its index at this coordinator's marks and ranking: the highest
+        # first, as many as cover what is left (and enough for the ranking event).
+        self.send(CLEARING, AdlCandidatesRequested(
+            cur.adl_id, cur.request.market, -sign(cur.request.size), tuple(sorted(self.marks.items())),
+            self.policy.adl_ranking, cur.remaining, frozenset(cur.exhausted), RANKING_SHOWN))
 
     def on_AdlCandidates(self, msg: AdlCandidates) -> None:
         cur = self.current
         if cur is None or msg.adl_id != cur.adl_id:
             return
         req = cur.request
-        ranked = sorted(
-            (c for c in msg.candidates if c.account not in cur.exhausted),
-            key=lambda c: (-adl_rank(c, msg.market, self.marks, self.policy.adl_ranking, self.markets), c.account),
-        )
+        if msg.ranked:  # clearing ranked them (from its index, at these marks), and left out the exhausted
+            ranked = [c for c in msg.candidates if c.account not in cur.exhausted]
+            total = msg.total
+        else:
+            ranked = sorted(
+                (c for c in msg.candidates if c.account not in cur.exhausted),
+                key=lambda c: (-adl_rank(c, msg.market, self.marks, self.policy.adl_ranking, self.markets),
+                               c.account),
+            )
+            total = len(ranked)
+        # A long ranking names its first RANKING_SHOWN and says how many there were.
+        more = {"candidates": total} if total > RANKING_SHOWN else {}
         self.emit(
             "adl_ranking", market=msg.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),
-            ranking=[c.account for c in ranked],
+            ranking=[c.account for c in ranked[:RANKING_SHOWN]], **more,
         )
         need = cur.remaining
         for c in ranked:

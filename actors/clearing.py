@@ -111,6 +111,7 @@ from ._common import (
     position_margin,
     trader_name,
 )
+from .adl_index import AdlIndex
 
 __all__ = ["Clearing", "Account", "OpenOrder", "LiquidationHold", "PendingFunding"]
 
@@ -202,6 +203,8 @@ class Clearing(Actor):
         self.opening_imbalance = -sum(
             p.entry_value for acct in self.accounts.values() for p in acct.positions.values()
         )
+        # ADL candidates ranked per market and side (actors/adl_index.py); every account starts dirty.
+        self.adl_index = AdlIndex(self.markets, set(self.accounts))
 
     # -- margin arithmetic on clearing's own view -------------------------------------
 
@@ -610,6 +613,11 @@ class Clearing(Actor):
     # -- ADL ------------------------------------------------------------------------------
 
     def on_AdlCandidatesRequested(self, msg: AdlCandidatesRequested) -> None:
+        if msg.marks:  # ranked from the index, at the coordinator's marks: O(log n + k)
+            ranked, total = self.adl_index.ranked(self.accounts, msg.market, msg.side, dict(msg.marks), msg.ranking,
+                                                  msg.size, msg.exclude, msg.at_least)
+            self.send(ADL, AdlCandidates(msg.adl_id, msg.market, tuple(ranked), True, total))
+            return
         candidates = tuple(
             AdlCandidate(acct.id, acct.balance, acct.views())
             for acct in self.accounts.values()
@@ -753,6 +761,7 @@ class Clearing(Actor):
     # -- to the monitor -------------------------------------------------------------------
 
     def _publish(self, acct: Account) -> None:
+        self.adl_index.dirty.add(acct.id)
         acct.version += 1
         self.send(MONITOR, AccountUpdated(acct.id, acct.balance, acct.views(), acct.frozen, acct.version))
 

@@ -190,6 +190,13 @@ class InsuranceFund(Actor):
         # What the revenue pool (policy.revenue_pool) has paid in so far, and in how many transfers.
         self.revenue_received = 0
         self.revenue_transfers = 0
+        # Indexes, so that nothing per event costs O(lots): the open lots by (market, sign of size), in
+        # lot order; and, unless a subclass overrides reserve(), each lot's reservation and their sum per
+        # fund, recomputed whenever a lot's state, limit, size or basis or its market's mark changes.
+        self._sides: dict[tuple[str, int], dict[int, Lot]] = {}
+        self._indexed = type(self).reserve is InsuranceFund.reserve
+        self._reserves: dict[int, int] = {}
+        self._reserved: dict[str, int] = {SHARED_FUND: 0}
 
     def set_funds(self, funds: tuple[FundSpec, ...]) -> None:
         """Several funds for groups of markets (a scenario's ``[[funds]]``): one ledger each."""
@@ -198,6 +205,8 @@ class InsuranceFund(Actor):
         self.ledgers = {f.name: f.balance for f in funds}
         self.losses = {f.name: 0 for f in funds}
         self.fund_of = {m: f.name for f in funds for m in f.markets}
+        self._reserved = {f.name: sum(self._reserves.get(lot.lot_id, 0) for lot in self.lots.values()
+                                      if self.fund_of[lot.market] == f.name) for f in funds}
 
     @property
     def several(self) -> bool:
@@ -228,7 +237,28 @@ class InsuranceFund(Actor):
             return False
         self.prev_marks[market] = self.marks[market]
         self.marks[market], self.versions[market] = price, version
+        for side in (1, -1):
+            for lot in self._sides.get((market, side), {}).values():
+                self._reindex(lot)
         return True
+
+    def _reindex(self, lot: Lot) -> None:
+        """Re-file ``lot`` in the indexes (after any change of it or of its mark)."""
+        side = 1 if lot.size > 0 else -1
+        if lot.lot_id in self.lots and lot.size:
+            self._sides.setdefault((lot.market, side), {})[lot.lot_id] = lot
+            self._sides.get((lot.market, -side), {}).pop(lot.lot_id, None)
+        else:
+            for one in (1, -1):
+                self._sides.get((lot.market, one), {}).pop(lot.lot_id, None)
+        if not self._indexed:
+            return
+        old = self._reserves.pop(lot.lot_id, 0)
+        new = 0
+        if lot.lot_id in self.lots:
+            new = self._reserves[lot.lot_id] = self.reserve(lot)
+        name = self.fund_of[lot.market]
+        self._reserved[name] = self._reserved.get(name, 0) + new - old
 
     # -- what the fund has --------------------------------------------------------------
 
@@ -249,7 +279,10 @@ class InsuranceFund(Actor):
 
     def available_in(self, name: str) -> int:
         """One fund's balance less what its open lots may still lose (and, capped, less its losses)."""
-        reserved = sum(self.reserve(lot) for lot in self.lots.values() if self.fund_of[lot.market] == name)
+        if self._indexed:
+            reserved = self._reserved.get(name, 0)
+        else:
+            reserved = sum(self.reserve(lot) for lot in self.lots.values() if self.fund_of[lot.market] == name)
         free = self.ledgers[name] - reserved
         if self.policy.fund_loss_limit:  # a capped vault: its loss so far counts against the cap
             free = min(free, self.policy.fund_loss_limit - self.losses[name] - reserved)
@@ -375,6 +408,7 @@ class InsuranceFund(Actor):
         lot = Lot(self._next_lot, msg.market, msg.size, msg.size * msg.price, msg.price, msg.liq_id, msg.account,
                   held=msg.size, hint=msg.budget)
         self.lots[lot.lot_id] = lot
+        self._reindex(lot)
         accepted = self.accepts(lot)
         self.emit(
             "fund_lot_opened", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
@@ -404,6 +438,7 @@ class InsuranceFund(Actor):
                 return self._deleverage(lot, "unfilled")
             return self._held(lot)
         lot.state, lot.limit = ORDER, limit
+        self._reindex(lot)
         self.emit(
             "fund_order", lot_id=lot.lot_id, market=lot.market, size=fmt_size(size),
             bankruptcy_price=fmt_price(lot.bankruptcy_price), limit=fmt_price(limit),
@@ -419,6 +454,7 @@ class InsuranceFund(Actor):
         lot = self.lots[self._lot_id(msg.order_id)]
         lot.size += msg.size
         lot.basis += msg.size * msg.price
+        self._reindex(lot)
         if lot.state != KEPT:
             lot.held = lot.size
         if lot.size == 0:
@@ -431,8 +467,10 @@ class InsuranceFund(Actor):
             return  # fully filled and already closed
         # Fills travel the same link ahead of this message, so lot.size is what is left.
         lot.limit = None
+        self._reindex(lot)
         if self.policy.fund_inventory == "close":
             lot.state = HELD
+            self._reindex(lot)
             if not self._net(lot):
                 self._deleverage(lot, "unfilled")
             return
@@ -440,6 +478,7 @@ class InsuranceFund(Actor):
 
     def _held(self, lot: Lot) -> None:
         lot.state, lot.held = HELD, lot.size
+        self._reindex(lot)
         if self._net(lot):
             return
         name = self.ledger_of(lot)
@@ -509,11 +548,13 @@ class InsuranceFund(Actor):
             return False
         name = self.ledger_of(lot)
         lot.state, lot.limit = HELD, None  # reserved at the mark, as it would be held
+        self._reindex(lot)
         shortfall = self.policy.fund_floor - self.available_in(name) - self._charging(name)
         if shortfall <= 0:
             self._held(lot)
             return True
         lot.state, lot.socialize_asked = SOCIALIZING, shortfall
+        self._reindex(lot)
         self.emit("fund_socialize_requested", lot_id=lot.lot_id, market=lot.market, amount=fmt_money(shortfall),
                   reason=reason, available=fmt_money(self.available_in(name)), **self._tag(name))
         self.send(CLEARING, SocializeLoss(lot.lot_id, lot.market, shortfall))
@@ -531,6 +572,7 @@ class InsuranceFund(Actor):
         self.emit("fund_socialized_loss", lot_id=lot.lot_id, market=msg.market, amount=fmt_money(msg.amount),
                   balance=fmt_money(self.ledgers[name]), **self._tag(name))
         lot.state, lot.socialize_asked = HELD, 0
+        self._reindex(lot)
         if self.available_in(name) >= 0:
             self._held(lot)
         else:  # too few positions to charge: ADL after all
@@ -539,6 +581,7 @@ class InsuranceFund(Actor):
     def _adl(self, lot: Lot, reason: str) -> None:
         price = self.adl_price_for(lot)
         lot.state, lot.adl_price = IN_ADL, price
+        self._reindex(lot)
         name = self.ledger_of(lot)
         self.emit("fund_adl_requested", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held),
                   price=fmt_price(price), reason=reason,
@@ -548,6 +591,7 @@ class InsuranceFund(Actor):
     def on_DeleverageAbandoned(self, msg: DeleverageAbandoned) -> None:
         lot = self.lots[msg.lot_id]
         lot.state = KEPT
+        self._reindex(lot)
         lot.held = msg.remaining  # lot.size may still count ADL fills in flight
         if not self._net(lot):
             self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
@@ -562,6 +606,7 @@ class InsuranceFund(Actor):
         if lot is None or lot.state != KEPT or not lot.held:
             return
         lot.state = HELD  # offered again like any held lot
+        self._reindex(lot)
         if self.policy.fund_inventory == "keep":
             self._check_drained()
         else:
@@ -581,7 +626,9 @@ class InsuranceFund(Actor):
         fills included, is zero.
         """
         price = self.marks[lot.market]
-        for other in list(self.lots.values()):
+        # Only lots of the other side can cross (a lot's size keeps its sign): the index, in lot order.
+        others = self._sides.get((lot.market, -1 if lot.held > 0 else 1), {}) if lot.held else {}
+        for other in list(others.values()):
             if lot.held == 0:
                 break
             if (other is lot or other.state not in (HELD, KEPT) or other.market != lot.market
@@ -608,6 +655,7 @@ class InsuranceFund(Actor):
                 each.size += trade
                 each.basis += trade * price
                 each.held += trade
+                self._reindex(each)
             # The gain first, so the balance never dips below zero in between.
             for each in sorted((other, lot), key=lambda one: one.basis):
                 if each.size == 0:
@@ -616,6 +664,7 @@ class InsuranceFund(Actor):
 
     def _close(self, lot: Lot) -> None:
         del self.lots[lot.lot_id]
+        self._reindex(lot)
         pnl = -lot.basis
         name = self.ledger_of(lot)
         self.ledgers[name] += pnl

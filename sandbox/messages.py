@@ -651,11 +651,23 @@ class DeleverageAbandoned:
 
 @_frozen
 class AdlCandidatesRequested:
-    """ADL -> clearing: list accounts whose position in ``market`` has sign ``side``."""
+    """ADL -> clearing: list accounts whose position in ``market`` has sign ``side``.
+
+    With ``marks`` (the coordinator's own view of every mark) clearing answers
+    *ranked*, by ``ranking`` (``policy.adl_ranking``) at those marks, from the
+    index it keeps per market and side (``actors.adl_index``): the highest
+    first, leaving out ``exclude``, as many as cover ``size`` and at least
+    ``at_least`` (for the ``adl_ranking`` event). Without, every candidate, unranked.
+    """
 
     adl_id: int
     market: str
     side: int
+    marks: tuple[tuple[str, int], ...] = ()
+    ranking: str = "pnl_x_leverage"
+    size: int = 0
+    exclude: frozenset[str] = frozenset()
+    at_least: int = 0
 
 
 @_frozen
@@ -670,6 +682,9 @@ class AdlCandidates:
     adl_id: int
     market: str
     candidates: tuple[AdlCandidate, ...]
+    # Ranked (highest first) when the request carried marks; ``total``: how many candidates there were in all.
+    ranked: bool = False
+    total: int = 0
 
 
 @_frozen

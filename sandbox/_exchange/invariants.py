@@ -83,13 +83,29 @@ def open_interest(rt: Runtime) -> dict[str, tuple[int, int]]:
     return {m: (long, short) for m, (long, short) in oi.items()}
 
 
+def _held_outside_accounts(rt: Runtime) -> int:
+    """What the books hold outside the accounts: fees, the fund, funding not yet passed on."""
+    clearing, fund = rt[CLEARING], rt[FUND]
+    return clearing.fees + fund.balance + getattr(clearing, "funding_held", 0)
+
+
+def _came_in_outside_accounts(rt: Runtime, initial_fund: int) -> int:
+    """What came in other than deposits: the initial fund, the opening imbalance, a revenue pool's payments.
+
+    What a revenue pool (policy.revenue_pool) has paid into the fund came from
+    outside, like a deposit. The one statement of what conservation counts
+    besides the accounts, for :func:`conservation_gap` and :class:`QuietChecker`.
+    """
+    clearing, fund = rt[CLEARING], rt[FUND]
+    return initial_fund + getattr(clearing, "opening_imbalance", 0) + getattr(fund, "revenue_received", 0)
+
+
 def conservation_gap(rt: Runtime, initial_fund: int) -> int:
     """Total value on the books minus what came in; 0 when money is conserved."""
     clearing, fund = rt[CLEARING], rt[FUND]
     marks = rt[ORACLE].marks
-    total = clearing.fees + fund.balance + getattr(clearing, "funding_held", 0)
-    # What a revenue pool (policy.revenue_pool) has paid into the fund came from outside, like a deposit.
-    external = initial_fund + getattr(clearing, "opening_imbalance", 0) + getattr(fund, "revenue_received", 0)
+    total = _held_outside_accounts(rt)
+    external = _came_in_outside_accounts(rt, initial_fund)
     for acct in clearing.accounts.values():
         total += equity(acct.balance, ((m, p.size, p.entry_value) for m, p in acct.positions.items()), marks)
         external += acct.deposited - acct.withdrawn
@@ -148,30 +164,40 @@ def _can_pay_one_lot(acct: Any, position: Any, lot: Any, lot_size: int) -> bool:
                                        getattr(lot, "adl_at", lot.bankruptcy_price)) >= 0
 
 
+def _account_quiet(acct: Any, oracle: Any, markets: Any) -> list[tuple[str, str]]:
+    """The (invariant, detail) of what is wrong with one account at a quiet point (part of :func:`check_quiet`)."""
+    if acct.hold is not None:
+        return [("every liquidation completes", f"{acct.id} is still frozen (liquidation {acct.hold.liq_id})")]
+    out = []
+    if not acct.positions and acct.balance < 0:
+        out.append(("no loss left on an account that cannot pay it",
+                    f"{acct.id} has no position and a balance of {fmt_money(acct.balance)}"))
+    if acct.positions and not _paused_by_stale_oracle(oracle, acct.positions):
+        marks = oracle.marks
+        triples = [(m, p.size, p.entry_value) for m, p in acct.positions.items()]
+        eq = equity(acct.balance, triples, marks)
+        mm = maintenance_margin(triples, marks, markets)
+        if eq < 0:
+            out.append(("no account outside a liquidation has negative equity", f"{acct.id} has equity {fmt_money(eq)}"))
+        if eq <= mm:
+            out.append(("every underwater account is liquidated",
+                        f"{acct.id} has equity {fmt_money(eq)} <= maintenance margin {fmt_money(mm)}"))
+    return out
+
+
 def check_quiet(rt: Runtime) -> list[Violation]:
     """What must hold once nothing is in flight: every liquidation finished, none missed."""
     clearing, oracle = rt[CLEARING], rt[ORACLE]
+    out = [_v(rt, invariant, detail) for acct in clearing.accounts.values()
+           for invariant, detail in _account_quiet(acct, oracle, clearing.markets)]
+    return out + _quiet_globals(rt)
+
+
+def _quiet_globals(rt: Runtime) -> list[Violation]:
+    """The quiet-point invariants of the fund, ADL, the engine and funding (part of :func:`check_quiet`)."""
+    clearing, oracle = rt[CLEARING], rt[ORACLE]
     marks = oracle.marks
     out = []
-    for acct in clearing.accounts.values():
-        if acct.hold is not None:
-            out.append(_v(rt, "every liquidation completes", f"{acct.id} is still frozen (liquidation {acct.hold.liq_id})"))
-            continue
-        if not acct.positions and acct.balance < 0:
-            out.append(_v(rt, "no loss left on an account that cannot pay it",
-                          f"{acct.id} has no position and a balance of {fmt_money(acct.balance)}"))
-        if acct.positions and not _paused_by_stale_oracle(oracle, acct.positions):
-            triples = [(m, p.size, p.entry_value) for m, p in acct.positions.items()]
-            eq = equity(acct.balance, triples, marks)
-            mm = maintenance_margin(triples, marks, clearing.markets)
-            if eq < 0:
-                out.append(_v(rt, "no account outside a liquidation has negative equity",
-                              f"{acct.id} has equity {fmt_money(eq)}"))
-            if eq <= mm:
-                out.append(_v(
-                    rt, "every underwater account is liquidated",
-                    f"{acct.id} has equity {fmt_money(eq)} <= maintenance margin {fmt_money(mm)}",
-                ))
     fund = rt[FUND]
     covered = fund.balance - sum(accounting.lot_reserve(lot.basis, lot.size, marks[lot.market])
                                  for lot in fund.lots.values())
@@ -301,3 +327,148 @@ def check_all(rt: Runtime, initial_fund: int, *, quiet: bool = True) -> list[Vio
     return out
 
 
+
+
+# Messages to clearing that change the account they name and no other (every handler of these touches
+# ``msg.account`` only); and those that change no account. Any other message to clearing (funding) makes
+# the next quiet point check every account.
+_ONE_ACCOUNT = frozenset({
+    "PlaceOrder", "CancelOrder", "Deposit", "Withdraw", "Fill", "OrderClosed", "FreezeAccount",
+    "AccountOrdersCancelled", "AccountSnapshotRequested", "UnfreezeAccount", "TakeOverPosition", "Deleverage",
+})
+_NO_ACCOUNT = frozenset({"MarkPriceUpdated", "AdlCandidatesRequested"})
+
+
+class QuietChecker:
+    """:func:`check_all` at every quiet point, computed on what changed since the last one.
+
+    Exactly what :func:`check_all` would return (the same violations, in the
+    same order), without a pass over every account:
+
+    * an account's own invariants (still frozen, a loss left with no position,
+      negative equity, equity <= maintenance margin) depend on its balance,
+      positions and hold, on the oracle's marks of its markets and on whether
+      one of them is stale. An account is *dirty* if a message clearing handled
+      named it, if clearing published it (``AccountUpdated``: whatever changed
+      it), or if the mark, the time it was accepted or the staleness of one of
+      its markets moved (then every holder of that market is dirty). Only dirty
+      accounts are checked again; every other account's findings are kept;
+    * conservation and open interest are running totals: per account, what it
+      adds to the gap (``balance - deposited + withdrawn - sum of entry values``)
+      and its size per market, replaced when it is dirty; the marks are applied
+      to the market's net size. The fund's lots, the fund and the other global
+      checks (ADL, paused liquidations, funding) are computed in full: they are
+      few;
+    * a message to clearing that may change accounts it does not name (a funding
+      round) makes the next quiet point check every account; so does the first.
+
+    The runner (``run_scenario``) feeds it every delivery (:meth:`delivered`)
+    and runs :func:`check_all` in full once more at the end of the run, so a
+    change this bookkeeping missed (an actor variant that changes accounts it
+    is not told about, without publishing them) is still reported.
+    """
+
+    def __init__(self, rt: Runtime, initial_fund: int) -> None:
+        self.rt = rt
+        self.initial_fund = initial_fund
+        self.everything = True
+        self.dirty: set[str] = set()
+        self.found: dict[str, list[tuple[str, str]]] = {}  # account -> what is wrong with it
+        # account -> (what it adds to the conservation gap, marks aside; then its markets and sizes, flat):
+        # one tuple an account, as a run may have a million of them
+        self.filed: dict[str, tuple[Any, ...]] = {}
+        self.net: dict[str, int] = {}  # market -> sum of account sizes
+        self.oi: dict[str, list[int]] = {}  # market -> [long, short] over accounts
+        self.holders: dict[str, set[str]] = {}  # market -> accounts with a position there
+        self.parts = 0
+        self.seen_markets: dict[str, tuple[int, bool]] = {}
+        self.order: dict[str, int] = {}  # account -> its place in clearing's accounts (built once something is wrong)
+        self.accounts = -1
+
+    def delivered(self, envelope: Envelope) -> None:
+        message = envelope.message
+        name = type(message).__name__
+        if envelope.recipient == CLEARING:
+            if name in _ONE_ACCOUNT:
+                self.dirty.add(message.account)
+            elif name not in _NO_ACCOUNT:
+                self.everything = True
+        elif name == "AccountUpdated":
+            self.dirty.add(message.account)
+
+    def _refile(self, acct: Any) -> None:
+        account = acct.id
+        old = self.filed.get(account)
+        if old is not None:
+            self.parts -= old[0]
+            for i in range(1, len(old), 2):
+                m, size = old[i], old[i + 1]
+                self.net[m] -= size
+                self.oi[m][0 if size > 0 else 1] -= abs(size)
+                self.holders[m].discard(account)
+        part = acct.balance - acct.deposited + acct.withdrawn
+        new: list[Any] = [0]
+        for m, p in acct.positions.items():
+            part -= p.entry_value
+            new += (m, p.size)
+            self.net[m] = self.net.get(m, 0) + p.size
+            self.oi.setdefault(m, [0, 0])[0 if p.size > 0 else 1] += abs(p.size)
+            self.holders.setdefault(m, set()).add(account)
+        new[0] = part
+        self.filed[account] = tuple(new)
+        self.parts += part
+
+    def check(self) -> list[Violation]:
+        rt = self.rt
+        clearing, oracle, fund = rt[CLEARING], rt[ORACLE], rt[FUND]
+        accounts = clearing.accounts
+        policy = getattr(oracle, "policy", None)
+        moved = []
+        for m in clearing.markets:
+            # What an account's findings read of its market: the mark, and whether liquidations pause there.
+            stale = bool(policy is not None and policy.pauses_when_stale
+                         and policy.is_stale(oracle.valid_at[m], oracle.now_ms))
+            state = (oracle.marks[m], stale)
+            if self.seen_markets.get(m) != state:
+                self.seen_markets[m] = state
+                moved.append(m)
+        if self.everything or len(accounts) != self.accounts:
+            self.everything = False
+            self.accounts = len(accounts)
+            self.order = {}
+            dirty: Iterable[str] = list(accounts)
+            self.dirty.clear()
+        else:
+            for m in moved:
+                self.dirty |= self.holders.get(m, set())
+            dirty, self.dirty = self.dirty, set()
+        for account in dirty:
+            acct = accounts.get(account)
+            if acct is None:
+                continue
+            self._refile(acct)
+            found = _account_quiet(acct, oracle, clearing.markets)
+            if found:
+                self.found[account] = found
+            else:
+                self.found.pop(account, None)
+        # Conservation and open interest from the running totals, the fund's lots counted in full.
+        marks = oracle.marks
+        gap = _held_outside_accounts(rt) + self.parts - _came_in_outside_accounts(rt, self.initial_fund)
+        gap += sum(marks[m] * net for m, net in self.net.items())
+        oi = {m: list(self.oi.get(m, (0, 0))) for m in clearing.markets}
+        for lot in fund.lots.values():
+            gap += lot.size * marks[lot.market] - lot.basis
+            oi[lot.market][0 if lot.size > 0 else 1] += abs(lot.size)
+        out = []
+        if gap:
+            out.append(_v(rt, "money is conserved",
+                          f"books differ from deposits - withdrawals + initial fund by {fmt_money(gap)}"))
+        out += check_fund_non_negative(rt)
+        out += [_v(rt, "long open interest equals short", f"{m}: long {fmt_size(long)} != short {fmt_size(short)}")
+                for m, (long, short) in oi.items() if long != short]
+        if len(self.order) != len(accounts) and self.found:
+            self.order = {a: i for i, a in enumerate(accounts)}
+        for account in sorted(self.found, key=self.order.__getitem__):
+            out += [_v(rt, invariant, detail) for invariant, detail in self.found[account]]
+        return out + _quiet_globals(rt)

@@ -45,19 +45,20 @@ from sortedcontainers import SortedDict
 
 from sandbox._core.actor import Actor
 import argparse
+from pathlib import Path
 from rich.console import Console
 from rich.table import Table
-from sandbox._tools.command import EXIT_OK, Command
+from sandbox._tools.command import EXIT_OK, Command, prepare_out
 
 __all__ = ["run_bench", "SIZES", "TARGETS"]
 
 SIZES: dict[str, dict[str, int]] = {
     "full": {"channel": 1_000_000, "book": 200_000, "flow": 60_000, "flow_det": 20_000,
-             "tick_small": 1_000, "tick_large": 100_000, "ticks": 20, "cascade": 100_000, "explore": 300,
-             "deliveries": 200_000},
+             "tick_small": 1_000, "tick_large": 100_000, "ticks": 20, "cascade": 100_000, "cascade_base": 10_000,
+             "explore": 300, "deliveries": 200_000},
     "quick": {"channel": 100_000, "book": 50_000, "flow": 8_000, "flow_det": 4_000,
-              "tick_small": 1_000, "tick_large": 100_000, "ticks": 10, "cascade": 5_000, "explore": 60,
-              "deliveries": 30_000},
+              "tick_small": 1_000, "tick_large": 100_000, "ticks": 10, "cascade": 5_000, "cascade_base": 500,
+              "explore": 60, "deliveries": 30_000},
 }
 
 # (name, numerator key, denominator key or None, factor, "ge"/"le")
@@ -66,6 +67,10 @@ TARGETS: list[tuple[str, str, str | None, float, str]] = [
     ("book alone >= 0.5 x bare book", "book_orders_per_s", "bare_book_orders_per_s", 0.5, "ge"),
     ("tick_s_100k <= 3 x tick_s_1k", "tick_s_100k", "tick_s_1k", 3.0, "le"),
     ("cascade_msgs_per_s >= 0.3 x channel_msgs_per_s", "cascade_msgs_per_s", "channel_msgs_per_s", 0.3, "ge"),
+    # Linear cascades: time per liquidation at 100,000 accounts over that at 10,000 (--quick: 5,000 over 500).
+    ("cascade_cost_ratio <= 1.5", "cascade_cost_ratio", None, 1.5, "le"),
+    ("cascade_100k_msgs_per_s >= 0.3 x channel_msgs_per_s", "cascade_100k_msgs_per_s", "channel_msgs_per_s", 0.3,
+     "ge"),
     ("cascade_peak_rss_mb <= 500", "cascade_peak_rss_mb", None, 500.0, "le"),
     ("cascade invariants hold", "cascade_invariants_ok", None, 1.0, "ge"),
     ("cascade liquidates >= 10% of accounts", "cascade_liquidations", "cascade_accounts", 0.1, "ge"),
@@ -294,24 +299,50 @@ def cascade_scenario(accounts: int, seed: int = 0) -> Any:
     }, "<bench cascade>")
 
 
-def cascade(accounts: int) -> dict[str, Any]:
-    """Run the cascade here (call it in a fresh process: peak RSS is the process's)."""
+def cascade(accounts: int, out: str | None = None) -> dict[str, Any]:
+    """Run the cascade here (call it in a fresh process: peak RSS is the process's).
+
+    With ``out``, a folder, the run's ``events.jsonl`` is written there as it
+    happens (the durable log of ``sandbox run``), and the time includes it.
+    The invariants are checked at every quiet point (on what changed since the
+    last one) and in full at the end.
+    """
+    import os
+
     from sandbox._exchange import invariants
-    from sandbox._core.eventlog import EventLog
+    from sandbox._core.eventlog import EventFile, EventLog
     from sandbox._exchange.run import run_scenario
 
     sc = cascade_scenario(accounts)
     log = EventLog(keep=False)
-    start = time.perf_counter()
-    result = trio.run(lambda: run_scenario(sc, mode="live", log=log, check=False))
-    seconds = time.perf_counter() - start
-    ok = result.ok and not invariants.check_all(result.runtime, sc.fund_balance)
+    events = None
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        events = EventFile(os.path.join(out, "events.jsonl"))
+        log.subscribe(events)
+    setup: list[float] = []
+
+    def first_quiet(rt: Any) -> None:  # the books are built and the opening checks done: the crash is next
+        if not setup:
+            setup.append(time.perf_counter() - start)
+
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        result = trio.run(lambda: run_scenario(sc, mode="live", log=log, observe=first_quiet))
+    finally:
+        if events is not None:
+            events.close()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    # check=True: every quiet point checked (on what changed), and check_all in full at the end.
+    ok = result.ok and not invariants.check_all(result.runtime, sc.fund_balance, quiet=False)
     return {
         "cascade_accounts": accounts,
         "cascade_liquidations": log.counts["liquidation_started"],
         "cascade_takeovers": log.counts.get("fund_takeover", 0),
         "cascade_adl": log.counts.get("adl", 0),
         "cascade_s": seconds,
+        "cascade_cpu_s": cpu,
+        "cascade_setup_s": setup[0] if setup else 0.0,  # of cascade_s: building the books, to the first quiet point
         "cascade_messages": result.runtime.delivery.delivered,  # type: ignore[attr-defined]
         "cascade_msgs_per_s": result.runtime.delivery.delivered / seconds,  # type: ignore[attr-defined]
         "cascade_peak_rss_mb": _peak_rss_mb(),
@@ -338,10 +369,58 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cascade_in_subprocess(accounts: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "sandbox._tools.bench", "cascade", str(accounts)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+def cascade_in_subprocess(accounts: int, out: str | None = None) -> dict[str, Any]:
+    args = [sys.executable, "-m", "sandbox._tools.bench", "cascade", str(accounts)] + (["--out", out] if out else [])
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def check_log_figures(path: str) -> dict[str, Any]:
+    """``sandbox check-log`` on ``path`` here (in a fresh process: peak RSS is its own): time, memory, verdict."""
+    from sandbox._tools.checklog import check_log
+
+    start = time.perf_counter()
+    report = check_log(path)
+    return {"check_log_s": time.perf_counter() - start, "check_log_peak_rss_mb": _peak_rss_mb(),
+            "check_log_ok": 1 if report.ok and report.complete else 0, "check_log_events": report.events,
+            "check_log_summary": report.summary()}
+
+
+def million(out: str | None = None, accounts: int = 1_000_000,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``sandbox bench --million``: the cascade of a million accounts with its events.jsonl, then check-log on it.
+
+    Each in a fresh process, so each peak RSS is its own. Without ``out`` the
+    log goes to a temporary folder, removed afterwards.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    say = progress or (lambda _: None)
+    folder = out if out is not None else tempfile.mkdtemp(prefix="sandbox-million-")
+    try:
+        say(f"cascade of {accounts:,} accounts with events.jsonl in {folder} (subprocess)")
+        r = cascade_in_subprocess(accounts, folder)
+        path = os.path.join(folder, "events.jsonl")
+        r["events_jsonl_mb"] = os.path.getsize(path) / 2**20
+        say("check-log on events.jsonl (subprocess)")
+        done = subprocess.run([sys.executable, "-m", "sandbox._tools.bench", "check-log", path],
+                              capture_output=True, text=True, check=True)
+        r.update(json.loads(done.stdout))
+    finally:
+        if out is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    r["targets"] = {name: _judge(r, num, den, factor, op) for name, num, den, factor, op in MILLION_TARGETS}
+    return r
+
+
+MILLION_TARGETS: list[tuple[str, str, str | None, float, str]] = [
+    ("cascade_s < 600 (10 minutes)", "cascade_s", None, 600.0, "le"),
+    ("cascade_peak_rss_mb < 2048", "cascade_peak_rss_mb", None, 2048.0, "le"),
+    ("cascade invariants hold", "cascade_invariants_ok", None, 1.0, "ge"),
+    ("check-log accepts the complete events.jsonl", "check_log_ok", None, 1.0, "ge"),
+]
 
 
 # --- 4. explore -------------------------------------------------------------------------
@@ -471,8 +550,22 @@ def run_bench(quick: bool = False, progress: Callable[[str], None] | None = None
     say("margin monitor ticks")
     r["tick_s_1k"] = monitor_tick_s(size["tick_small"], size["ticks"])
     r["tick_s_100k"] = monitor_tick_s(size["tick_large"], size["ticks"])
+    say(f"cascade of {size['cascade_base']} accounts (subprocess)")
+    base = cascade_in_subprocess(size["cascade_base"])
     say(f"cascade of {size['cascade']} accounts (subprocess)")
     r.update(cascade_in_subprocess(size["cascade"]))
+    # The large cascade under its full-mode name (in --quick, of the quick size: see "sizes"), and what a
+    # liquidation costs there against the cascade ten times smaller: 1.0 is linear.
+    r["cascade_100k_s"] = r["cascade_s"]
+    r["cascade_100k_msgs_per_s"] = r["cascade_msgs_per_s"]
+    r["cascade_100k_peak_rss_mb"] = r["cascade_peak_rss_mb"]
+    r["cascade_base_accounts"], r["cascade_base_s"] = base["cascade_accounts"], base["cascade_s"]
+    r["cascade_base_liquidations"] = base["cascade_liquidations"]
+    r["cascade_cost_ratio"] = ((r["cascade_s"] / r["cascade_liquidations"])
+                               / (base["cascade_s"] / base["cascade_liquidations"]))
+    # The same in CPU time: on a shared machine the others' load only adds wall time.
+    r["cascade_cost_ratio_cpu"] = ((r["cascade_cpu_s"] / r["cascade_liquidations"])
+                                   / (base["cascade_cpu_s"] / base["cascade_liquidations"]))
     say("explore race_two_bankruptcies")
     r["explore_examples_per_s"] = explore_examples_per_s(size["explore"])
     say("seeded delivery, 10 to 100,000 messages in flight")
@@ -494,9 +587,12 @@ def _judge(r: dict[str, Any], num: str, den: str | None, factor: float, op: str)
     return {"value": value, "limit": limit, "ratio": ratio, "met": met}
 
 
-if __name__ == "__main__":  # the cascade's fresh process: python -m sandbox._tools.bench cascade N
+if __name__ == "__main__":  # the cascade's fresh process: python -m sandbox._tools.bench cascade N [--out DIR]
     if sys.argv[1:2] == ["cascade"]:
-        print(json.dumps(cascade(int(sys.argv[2]))))
+        out_dir = sys.argv[4] if sys.argv[3:4] == ["--out"] else None
+        print(json.dumps(cascade(int(sys.argv[2]), out_dir)))
+    elif sys.argv[1:2] == ["check-log"]:  # python -m sandbox._tools.bench check-log events.jsonl
+        print(json.dumps(check_log_figures(sys.argv[2])))
     elif sys.argv[1:2] == ["strategies"]:  # the table of docs/search.md
         print(_strategy_table(compare_strategies(int(sys.argv[2]) if len(sys.argv) > 2 else 5)))
 
@@ -508,15 +604,28 @@ def _arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--quick", action="store_true",
                        help="smaller sizes (under 45 s on 2 cores): same figures, sizes stated in the output")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.add_argument("--million", action="store_true",
+                       help="only the crash of 1,000,000 accounts with its events.jsonl, then check-log on it "
+                            "(time, peak memory, verdicts)")
+    bench.add_argument("--out", type=Path, default=None,
+                       help="with --million: the folder for events.jsonl (default: a temporary one, removed)")
 
 
 def _bench(args: argparse.Namespace, console: Console) -> int:
-    mode = "quick" if args.quick else "full"
+    mode = "million" if args.million else "quick" if args.quick else "full"
     err = Console(stderr=True, highlight=False)
-    if not args.json:
-        console.print(f"bench ({mode}): " + ", ".join(f"{k} {v:,}" for k, v in SIZES[mode].items()), markup=False,
-                      soft_wrap=True)
-    r = run_bench(args.quick, progress=None if args.json else (lambda what: err.print(f"  {what} ...")))
+    progress = None if args.json else (lambda what: err.print(f"  {what} ..."))
+    if args.million:
+        if args.out is not None:
+            prepare_out(args.out)
+        r = million(None if args.out is None else str(args.out), progress=progress)
+        targets = MILLION_TARGETS
+    else:
+        if not args.json:
+            console.print(f"bench ({mode}): " + ", ".join(f"{k} {v:,}" for k, v in SIZES[mode].items()),
+                          markup=False, soft_wrap=True)
+        r = run_bench(args.quick, progress=progress)
+        targets = TARGETS
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -527,7 +636,9 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         if isinstance(value, (int, float)):
             table.add_row(key, f"{value:,.6g}" if isinstance(value, float) else f"{value:,}")
     console.print(table)
-    for name, *_ in TARGETS:
+    if "check_log_summary" in r:
+        console.print(f"check-log: {r['check_log_summary']}", markup=False, highlight=False)
+    for name, *_ in targets:
         t = r["targets"][name]
         verdict = "[green]PASS[/green]" if t["met"] else "[bold red]MISS[/bold red]"
         console.print(f"{verdict} {name}: {t['value']:,.4g} vs limit {t['limit']:,.4g}", highlight=False)

@@ -1561,9 +1561,9 @@ def _apply(books: _Books, kind: str, event: dict[str, Any], lineno: int) -> None
 
 
 # A log of 10 million events is about 3 GB; one event is at most a few KB (an
-# opening_state lists every account: 200,000 of them fit in 64 MiB).
+# opening_state lists every account: 1,000,000 of them, ~80 bytes each, fit in 256 MiB).
 MAX_LOG_BYTES: Final = 4 * 1024 * 1024 * 1024
-MAX_LINE_BYTES: Final = 64 * 1024 * 1024
+MAX_LINE_BYTES: Final = 256 * 1024 * 1024
 
 
 def check_log(path: str | os.PathLike[str], scenario: Any = None) -> LogReport:
