@@ -48,6 +48,7 @@ from typing import Final, Mapping
 import attrs
 
 from sandbox.messages import (
+    Event,
     AdlCandidate,
     AdlCandidates,
     AdlCandidatesRequested,
@@ -174,7 +175,7 @@ class AdlCoordinator(Actor):
         # A long ranking names its first RANKING_SHOWN and says how many there were.
         more = {"candidates": total} if total > RANKING_SHOWN else {}
         self.emit(
-            "adl_ranking", market=msg.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),
+            Event.ADL_RANKING, market=msg.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),
             ranking=[c.account for c in ranked[:RANKING_SHOWN]], **more,
         )
         need = cur.remaining
@@ -213,7 +214,7 @@ class AdlCoordinator(Actor):
         cur = self.current
         assert cur is not None
         req = cur.request
-        self.emit("adl_incomplete", market=req.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),
+        self.emit(Event.ADL_INCOMPLETE, market=req.market, lot_id=req.lot_id, remaining=fmt_size(cur.remaining),
                   price=fmt_price(req.price))
         self.send(FUND, DeleverageAbandoned(req.lot_id, req.market, sign(req.size) * cur.remaining))
         self._next()

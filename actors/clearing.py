@@ -58,6 +58,8 @@ from typing import ClassVar, Mapping
 import attrs
 
 from sandbox.messages import (
+    Invariant,
+    Event,
     AccountFrozen,
     AccountSnapshotRequested,
     AccountOrdersCancelled,
@@ -236,8 +238,8 @@ class Clearing(Actor):
 
     # -- trader requests ------------------------------------------------------------------
 
-    def _reject(self, what: str, account: str, reason: str, **fields: object) -> None:
-        self.emit(f"{what}_rejected", account=account, reason=reason, **fields)
+    def _reject(self, kind: Event, account: str, reason: str, **fields: object) -> None:
+        self.emit(kind, account=account, reason=reason, **fields)
 
     def _not_the_owner(self, account: str) -> bool:
         """Isolation: a trader acts only for its own account (its handle is bound to it)."""
@@ -247,20 +249,20 @@ class Clearing(Actor):
         acct = self.accounts.get(msg.account)
         fields = dict(order_id=msg.order_id, market=msg.market, side=msg.side)
         if self._not_the_owner(msg.account):
-            return self._reject("order", msg.account, f"not {self.sender}'s account", **fields)
+            return self._reject(Event.ORDER_REJECTED, msg.account, f"not {self.sender}'s account", **fields)
         if acct is None:
-            return self._reject("order", msg.account, "unknown account", **fields)
+            return self._reject(Event.ORDER_REJECTED, msg.account, "unknown account", **fields)
         if acct.frozen:
-            return self._reject("order", msg.account, "account under liquidation", **fields)
+            return self._reject(Event.ORDER_REJECTED, msg.account, "account under liquidation", **fields)
         spec = self.markets.get(msg.market)
         if spec is None:
-            return self._reject("order", msg.account, "unknown market", **fields)
+            return self._reject(Event.ORDER_REJECTED, msg.account, "unknown market", **fields)
         if msg.order_id in acct.orders:
-            return self._reject("order", msg.account, "duplicate order id", **fields)
+            return self._reject(Event.ORDER_REJECTED, msg.account, "duplicate order id", **fields)
         if msg.size <= 0 or msg.size % spec.lot_size:
-            return self._reject("order", msg.account, "size is not a positive multiple of the lot size", **fields)
+            return self._reject(Event.ORDER_REJECTED, msg.account, "size is not a positive multiple of the lot size", **fields)
         if msg.price <= 0 or msg.price % spec.tick_size:
-            return self._reject("order", msg.account, "price is not a positive multiple of the tick size", **fields)
+            return self._reject(Event.ORDER_REJECTED, msg.account, "price is not a positive multiple of the tick size", **fields)
         buy, sell = (msg.size, 0) if msg.side == "buy" else (0, msg.size)
         before = self.initial_margin(acct)
         after = self.initial_margin(acct, (msg.market, buy, sell))
@@ -272,8 +274,7 @@ class Clearing(Actor):
             fee = accounting.trading_fee(msg.size, msg.price, spec.taker_fee)
             available = self.equity(acct) - instant_loss - fee
             if available < after:
-                return self._reject(
-                    "order", msg.account, "insufficient margin",
+                return self._reject(Event.ORDER_REJECTED, msg.account, "insufficient margin",
                     required=fmt_money(after), available=fmt_money(available), **fields,
                 )
         else:
@@ -283,15 +284,14 @@ class Clearing(Actor):
             realized = self._realized_if(acct, msg.market, buy - sell, msg.price)
             fee = accounting.trading_fee(msg.size, msg.price, spec.taker_fee)
             if acct.balance + realized - fee < 0:
-                return self._reject(
-                    "order", msg.account, "its realized loss and fee exceed the balance",
+                return self._reject(Event.ORDER_REJECTED, msg.account, "its realized loss and fee exceed the balance",
                     realized_pnl=fmt_money(realized), fee=fmt_money(fee), balance=fmt_money(acct.balance), **fields,
                 )
         acct.orders[msg.order_id] = OpenOrder(msg.market, msg.side, msg.size)
         exposure = acct.exposure.setdefault(msg.market, [0, 0])
         exposure[0] += buy
         exposure[1] += sell
-        self.emit_lazy("order_placed", _order_placed_fields, msg)  # (a message is frozen: safe to format later)
+        self.emit_lazy(Event.ORDER_PLACED, _order_placed_fields, msg)  # (a message is frozen: safe to format later)
         order = Order(
             msg.order_id, msg.account, msg.market, msg.side, msg.price, msg.size, msg.tif,
             "trader", CLEARING, CLEARING,
@@ -309,27 +309,27 @@ class Clearing(Actor):
     def on_CancelOrder(self, msg: CancelOrder) -> None:
         acct = self.accounts.get(msg.account)
         if self._not_the_owner(msg.account):
-            return self._reject("cancel", msg.account, f"not {self.sender}'s account", order_id=msg.order_id)
+            return self._reject(Event.CANCEL_REJECTED, msg.account, f"not {self.sender}'s account", order_id=msg.order_id)
         if acct is None:
-            return self._reject("cancel", msg.account, "unknown account", order_id=msg.order_id)
+            return self._reject(Event.CANCEL_REJECTED, msg.account, "unknown account", order_id=msg.order_id)
         if acct.frozen:
-            return self._reject("cancel", msg.account, "account under liquidation", order_id=msg.order_id)
+            return self._reject(Event.CANCEL_REJECTED, msg.account, "account under liquidation", order_id=msg.order_id)
         order = acct.orders.get(msg.order_id)
         if order is None:
-            return self._reject("cancel", msg.account, "no such open order", order_id=msg.order_id)
+            return self._reject(Event.CANCEL_REJECTED, msg.account, "no such open order", order_id=msg.order_id)
         self.send(book_name(order.market), CancelResting(msg.account, msg.order_id))
 
     def on_Deposit(self, msg: Deposit) -> None:
         acct = self.accounts.get(msg.account)
         if self._not_the_owner(msg.account):
-            return self._reject("deposit", msg.account, f"not {self.sender}'s account", amount=fmt_money(msg.amount))
+            return self._reject(Event.DEPOSIT_REJECTED, msg.account, f"not {self.sender}'s account", amount=fmt_money(msg.amount))
         if acct is None or acct.frozen or msg.amount <= 0:
             reason = "unknown account" if acct is None else (
                 "account under liquidation" if acct.frozen else "amount must be positive")
-            return self._reject("deposit", msg.account, reason, amount=fmt_money(msg.amount))
+            return self._reject(Event.DEPOSIT_REJECTED, msg.account, reason, amount=fmt_money(msg.amount))
         acct.balance += msg.amount
         acct.deposited += msg.amount
-        self.emit("deposit", account=msg.account, amount=fmt_money(msg.amount), balance=fmt_money(acct.balance))
+        self.emit(Event.DEPOSIT, account=msg.account, amount=fmt_money(msg.amount), balance=fmt_money(acct.balance))
         self._publish(acct)
 
     def on_Withdraw(self, msg: Withdraw) -> None:
@@ -337,18 +337,18 @@ class Clearing(Actor):
         acct = self.accounts.get(msg.account)
         amount = fmt_money(msg.amount)
         if self._not_the_owner(msg.account):
-            return self._reject("withdraw", msg.account, f"not {self.sender}'s account", amount=amount)
+            return self._reject(Event.WITHDRAW_REJECTED, msg.account, f"not {self.sender}'s account", amount=amount)
         if acct is None:
-            return self._reject("withdraw", msg.account, "unknown account", amount=amount)
+            return self._reject(Event.WITHDRAW_REJECTED, msg.account, "unknown account", amount=amount)
         if acct.frozen and self.LOCKS_WITHDRAWALS:
-            return self._reject("withdraw", msg.account, "account under liquidation", amount=amount)
+            return self._reject(Event.WITHDRAW_REJECTED, msg.account, "account under liquidation", amount=amount)
         if msg.amount <= 0 or msg.amount > acct.balance:
-            return self._reject("withdraw", msg.account, "more than the balance", amount=amount)
+            return self._reject(Event.WITHDRAW_REJECTED, msg.account, "more than the balance", amount=amount)
         if self.equity(acct) - msg.amount < self.initial_margin(acct):
-            return self._reject("withdraw", msg.account, "would leave initial margin uncovered", amount=amount)
+            return self._reject(Event.WITHDRAW_REJECTED, msg.account, "would leave initial margin uncovered", amount=amount)
         acct.balance -= msg.amount
         acct.withdrawn += msg.amount
-        self.emit("withdraw", account=msg.account, amount=amount, balance=fmt_money(acct.balance))
+        self.emit(Event.WITHDRAW, account=msg.account, amount=amount, balance=fmt_money(acct.balance))
         self._publish(acct)
 
     # -- books -------------------------------------------------------------------------------
@@ -375,9 +375,9 @@ class Clearing(Actor):
         # in the order clearing applied it, so the books can be rebuilt from the
         # log exactly (``sandbox check-log``).
         if msg.kind == "trader":
-            self.emit_lazy("fill", _fill_fields, msg, fee, realized, acct.balance)
+            self.emit_lazy(Event.FILL, _fill_fields, msg, fee, realized, acct.balance)
         if fee:
-            self.emit_lazy("fee", _fee_fields, msg, fee)
+            self.emit_lazy(Event.FEE, _fee_fields, msg, fee)
         if share:
             self.send(FUND, FeeShareTransferred(msg.account, msg.market, share))
         if msg.kind == "liquidation" and acct.hold is not None:
@@ -385,11 +385,11 @@ class Clearing(Actor):
         if msg.kind == "liquidation":
             if acct.hold is None or msg.order_id != f"liq{acct.hold.liq_id}:{msg.market}":
                 self.violation(
-                    "a liquidated position is closed once",
+                    Invariant.CLOSED_ONCE,
                     f"{msg.account}: liquidation fill {msg.order_id} arrived after the account was settled",
                 )
             self.emit(
-                "liquidation_fill", account=msg.account, market=msg.market, size=fmt_size(msg.size),
+                Event.LIQUIDATION_FILL, account=msg.account, market=msg.market, size=fmt_size(msg.size),
                 price=fmt_price(msg.price), realized_pnl=fmt_money(realized), order_id=msg.order_id,
                 balance=fmt_money(acct.balance),
             )
@@ -419,13 +419,13 @@ class Clearing(Actor):
         acct = self.accounts[msg.account]
         if acct.hold is not None:
             self.violation(
-                "no account liquidated twice at once",
+                Invariant.NOT_LIQUIDATED_TWICE,
                 f"{msg.account} frozen by liquidation {msg.liq_id} while liquidation {acct.hold.liq_id} is running",
             )
             return
         markets = sorted({o.market for o in acct.orders.values()})
         acct.hold = LiquidationHold(msg.liq_id, set(markets))
-        self.emit("account_frozen", account=msg.account, liq_id=msg.liq_id, cancelling=markets)
+        self.emit(Event.ACCOUNT_FROZEN, account=msg.account, liq_id=msg.liq_id, cancelling=markets)
         for m in markets:
             self.send(book_name(m), CancelAccountOrders(msg.liq_id, msg.account))
         self._publish(acct)
@@ -466,7 +466,7 @@ class Clearing(Actor):
         if hold is None or hold.liq_id != msg.liq_id:
             return
         acct.hold = None
-        self.emit("account_unfrozen", account=msg.account, liq_id=msg.liq_id)
+        self.emit(Event.ACCOUNT_UNFROZEN, account=msg.account, liq_id=msg.liq_id)
         self._publish(acct)
 
     def _clearance_fee(self, balance: int, hold: LiquidationHold) -> int:
@@ -480,7 +480,7 @@ class Clearing(Actor):
         if fee:
             acct.balance -= fee
             self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, fee, "clearance_fee", _first(hold)))
-            self.emit("clearance_fee", account=acct.id, liq_id=hold.liq_id, amount=fmt_money(fee),
+            self.emit(Event.CLEARANCE_FEE, account=acct.id, liq_id=hold.liq_id, amount=fmt_money(fee),
                       balance=fmt_money(acct.balance))
             self._publish(acct)
 
@@ -488,7 +488,7 @@ class Clearing(Actor):
         acct = self.accounts[msg.account]
         hold = acct.hold
         if hold is None or hold.liq_id != msg.liq_id:
-            self.violation("takeover only of a frozen account", f"{msg.account} liquidation {msg.liq_id}")
+            self.violation(Invariant.TAKEOVER_FROZEN, f"{msg.account} liquidation {msg.liq_id}")
             return
         hold.closed_markets.add(msg.market)
         if msg.keep:
@@ -513,7 +513,7 @@ class Clearing(Actor):
                 self._to_vault(vault, msg, realized, acct.balance)
                 continue
             self.emit(
-                "fund_takeover", account=msg.account, market=msg.market, size=fmt_size(msg.size),
+                Event.FUND_TAKEOVER, account=msg.account, market=msg.market, size=fmt_size(msg.size),
                 price=fmt_price(msg.price), liq_id=msg.liq_id, realized_pnl=fmt_money(realized),
                 balance=fmt_money(acct.balance),
             )
@@ -536,7 +536,7 @@ class Clearing(Actor):
         if vp.size == 0:
             del vault.positions[msg.market]
         self.emit(
-            "vault_takeover", account=msg.account, vault=vault.id, market=msg.market, size=fmt_size(msg.size),
+            Event.VAULT_TAKEOVER, account=msg.account, vault=vault.id, market=msg.market, size=fmt_size(msg.size),
             price=fmt_price(msg.price), liq_id=msg.liq_id, realized_pnl=fmt_money(realized),
             balance=fmt_money(balance), vault_balance=fmt_money(vault.balance),
         )
@@ -587,7 +587,7 @@ class Clearing(Actor):
         self.settled.append((acct.id, residual))
         if residual < 0:
             self.violation(
-                "no negative balance once a liquidation is settled",
+                Invariant.SETTLED_NOT_NEGATIVE,
                 f"{acct.id} ends liquidation {hold.liq_id} at {fmt_money(residual)}",
             )
         extra: dict[str, str] = {}
@@ -605,7 +605,7 @@ class Clearing(Actor):
             # before it budgets the positions this liquidation hands it.
             self.send(FUND, SurplusTransferred(hold.liq_id, acct.id, surplus, reason, _first(hold)))
         self._hand_over(lots)
-        self.emit("liquidation_settled", account=acct.id, liq_id=hold.liq_id, surplus=fmt_money(surplus),
+        self.emit(Event.LIQUIDATION_SETTLED, account=acct.id, liq_id=hold.liq_id, surplus=fmt_money(surplus),
                   balance=fmt_money(acct.balance), **extra)
         self.send(ENGINE, LiquidationSettled(hold.liq_id, acct.id, surplus))
         self._publish(acct)
@@ -641,14 +641,14 @@ class Clearing(Actor):
             acct.balance += realized
             self.send(FUND, Fill(f"fund:{msg.lot_id}", FUND_ACCOUNT, msg.market, -trade, msg.price, "adl", "fund"))
             self.emit(
-                "adl", account=msg.account, market=msg.market, size=fmt_size(trade), price=fmt_price(msg.price),
+                Event.ADL, account=msg.account, market=msg.market, size=fmt_size(trade), price=fmt_price(msg.price),
                 realized_pnl=fmt_money(realized), lot_id=msg.lot_id, balance=fmt_money(acct.balance),
             )
             # BitMEX cancels a deleveraged trader's open orders in the contract: a
             # resting order that reduced the old position would otherwise open a
             # fresh one, never checked against margin.
             if any(o.market == msg.market for o in acct.orders.values()):
-                self.emit("adl_orders_cancelled", account=msg.account, market=msg.market)
+                self.emit(Event.ADL_ORDERS_CANCELLED, account=msg.account, market=msg.market)
                 self.send(book_name(msg.market), CancelAccountOrders(0, msg.account))
             self._publish(acct)
         self.send(ADL, Deleveraged(msg.adl_id, msg.account, done))
@@ -686,7 +686,7 @@ class Clearing(Actor):
                 amount = accounting.funding_paid(owed)
                 acct.balance -= amount
                 paid += amount
-                self.emit("funding", account=acct.id, market=msg.market, amount=fmt_money(-amount),
+                self.emit(Event.FUNDING, account=acct.id, market=msg.market, amount=fmt_money(-amount),
                           rate=fmt_rate(msg.rate), balance=fmt_money(acct.balance))
                 self._publish(acct)
             elif owed < 0 and accounting.funding_received(owed):
@@ -703,7 +703,7 @@ class Clearing(Actor):
         pending = self.pending_funding.pop(msg.funding_id)
         self.funding_held -= pending.paid
         if msg.amount < pending.due:
-            self.emit("funding_shortfall", market=msg.market, funding_id=msg.funding_id,
+            self.emit(Event.FUNDING_SHORTFALL, market=msg.market, funding_id=msg.funding_id,
                       owed=fmt_money(pending.due), contributed=fmt_money(msg.amount))
         self._pay_receivers(msg.market, msg.funding_id, pending.receivers, pending.paid + msg.amount)
 
@@ -717,7 +717,7 @@ class Clearing(Actor):
             acct.balance += share
             pool -= share
             if share:
-                self.emit("funding", account=account, market=market, amount=fmt_money(share),
+                self.emit(Event.FUNDING, account=account, market=market, amount=fmt_money(share),
                           balance=fmt_money(acct.balance))
                 self._publish(acct)
         if pool:
@@ -753,7 +753,7 @@ class Clearing(Actor):
         for acct, share in shares:
             acct.balance -= share
             collected += share
-            self.emit("socialized_loss", account=acct.id, market=msg.market, lot_id=msg.lot_id,
+            self.emit(Event.SOCIALIZED_LOSS, account=acct.id, market=msg.market, lot_id=msg.lot_id,
                       amount=fmt_money(-share), balance=fmt_money(acct.balance))
             self._publish(acct)
         self.send(FUND, SocializedLossTransferred(msg.lot_id, msg.market, collected))

@@ -102,6 +102,8 @@ from typing import ClassVar, Mapping
 import attrs
 
 from sandbox.messages import (
+    Invariant,
+    Event,
     DeleverageAbandoned,
     DeleverageRequested,
     FeeShareTransferred,
@@ -318,14 +320,14 @@ class InsuranceFund(Actor):
     def on_SurplusTransferred(self, msg: SurplusTransferred) -> None:
         name = self._fund_of_market(msg.market)
         self.ledgers[name] += msg.amount
-        kind = "fund_liquidation_fee" if msg.reason == "clearance_fee" else "fund_surplus"
+        kind = Event.FUND_LIQUIDATION_FEE if msg.reason == "clearance_fee" else Event.FUND_SURPLUS
         self.emit(kind, account=msg.account, liq_id=msg.liq_id, amount=fmt_money(msg.amount),
                   balance=fmt_money(self.ledgers[name]), **self._tag(name))
 
     def on_FeeShareTransferred(self, msg: FeeShareTransferred) -> None:
         name = self._fund_of_market(msg.market)
         self.ledgers[name] += msg.amount
-        self.emit("fund_fee_income", account=msg.account, market=msg.market, amount=fmt_money(msg.amount),
+        self.emit(Event.FUND_FEE_INCOME, account=msg.account, market=msg.market, amount=fmt_money(msg.amount),
                   balance=fmt_money(self.ledgers[name]), **self._tag(name))
 
     def on_FundingContributionRequested(self, msg: FundingContributionRequested) -> None:
@@ -333,7 +335,7 @@ class InsuranceFund(Actor):
         name = self._fund_of_market(msg.market)
         amount = min(msg.amount, max(self.available_in(name), 0))
         self.ledgers[name] -= amount
-        self.emit("fund_funding_paid", market=msg.market, funding_id=msg.funding_id, amount=fmt_money(amount),
+        self.emit(Event.FUND_FUNDING_PAID, market=msg.market, funding_id=msg.funding_id, amount=fmt_money(amount),
                   owed=fmt_money(msg.amount), balance=fmt_money(self.ledgers[name]), **self._tag(name))
         self.send(CLEARING, FundingContributed(msg.market, msg.funding_id, amount))
         self._check_drained()
@@ -341,7 +343,7 @@ class InsuranceFund(Actor):
     def on_FundingRemainderTransferred(self, msg: FundingRemainderTransferred) -> None:
         name = self._fund_of_market(msg.market)
         self.ledgers[name] += msg.amount
-        self.emit("fund_funding_received", market=msg.market, funding_id=msg.funding_id,
+        self.emit(Event.FUND_FUNDING_RECEIVED, market=msg.market, funding_id=msg.funding_id,
                   amount=fmt_money(msg.amount), balance=fmt_money(self.ledgers[name]), **self._tag(name))
 
     # -- marks: value the inventory, work it out ------------------------------------------
@@ -363,7 +365,7 @@ class InsuranceFund(Actor):
             amount = min(p.revenue_transfer, p.revenue_pool - self.revenue_received)
             self.revenue_received += amount
             self.ledgers[name] += amount
-            self.emit("fund_revenue", amount=fmt_money(amount), balance=fmt_money(self.ledgers[name]),
+            self.emit(Event.FUND_REVENUE, amount=fmt_money(amount), balance=fmt_money(self.ledgers[name]),
                       pool_left=fmt_money(p.revenue_pool - self.revenue_received), **self._tag(name))
 
     def on_MarkPriceUpdated(self, msg: MarkPriceUpdated) -> None:
@@ -377,7 +379,7 @@ class InsuranceFund(Actor):
             equity = self.ledgers[name] + sum(accounting.unrealized_pnl(lot.size, lot.basis, self.marks[lot.market])
                                               for lot in self.lots.values() if self.fund_of[lot.market] == name)
             self.emit(
-                "fund_inventory_marked", market=msg.market, size=fmt_size(held), mark_price=fmt_price(msg.price),
+                Event.FUND_INVENTORY_MARKED, market=msg.market, size=fmt_size(held), mark_price=fmt_price(msg.price),
                 unrealized_pnl=fmt_money(self.unrealized_pnl(msg.market)), balance=fmt_money(self.ledgers[name]),
                 equity=fmt_money(equity), available=fmt_money(self.available_in(name)), **self._tag(name),
             )
@@ -411,7 +413,7 @@ class InsuranceFund(Actor):
         self._reindex(lot)
         accepted = self.accepts(lot)
         self.emit(
-            "fund_lot_opened", lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
+            Event.FUND_LOT_OPENED, lot_id=lot.lot_id, market=msg.market, size=fmt_size(msg.size),
             bankruptcy_price=fmt_price(msg.price), liq_id=msg.liq_id, account=msg.account,
             loss_at_mark=fmt_money(lot.loss_at(self.marks[msg.market])), available=fmt_money(before),
             accepted=accepted, **self._tag(name),
@@ -440,7 +442,7 @@ class InsuranceFund(Actor):
         lot.state, lot.limit = ORDER, limit
         self._reindex(lot)
         self.emit(
-            "fund_order", lot_id=lot.lot_id, market=lot.market, size=fmt_size(size),
+            Event.FUND_ORDER, lot_id=lot.lot_id, market=lot.market, size=fmt_size(size),
             bankruptcy_price=fmt_price(lot.bankruptcy_price), limit=fmt_price(limit),
             max_loss=fmt_money(self.reserve(lot)), liq_id=lot.liq_id, account=lot.account,
         )
@@ -482,7 +484,7 @@ class InsuranceFund(Actor):
         if self._net(lot):
             return
         name = self.ledger_of(lot)
-        self.emit("fund_inventory_held", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.size),
+        self.emit(Event.FUND_INVENTORY_HELD, lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.size),
                   mark_price=fmt_price(self.marks[lot.market]), reserved=fmt_money(self.reserve(lot)),
                   available=fmt_money(self.available_in(name)), **self._tag(name))
         self._check_drained()
@@ -555,7 +557,7 @@ class InsuranceFund(Actor):
             return True
         lot.state, lot.socialize_asked = SOCIALIZING, shortfall
         self._reindex(lot)
-        self.emit("fund_socialize_requested", lot_id=lot.lot_id, market=lot.market, amount=fmt_money(shortfall),
+        self.emit(Event.FUND_SOCIALIZE_REQUESTED, lot_id=lot.lot_id, market=lot.market, amount=fmt_money(shortfall),
                   reason=reason, available=fmt_money(self.available_in(name)), **self._tag(name))
         self.send(CLEARING, SocializeLoss(lot.lot_id, lot.market, shortfall))
         return True
@@ -569,7 +571,7 @@ class InsuranceFund(Actor):
         lot = self.lots[msg.lot_id]
         name = self.ledger_of(lot)
         self.ledgers[name] += msg.amount
-        self.emit("fund_socialized_loss", lot_id=lot.lot_id, market=msg.market, amount=fmt_money(msg.amount),
+        self.emit(Event.FUND_SOCIALIZED_LOSS, lot_id=lot.lot_id, market=msg.market, amount=fmt_money(msg.amount),
                   balance=fmt_money(self.ledgers[name]), **self._tag(name))
         lot.state, lot.socialize_asked = HELD, 0
         self._reindex(lot)
@@ -583,7 +585,7 @@ class InsuranceFund(Actor):
         lot.state, lot.adl_price = IN_ADL, price
         self._reindex(lot)
         name = self.ledger_of(lot)
-        self.emit("fund_adl_requested", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held),
+        self.emit(Event.FUND_ADL_REQUESTED, lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held),
                   price=fmt_price(price), reason=reason,
                   available=fmt_money(self.available_in(name)), **self._tag(name))
         self.send(ADL, DeleverageRequested(lot.lot_id, lot.market, lot.held, price))
@@ -594,7 +596,7 @@ class InsuranceFund(Actor):
         self._reindex(lot)
         lot.held = msg.remaining  # lot.size may still count ADL fills in flight
         if not self._net(lot):
-            self.emit("fund_inventory_kept", lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
+            self.emit(Event.FUND_INVENTORY_KEPT, lot_id=lot.lot_id, market=lot.market, size=fmt_size(lot.held))
             if lot.tries < self.policy.fund_retries:
                 lot.tries += 1
                 self.send_later(self.policy.fund_retry_ms, FundRetryDue(lot.lot_id))
@@ -649,7 +651,7 @@ class InsuranceFund(Actor):
                             and self.ledger_of(o) == name)
             if self.ledgers[name] - committed + realized < 0:
                 continue
-            self.emit("fund_netted", market=lot.market, size=fmt_size(qty), price=fmt_price(price),
+            self.emit(Event.FUND_NETTED, market=lot.market, size=fmt_size(qty), price=fmt_price(price),
                       lots=[other.lot_id, lot.lot_id])
             for each, trade in trades:
                 each.size += trade
@@ -669,12 +671,12 @@ class InsuranceFund(Actor):
         name = self.ledger_of(lot)
         self.ledgers[name] += pnl
         self.losses[name] -= pnl
-        kind = "fund_payout" if pnl < 0 else ("fund_gain" if pnl > 0 else "fund_lot_closed")
+        kind = Event.FUND_PAYOUT if pnl < 0 else (Event.FUND_GAIN if pnl > 0 else Event.FUND_LOT_CLOSED)
         self.emit(kind, lot_id=lot.lot_id, market=lot.market, account=lot.account, amount=fmt_money(abs(pnl)),
                   balance=fmt_money(self.ledgers[name]), **self._tag(name))
         if self.ledgers[name] < 0:
             where = f"fund {name!r} " if self.several else ""
-            self.violation("fund never negative",
+            self.violation(Invariant.FUND_NEVER_NEGATIVE,
                            f"{where}balance {fmt_money(self.ledgers[name])} after lot {lot.lot_id}")
 
     @staticmethod

@@ -79,6 +79,7 @@ from typing import Mapping
 import attrs
 
 from sandbox.messages import (
+    Event,
     AccountFrozen,
     AccountSnapshotRequested,
     FreezeAccount,
@@ -307,7 +308,7 @@ class LiquidationEngine(Actor):
         for account, request in list(self.paused.items()):
             if not any(self.is_stale(m) for m, _, _ in request.marks):
                 del self.paused[account]
-                self.emit("liquidation_resumed", account=account)
+                self.emit(Event.LIQUIDATION_RESUMED, account=account)
                 self.on_LiquidationRequested(request)
 
     def _adopt(self, market: str, price: int, version: int, observed_ms: int | None = None) -> None:
@@ -322,13 +323,13 @@ class LiquidationEngine(Actor):
         for market, price, version in msg.marks:
             self._adopt(market, price, version, valid_at.get(market))
         if msg.account in self.active:
-            self.emit("liquidation_request_ignored", account=msg.account, reason="already being liquidated")
+            self.emit(Event.LIQUIDATION_REQUEST_IGNORED, account=msg.account, reason="already being liquidated")
             return
         if self.policy.pauses_when_stale:
             stale = [m for m, _, _ in msg.marks if self.is_stale(m)]
             if stale:
                 if msg.account not in self.paused:
-                    self.emit("liquidation_paused", account=msg.account, markets=stale,
+                    self.emit(Event.LIQUIDATION_PAUSED, account=msg.account, markets=stale,
                               equity=fmt_money(msg.equity), maintenance_margin=fmt_money(msg.maintenance_margin))
                 self.paused[msg.account] = msg
                 return
@@ -356,7 +357,7 @@ class LiquidationEngine(Actor):
             restored = liq.slices or liq.stepped  # a step-down that left the account healthy
             outcome = "restored" if restored else "cancelled"
             self.emit(
-                "liquidation_restored" if restored else "liquidation_cancelled", account=msg.account,
+                Event.LIQUIDATION_RESTORED if restored else Event.LIQUIDATION_CANCELLED, account=msg.account,
                 liq_id=liq.liq_id, equity=fmt_money(eq), maintenance_margin=fmt_money(mm),
                 **({"positions": {p.market: fmt_size(p.size) for p in positions}} if restored else {}),
                 **({"after": "step_down"} if liq.stepped and not liq.slices else {}),
@@ -383,7 +384,7 @@ class LiquidationEngine(Actor):
             fields["limits"] = {m: fmt_price(x) for m, x in limits.items()}
         if sliced:  # one slice, after which the account is handed back (module doc)
             fields.update(slice=1, closing={p.market: fmt_size(sizes[p.market]) for p in positions})
-        self.emit("liquidation_started", **fields)
+        self.emit(Event.LIQUIDATION_STARTED, **fields)
         liq.slices += 1
         for p in positions:
             order_id = f"liq{liq.liq_id}:{p.market}"
@@ -432,7 +433,7 @@ class LiquidationEngine(Actor):
         at the mark less the price is the account's equity, share by share).
         """
         self.emit(
-            "liquidation_started", account=liq.account, liq_id=liq.liq_id, equity=fmt_money(eq),
+            Event.LIQUIDATION_STARTED, account=liq.account, liq_id=liq.liq_id, equity=fmt_money(eq),
             maintenance_margin=fmt_money(mm), bankruptcy_prices={m: fmt_price(p) for m, p in liq.prices.items()},
             positions={p.market: fmt_size(p.size) for p in positions}, backstop=True,
         )
@@ -487,7 +488,7 @@ class LiquidationEngine(Actor):
             else:
                 limits[p.market] = min(round_price_down(mark * (RATE_ONE + band) // RATE_ONE, tick),
                                        liq.prices[p.market])
-        self.emit("liquidation_step_down", account=liq.account, liq_id=liq.liq_id, equity=fmt_money(eq),
+        self.emit(Event.LIQUIDATION_STEP_DOWN, account=liq.account, liq_id=liq.liq_id, equity=fmt_money(eq),
                   maintenance_margin=fmt_money(mm), positions={p.market: fmt_size(p.size) for p in positions},
                   closing={m: fmt_size(q) for m, q in sizes.items()},
                   limits={m: fmt_price(x) for m, x in limits.items()})
@@ -546,7 +547,7 @@ class LiquidationEngine(Actor):
         remaining = liq.sides[msg.market] * msg.unfilled
         if remaining and not liq.bankrupt:
             liq.bankrupt = True
-            self.emit("bankruptcy", account=msg.account, liq_id=liq.liq_id, market=msg.market)
+            self.emit(Event.BANKRUPTCY, account=msg.account, liq_id=liq.liq_id, market=msg.market)
         self.take_over(liq, msg.market, remaining, price)
         if not liq.open_orders and any(liq.keep.values()):
             # A slice is done and the account keeps part of a position: hand it

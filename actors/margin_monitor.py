@@ -33,6 +33,7 @@ from typing import Mapping
 from sortedcontainers import SortedList
 
 from sandbox.messages import (
+    Event,
     AccountUpdated,
     LiquidationEnded,
     LiquidationRequested,
@@ -152,7 +153,7 @@ class MarginMonitor(Actor):
         eq, mm = self.margin(account)
         if eq <= mm:
             self.requested[account] = None
-            self.emit("margin_call", account=account, equity=fmt_money(eq), maintenance_margin=fmt_money(mm))
+            self.emit(Event.MARGIN_CALL, account=account, equity=fmt_money(eq), maintenance_margin=fmt_money(mm))
             marks = tuple((p.market, self.marks[p.market], self.versions[p.market]) for p in positions)
             valid_at = tuple((p.market, self.valid_at[p.market]) for p in positions)
             self.send(ENGINE, LiquidationRequested(account, eq, mm, marks, balance, positions, valid_at))

@@ -47,6 +47,7 @@ from typing import Mapping, Sequence
 
 from sandbox._core.eventlog import time_seconds
 from sandbox.messages import (
+    Event,
     FundingDue,
     FundingRateSet,
     ImpactPricesReported,
@@ -126,25 +127,25 @@ class Oracle(Actor):
         if reason == "outside_band":
             fields["band"] = fmt_rate(self.policy.oracle_band)
         self.emit(
-            "oracle_price_rejected", market=market, price=None if price is None else fmt_price(price),
+            Event.ORACLE_PRICE_REJECTED, market=market, price=None if price is None else fmt_price(price),
             reason=reason, last_valid=fmt_price(self.marks[market]), **fields,
         )
         if self.is_stale(market) and market not in self.stale_logged:
             self.stale_logged[market] = None
-            self.emit("oracle_stale", market=market, last_valid=fmt_price(self.marks[market]),
+            self.emit(Event.ORACLE_STALE, market=market, last_valid=fmt_price(self.marks[market]),
                       since=time_seconds(self.valid_at[market]), limit=time_seconds(self.policy.oracle_staleness_ms),
                       liquidations="paused" if self.policy.pauses_when_stale else "continue")
 
     def publish(self, market: str, price: int) -> None:
         if self.is_stale(market):
-            self.emit("oracle_fresh", market=market, price=fmt_price(price),
+            self.emit(Event.ORACLE_FRESH, market=market, price=fmt_price(price),
                       stale_for=time_seconds(self.now_ms - self.valid_at[market]))
         self.stale_logged.pop(market, None)
         previous = self.marks[market]
         self.marks[market] = price
         self.versions[market] += 1
         self.valid_at[market] = self.now_ms
-        self.emit("mark_price", market=market, price=fmt_price(price), previous=fmt_price(previous))
+        self.emit(Event.MARK_PRICE, market=market, price=fmt_price(price), previous=fmt_price(previous))
         update = MarkPriceUpdated(market, price, self.versions[market], self.now_ms)
         for subscriber in self.subscribers():
             self.send(subscriber, update)
@@ -155,7 +156,7 @@ class Oracle(Actor):
         self.index[msg.market] = msg.price
         self.basis.setdefault(msg.market, deque())
         self.funding_rates.setdefault(msg.market, 0)
-        self.emit("index_price", market=msg.market, price=fmt_price(msg.price))
+        self.emit(Event.INDEX_PRICE, market=msg.market, price=fmt_price(msg.price))
         if self.policy.mark_price == "median":
             self._request_id += 1
             self.send(book_name(msg.market),
@@ -172,7 +173,7 @@ class Oracle(Actor):
         price2 = index + sum(samples) // len(samples)
         mark = median_mark(impact_mid, price1, price2, self.markets[market].tick_size)
         self.emit(
-            "mark_computed", market=market, index=fmt_price(index),
+            Event.MARK_COMPUTED, market=market, index=fmt_price(index),
             impact_bid=None if msg.bid is None else fmt_price(msg.bid),
             impact_ask=None if msg.ask is None else fmt_price(msg.ask),
             impact_mid=fmt_price(impact_mid), price1=fmt_price(price1), price2=fmt_price(price2),
@@ -200,7 +201,7 @@ class Oracle(Actor):
             rate = self.funding_rate(market)
             self.funding_rates[market] = rate
             self._funding_id += 1
-            self.emit("funding_rate", market=market, funding_id=self._funding_id, rate=fmt_rate(rate),
+            self.emit(Event.FUNDING_RATE, market=market, funding_id=self._funding_id, rate=fmt_rate(rate),
                       mark_price=fmt_price(self.marks[market]), index=fmt_price(self.index[market]))
             if rate:
                 self.send(CLEARING, FundingRateSet(market, self._funding_id, rate, self.marks[market]))

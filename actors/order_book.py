@@ -26,6 +26,7 @@ import attrs
 from sortedcontainers import SortedDict
 
 from sandbox.messages import (
+    Event,
     AccountOrdersCancelled,
     CancelAccountOrders,
     CancelResting,
@@ -130,7 +131,7 @@ class OrderBook(Actor):
                 send(made.ledger, Fill(made.order_id, made.account, market, -qty if buying else qty, level_price,
                                        "maker", made.kind))
                 send(ledger, Fill(order_id, account, market, qty if buying else -qty, level_price, "taker", kind))
-                emit_lazy("trade", _trade_fields, market, level_price, qty,
+                emit_lazy(Event.TRADE, _trade_fields, market, level_price, qty,
                           account if buying else made.account, made.account if buying else account,
                           account, kind, order_id, made.order_id)
                 if maker.remaining == 0:
@@ -147,7 +148,7 @@ class OrderBook(Actor):
             send(order.reply_to, OrderClosed(order_id, account, market, filled, 0, "filled"))
         elif order.tif == "ioc":  # what _close does, without a _Resting made only to be closed
             if order.kind == "trader":
-                emit_lazy("order_expired", _closed_fields, account, order_id, market, remaining, "expired")
+                emit_lazy(Event.ORDER_EXPIRED, _closed_fields, account, order_id, market, remaining, "expired")
             send(order.reply_to, OrderClosed(order_id, account, market, filled, remaining, "expired"))
         else:  # rest it
             own, key = (self.bids, -limit) if buying else (self.asks, limit)
@@ -187,7 +188,7 @@ class OrderBook(Actor):
     def _close(self, resting: _Resting, reason: str) -> None:
         order = resting.order
         if reason != "filled" and order.kind == "trader":
-            self.emit_lazy("order_" + ("expired" if reason == "expired" else "cancelled"), _closed_fields,
+            self.emit_lazy(Event.ORDER_EXPIRED if reason == "expired" else Event.ORDER_CANCELLED, _closed_fields,
                            order.account, order.order_id, self.market, resting.remaining, reason)
         self.send(
             order.reply_to,

@@ -43,6 +43,7 @@ from sandbox._core.actor import Violation
 from sandbox._core.specs import Scenario
 from sandbox._scenario.load import parse_scenario
 from sandbox._scenario.parse import PRESETS
+from sandbox.messages import Event
 
 __all__ = [
     "scenarios",
@@ -211,7 +212,7 @@ def scenario_dicts(
     for k in range(draw(st.integers(1, max_events))):
         at = k + 1
         kind = draw(st.sampled_from(["mark_price", "mark_price", "mark_price", "order", "deposit", "withdraw"]))
-        if kind == "mark_price":
+        if kind == Event.MARK_PRICE:
             symbol = draw(st.sampled_from(sorted(marks)))
             move = Decimal(draw(st.integers(-35, 35))) / 100
             current[symbol] = max(current[symbol] * (1 + move), Decimal("1"))

@@ -14,6 +14,7 @@ from sortedcontainers import SortedList
 
 from sandbox._core.actor import TIMELINE, Envelope
 from sandbox._core.choosers import Chooser, SeededChooser
+from sandbox.messages import Event
 
 __all__ = ["Delivery", "DeliveryWatcher", "SeededDelivery", "LiveDelivery", "Network", "Faults"]
 
@@ -154,7 +155,7 @@ class SeededDelivery:
         if faults.delay and envelope.sender != TIMELINE and self.chooser.chance(faults.delay):
             extra = self.chooser.latency(1, faults.delay_max_ms) if faults.delay_max_ms > 1 else 1
             due += extra
-            rt.log.record(rt.now_ms, "network", "fault_delay", {
+            rt.log.record(rt.now_ms, "network", Event.FAULT_DELAY, {
                 "message_seq": envelope.seq, "sender": envelope.sender, "recipient": envelope.recipient,
                 "message": type(envelope.message).__name__, "delay_ms": extra,
             })
@@ -175,7 +176,7 @@ class SeededDelivery:
             self._copies[envelope.seq] = 2
             if self.watcher is not None:
                 self.watcher.posted(copy_)
-            rt.log.record(rt.now_ms, "network", "fault_duplicate", {
+            rt.log.record(rt.now_ms, "network", Event.FAULT_DUPLICATE, {
                 "message_seq": envelope.seq, "sender": envelope.sender, "recipient": envelope.recipient,
                 "message": type(envelope.message).__name__,
             })

@@ -45,6 +45,7 @@ import trio
 from sandbox._core.eventlog import EventLog, time_seconds
 from sandbox._core.actor import TIMELINE, Actor, Envelope, Violation
 from sandbox._core.delivery import Delivery, SeededDelivery
+from sandbox.messages import Invariant, Event
 
 
 __all__ = ["Runtime", "ActorFailed"]
@@ -100,7 +101,7 @@ class Runtime:
         except Exception as e:
             raise ActorFailed(envelope, e) from e
         if not handled:
-            self.log.record(self.now_ms, envelope.recipient, "duplicate_ignored", {
+            self.log.record(self.now_ms, envelope.recipient, Event.DUPLICATE_IGNORED, {
                 "message_seq": envelope.seq, "sender": envelope.sender, "message": type(envelope.message).__name__,
             })
         elif self._durable:
@@ -126,7 +127,7 @@ class Runtime:
         durable = self._durable[name]
         # Kept only to check the rebuilt state against it; the restart never reads it.
         self._crashed_state[name] = _canonical(_state(self.actors[name]))
-        self.log.record(self.now_ms, name, "actor_crashed", {
+        self.log.record(self.now_ms, name, Event.ACTOR_CRASHED, {
             "before": type(at.message).__name__, "message_seq": at.seq, "journal": len(durable.journal),
         })
 
@@ -145,17 +146,17 @@ class Runtime:
             del fresh._replaying
         self.actors[name] = fresh
         before = self._crashed_state.pop(name, None)
-        self.log.record(self.now_ms, name, "actor_restarted", {"replayed": len(durable.journal)})
+        self.log.record(self.now_ms, name, Event.ACTOR_RESTARTED, {"replayed": len(durable.journal)})
         if before is not None and _canonical(_state(fresh)) != before:
             self.report(Violation(
-                "a restarted actor rebuilds its state", f"{name}: snapshot + journal differ from the state it lost",
+                Invariant.RESTART_REBUILDS, f"{name}: snapshot + journal differ from the state it lost",
                 time_seconds(self.now_ms), name,
             ))
 
     def report(self, violation: Violation) -> None:
         self.violations.append(violation)
         self.log.record(
-            self.now_ms, violation.actor or "runtime", "invariant_violated",
+            self.now_ms, violation.actor or "runtime", Event.INVARIANT_VIOLATED,
             {"invariant": violation.invariant, "detail": violation.detail},
         )
 

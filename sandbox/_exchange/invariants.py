@@ -43,6 +43,7 @@ from sandbox._core.money import fmt_money, fmt_size
 
 from sandbox._core.eventlog import time_seconds
 from sandbox.messages import (
+    Invariant,
     FeeShareTransferred,
     Fill,
     FundingContributed,
@@ -117,7 +118,7 @@ def conservation_gap(rt: Runtime, initial_fund: int) -> int:
 def check_conservation(rt: Runtime, initial_fund: int) -> list[Violation]:
     gap = conservation_gap(rt, initial_fund)
     if gap:
-        return [_v(rt, "money is conserved", f"books differ from deposits - withdrawals + initial fund by {fmt_money(gap)}")]
+        return [_v(rt, Invariant.MONEY_CONSERVED, f"books differ from deposits - withdrawals + initial fund by {fmt_money(gap)}")]
     return []
 
 
@@ -130,9 +131,9 @@ def _ledgers(fund: object) -> dict[str, int]:
 def check_fund_non_negative(rt: Runtime) -> list[Violation]:
     fund = rt[FUND]
     balance = fund.balance
-    out = [_v(rt, "fund never negative", f"fund balance {fmt_money(balance)}")] if balance < 0 else []
+    out = [_v(rt, Invariant.FUND_NEVER_NEGATIVE, f"fund balance {fmt_money(balance)}")] if balance < 0 else []
     # With several funds, each one on its own: one's surplus never covers another's loss.
-    out += [_v(rt, "fund never negative", f"fund {name!r} balance {fmt_money(value)}")
+    out += [_v(rt, Invariant.FUND_NEVER_NEGATIVE, f"fund {name!r} balance {fmt_money(value)}")
             for name, value in _ledgers(fund).items() if value < 0 and balance >= 0]
     return out
 
@@ -140,7 +141,7 @@ def check_fund_non_negative(rt: Runtime) -> list[Violation]:
 def check_unowned_losses(rt: Runtime) -> list[Violation]:
     """No account without a position, and not under liquidation, has a balance below zero."""
     return [
-        _v(rt, "no loss left on an account that cannot pay it",
+        _v(rt, Invariant.NO_UNOWNED_LOSS,
            f"{acct.id} has no position and a balance of {fmt_money(acct.balance)}")
         for acct in rt[CLEARING].accounts.values()
         if acct.balance < 0 and not acct.positions and acct.hold is None
@@ -149,7 +150,7 @@ def check_unowned_losses(rt: Runtime) -> list[Violation]:
 
 def check_open_interest(rt: Runtime) -> list[Violation]:
     return [
-        _v(rt, "long open interest equals short", f"{m}: long {fmt_size(long)} != short {fmt_size(short)}")
+        _v(rt, Invariant.OPEN_INTEREST_BALANCED, f"{m}: long {fmt_size(long)} != short {fmt_size(short)}")
         for m, (long, short) in open_interest(rt).items()
         if long != short
     ]
@@ -202,7 +203,7 @@ def _quiet_globals(rt: Runtime) -> list[Violation]:
     covered = fund.balance - sum(accounting.lot_reserve(lot.basis, lot.size, marks[lot.market])
                                  for lot in fund.lots.values())
     if covered < 0 and not _ledgers(fund):
-        out.append(_v(rt, "fund never negative, inventory included",
+        out.append(_v(rt, Invariant.FUND_COVERS_INVENTORY,
                       f"fund balance {fmt_money(fund.balance)} less what its inventory loses at the mark "
                       f"is {fmt_money(covered)}"))
     # Not with several funds (neither per fund nor all together): with several funds, a cross-margin account whose markets span
@@ -219,17 +220,17 @@ def _quiet_globals(rt: Runtime) -> list[Violation]:
             if any((p := a.positions.get(lot.market)) is not None and (p.size > 0) == (side > 0)
                    and _can_pay_one_lot(a, p, lot, clearing.markets[lot.market].lot_size)
                    for a in clearing.accounts.values()):
-                out.append(_v(rt, "no lot left with the fund while ADL has a candidate",
+                out.append(_v(rt, Invariant.NO_LOT_LEFT,
                               f"lot {lot.lot_id} ({fmt_size(lot.size)} {lot.market}) is still the fund's"))
                 break
     if rt[ADL].current is not None:
-        out.append(_v(rt, "every liquidation completes", "an ADL request is still open"))
+        out.append(_v(rt, Invariant.LIQUIDATIONS_COMPLETE, "an ADL request is still open"))
     for account, request in getattr(rt[ENGINE], "paused", {}).items():
         if not _paused_by_stale_oracle(oracle, [m for m, _, _ in request.marks]):
-            out.append(_v(rt, "a paused liquidation resumes when prices return",
+            out.append(_v(rt, Invariant.PAUSED_RESUMES,
                           f"{account}'s liquidation is still paused, but none of its markets is stale"))
     if getattr(clearing, "pending_funding", None):
-        out.append(_v(rt, "every funding round completes",
+        out.append(_v(rt, Invariant.FUNDING_COMPLETES,
                       f"funding {sorted(clearing.pending_funding)} still waits for the fund"))
     return out
 
@@ -304,9 +305,9 @@ def check_step(rt: Runtime, initial_fund: int, in_flight: Iterable[Envelope] | I
     gap += tally.amount
     out = check_fund_non_negative(rt) + check_unowned_losses(rt)
     if gap:
-        out.append(_v(rt, "money is conserved", f"books and messages in flight differ by {fmt_money(gap)}"))
+        out.append(_v(rt, Invariant.MONEY_CONSERVED, f"books and messages in flight differ by {fmt_money(gap)}"))
     out += [
-        _v(rt, "long open interest equals short", f"{m}: positions and fills in flight net to {fmt_size(n)}")
+        _v(rt, Invariant.OPEN_INTEREST_BALANCED, f"{m}: positions and fills in flight net to {fmt_size(n)}")
         for m, n in net.items()
         if n
     ]
@@ -462,10 +463,10 @@ class QuietChecker:
             oi[lot.market][0 if lot.size > 0 else 1] += abs(lot.size)
         out = []
         if gap:
-            out.append(_v(rt, "money is conserved",
+            out.append(_v(rt, Invariant.MONEY_CONSERVED,
                           f"books differ from deposits - withdrawals + initial fund by {fmt_money(gap)}"))
         out += check_fund_non_negative(rt)
-        out += [_v(rt, "long open interest equals short", f"{m}: long {fmt_size(long)} != short {fmt_size(short)}")
+        out += [_v(rt, Invariant.OPEN_INTEREST_BALANCED, f"{m}: long {fmt_size(long)} != short {fmt_size(short)}")
                 for m, (long, short) in oi.items() if long != short]
         if len(self.order) != len(accounts) and self.found:
             self.order = {a: i for i, a in enumerate(accounts)}

@@ -260,7 +260,7 @@ class _Budget:
                 self.limits)
 
     def on_event(self, event: dict[str, Any]) -> None:
-        if event["kind"] == "actor_crashed":  # a step that delivers nothing
+        if event["kind"] == Event.ACTOR_CRASHED:  # a step that delivers nothing
             self.crashes_in_a_row += 1
             if self.crashes_in_a_row >= MAX_CRASHES_IN_A_ROW:
                 raise WorkLimitExceeded(
@@ -362,7 +362,7 @@ async def run_scenario(
             report(rt, invariants.check_all(rt, scenario.fund_balance))
     except WorkLimitExceeded as e:
         stopped = e
-        rt.log.record(rt.now_ms, "exchange", "work_limit_reached", {
+        rt.log.record(rt.now_ms, "exchange", Event.WORK_LIMIT_REACHED, {
             "reason": str(e), "steps": budget.limits.steps, "horizon": budget.limits.horizon_ms / 1000,
         })
     except ActorFailed as e:
@@ -370,7 +370,7 @@ async def run_scenario(
         # every event so far, and say which actor, message and seq.
         error = e
         env = e.envelope
-        rt.log.record(rt.now_ms, env.recipient, "actor_failed", {
+        rt.log.record(rt.now_ms, env.recipient, Event.ACTOR_FAILED, {
             "message": type(env.message).__name__, "message_seq": env.seq, "sender": env.sender,
             "error": f"{type(e.error).__name__}: {e.error}",
         })

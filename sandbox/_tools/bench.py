@@ -49,6 +49,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 from sandbox._tools.command import EXIT_OK, Command, prepare_out
+from sandbox.messages import Event
 
 __all__ = ["run_bench", "SIZES", "TARGETS"]
 
@@ -337,7 +338,7 @@ def cascade(accounts: int, out: str | None = None) -> dict[str, Any]:
     ok = result.ok and not invariants.check_all(result.runtime, sc.fund_balance, quiet=False)
     return {
         "cascade_accounts": accounts,
-        "cascade_liquidations": log.counts["liquidation_started"],
+        "cascade_liquidations": log.counts[Event.LIQUIDATION_STARTED],
         "cascade_takeovers": log.counts.get("fund_takeover", 0),
         "cascade_adl": log.counts.get("adl", 0),
         "cascade_s": seconds,

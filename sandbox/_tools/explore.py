@@ -51,6 +51,7 @@ from sandbox._core.pct import DEFAULT_DEPTH, PCTChooser, pct_seed
 from sandbox._core.specs import Scenario
 from sandbox._scenario.reader import ScenarioError
 from sandbox._scenario.load import _parse_bytes
+from sandbox.messages import Event
 
 __all__ = [
     "Budget",
@@ -327,7 +328,7 @@ def _prepare(
     rt.after_delivery = after_delivery
 
     def on_event(event: dict[str, Any]) -> None:
-        if event["kind"] == "actor_crashed":
+        if event["kind"] == Event.ACTOR_CRASHED:
             crashes[0] += 1
             crashes[1] += 1
             if crashes[1] >= MAX_CRASHES_IN_A_ROW or len(deliveries) + crashes[0] >= max_deliveries:

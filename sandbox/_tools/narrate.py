@@ -37,6 +37,7 @@ from rich.theme import Theme
 
 from sandbox._core.money import fmt_money, fmt_price, fmt_size
 from sandbox._tools.plain import plain
+from sandbox.messages import Event
 
 __all__ = ["narrate", "Narrator", "STYLES", "THEMES", "LEGEND", "GLOSSARY", "glossary", "describe_message",
            "FOLD_ABOVE", "theme_for", "print_hanging"]
@@ -212,70 +213,70 @@ QUIET, ORDER, TRADE, PRICE, WARN, ALERT, LIQ, LIQ_BOLD, FUND, FUND_BOLD, GOOD, G
 
 # kind -> (style, sentence)
 _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
-    "mark_price": (PRICE, _mark),
-    "order_placed": (ORDER, _order),
-    "order_rejected": (WARN, lambda e: f"{e['account']}'s order {e.get('order_id', '')} rejected: {e['reason']}"),
-    "cancel_rejected": (WARN, lambda e: f"{e['account']}'s cancel of {e['order_id']} rejected: {e['reason']}"),
-    "deposit_rejected": (WARN, lambda e: f"{e['account']}'s deposit of {_eth(e['amount'])} rejected: {e['reason']}"),
-    "withdraw_rejected": (WARN, lambda e: f"{e['account']}'s withdrawal of {_eth(e['amount'])} rejected: {e['reason']}"),
-    "order_cancelled": (ORDER, lambda e: f"{e['account']}'s resting order {e['order_id']} cancelled "
+    Event.MARK_PRICE: (PRICE, _mark),
+    Event.ORDER_PLACED: (ORDER, _order),
+    Event.ORDER_REJECTED: (WARN, lambda e: f"{e['account']}'s order {e.get('order_id', '')} rejected: {e['reason']}"),
+    Event.CANCEL_REJECTED: (WARN, lambda e: f"{e['account']}'s cancel of {e['order_id']} rejected: {e['reason']}"),
+    Event.DEPOSIT_REJECTED: (WARN, lambda e: f"{e['account']}'s deposit of {_eth(e['amount'])} rejected: {e['reason']}"),
+    Event.WITHDRAW_REJECTED: (WARN, lambda e: f"{e['account']}'s withdrawal of {_eth(e['amount'])} rejected: {e['reason']}"),
+    Event.ORDER_CANCELLED: (ORDER, lambda e: f"{e['account']}'s resting order {e['order_id']} cancelled "
                         f"({e['reason']}, {_contracts(e['unfilled'])} unfilled)"),
-    "order_expired": (QUIET, lambda e: f"{e['account']}'s IOC order {e['order_id']} expired with "
+    Event.ORDER_EXPIRED: (QUIET, lambda e: f"{e['account']}'s IOC order {e['order_id']} expired with "
                       f"{_contracts(e['unfilled'])} unfilled"),
-    "deposit": (GOOD, lambda e: f"{e['account']} deposits {_eth(e['amount'])} (balance {_eth(e['balance'])})"),
-    "withdraw": (GOOD, lambda e: f"{e['account']} withdraws {_eth(e['amount'])} (balance {_eth(e['balance'])})"),
-    "trade": (TRADE, _trade_line),
-    "margin_call": (ALERT, lambda e: f"{e['account']}'s equity {_eth(e['equity'])} <= maintenance margin "
+    Event.DEPOSIT: (GOOD, lambda e: f"{e['account']} deposits {_eth(e['amount'])} (balance {_eth(e['balance'])})"),
+    Event.WITHDRAW: (GOOD, lambda e: f"{e['account']} withdraws {_eth(e['amount'])} (balance {_eth(e['balance'])})"),
+    Event.TRADE: (TRADE, _trade_line),
+    Event.MARGIN_CALL: (ALERT, lambda e: f"{e['account']}'s equity {_eth(e['equity'])} <= maintenance margin "
                     f"{_eth(e['maintenance_margin'])}: liquidation requested"),
-    "account_frozen": (WARN, _frozen),
-    "account_unfrozen": (GOOD, lambda e: f"{e['account']} handed back to its owner"),
-    "liquidation_cancelled": (GOOD, lambda e: f"{e['account']} is healthy after all (equity {_eth(e['equity'])} > "
+    Event.ACCOUNT_FROZEN: (WARN, _frozen),
+    Event.ACCOUNT_UNFROZEN: (GOOD, lambda e: f"{e['account']} handed back to its owner"),
+    Event.LIQUIDATION_CANCELLED: (GOOD, lambda e: f"{e['account']} is healthy after all (equity {_eth(e['equity'])} > "
                               f"{_eth(e['maintenance_margin'])}): liquidation cancelled"),
-    "liquidation_started": (LIQ_BOLD, _started),
-    "liquidation_restored": (GOOD, lambda e: (
+    Event.LIQUIDATION_STARTED: (LIQ_BOLD, _started),
+    Event.LIQUIDATION_RESTORED: (GOOD, lambda e: (
         f"{e['account']} is handed back after a tier step-down with {_positions(e)} (equity {_eth(e['equity'])} > "
         f"maintenance margin {_eth(e['maintenance_margin'])})" if e.get("after") == "step_down" else
         f"{e['account']} is handed back after a partial liquidation with "
         f"{_positions(e)} (equity {_eth(e['equity'])}, maintenance margin "
         f"{_eth(e['maintenance_margin'])}); for the cooldown, a new liquidation closes it all")),
-    "liquidation_step_down": (LIQ_BOLD, lambda e: (
+    Event.LIQUIDATION_STEP_DOWN: (LIQ_BOLD, lambda e: (
         f"{e['account']} (equity {_eth(e['equity'])}, tiered maintenance margin {_eth(e['maintenance_margin'])}) "
         "is first stepped down a tier: an IOC closes "
         + ", ".join(f"{_qty(q)} of {_qty(e['positions'][m])} {m} (limit {_eth(e['limits'][m])})"
                     for m, q in e["closing"].items()))),
-    "liquidation_paused": (ALERT, lambda e: f"{e['account']}'s liquidation paused: no valid price in "
+    Event.LIQUIDATION_PAUSED: (ALERT, lambda e: f"{e['account']}'s liquidation paused: no valid price in "
                            f"{', '.join(e['markets'])} for too long"),
-    "liquidation_resumed": (WARN, lambda e: f"{e['account']}'s liquidation resumes: prices are back"),
-    "clearance_fee": (LIQ, lambda e: f"{e['account']} pays a clearance fee of {_eth(e['amount'])} on its liquidated "
+    Event.LIQUIDATION_RESUMED: (WARN, lambda e: f"{e['account']}'s liquidation resumes: prices are back"),
+    Event.CLEARANCE_FEE: (LIQ, lambda e: f"{e['account']} pays a clearance fee of {_eth(e['amount'])} on its liquidated "
                       f"slice (balance {_eth(e['balance'])})"),
-    "liquidation_fill": (LIQ, lambda e: f"{e['account']}'s liquidation order {_trade(e['size'])} {e['market']} at "
+    Event.LIQUIDATION_FILL: (LIQ, lambda e: f"{e['account']}'s liquidation order {_trade(e['size'])} {e['market']} at "
                          f"{_eth(e['price'])} (realized {_eth(e['realized_pnl'])})"),
-    "bankruptcy": (LIQ_BOLD, lambda e: f"{e['account']}'s liquidation order could not all fill in {e['market']} at "
+    Event.BANKRUPTCY: (LIQ_BOLD, lambda e: f"{e['account']}'s liquidation order could not all fill in {e['market']} at "
                    "its bankruptcy price: the rest goes to the insurance fund there"),
-    "fund_takeover": (FUND, lambda e: f"insurance fund takes over {e['account']}'s {_held(e['size'])} {e['market']} "
+    Event.FUND_TAKEOVER: (FUND, lambda e: f"insurance fund takes over {e['account']}'s {_held(e['size'])} {e['market']} "
                       f"at bankruptcy price {_eth(e['price'])}"),
-    "liquidation_settled": (LIQ, _settled),
-    "fund_surplus": (GOOD_BOLD, lambda e: f"insurance fund receives {_eth(e['amount'])} surplus from {e['account']} "
+    Event.LIQUIDATION_SETTLED: (LIQ, _settled),
+    Event.FUND_SURPLUS: (GOOD_BOLD, lambda e: f"insurance fund receives {_eth(e['amount'])} surplus from {e['account']} "
                      f"(fund {_eth(e['balance'])})"),
-    "fund_order": (FUND, lambda e: f"insurance fund closes its {_held(e['size'])} {e['market']} with an IOC limited "
+    Event.FUND_ORDER: (FUND, lambda e: f"insurance fund closes its {_held(e['size'])} {e['market']} with an IOC limited "
                    f"at {_eth(e['limit'])} (may lose at most {_eth(e['max_loss'])})"),
-    "fund_payout": (FUND_BOLD, lambda e: f"insurance fund pays {_eth(e['amount'])} for {e['account']}'s bankruptcy "
+    Event.FUND_PAYOUT: (FUND_BOLD, lambda e: f"insurance fund pays {_eth(e['amount'])} for {e['account']}'s bankruptcy "
                     f"(fund {_eth(e['balance'])})"),
-    "fund_gain": (GOOD_BOLD, lambda e: f"insurance fund gains {_eth(e['amount'])} closing {e['account']}'s position "
+    Event.FUND_GAIN: (GOOD_BOLD, lambda e: f"insurance fund gains {_eth(e['amount'])} closing {e['account']}'s position "
                   f"(fund {_eth(e['balance'])})"),
-    "fund_lot_closed": (FUND, lambda e: f"insurance fund closed {e['account']}'s position at no cost"),
-    "fund_inventory_kept": (FUND_BOLD, lambda e: f"insurance fund keeps {_held(e['size'])} {e['market']}: nothing "
+    Event.FUND_LOT_CLOSED: (FUND, lambda e: f"insurance fund closed {e['account']}'s position at no cost"),
+    Event.FUND_INVENTORY_KEPT: (FUND_BOLD, lambda e: f"insurance fund keeps {_held(e['size'])} {e['market']}: nothing "
                             "left to deleverage"),
-    "fund_netted": (FUND, lambda e: f"insurance fund nets {e['size']} {e['market']} of its own long and short "
+    Event.FUND_NETTED: (FUND, lambda e: f"insurance fund nets {e['size']} {e['market']} of its own long and short "
                     f"inventory at {_eth(e['price'])}"),
-    "fund_liquidation_fee": (GOOD_BOLD, lambda e: f"insurance fund receives a clearance fee of {_eth(e['amount'])} "
+    Event.FUND_LIQUIDATION_FEE: (GOOD_BOLD, lambda e: f"insurance fund receives a clearance fee of {_eth(e['amount'])} "
                              f"from {e['account']} (fund {_eth(e['balance'])})"),
-    "fund_fee_income": (GOOD, lambda e: f"insurance fund receives {_eth(e['amount'])} of {e['account']}'s trading fee "
+    Event.FUND_FEE_INCOME: (GOOD, lambda e: f"insurance fund receives {_eth(e['amount'])} of {e['account']}'s trading fee "
                         f"(fund {_eth(e['balance'])})"),
-    "fund_funding_paid": (FUND_BOLD, _funding_paid),
-    "fund_funding_received": (GOOD, lambda e: f"insurance fund receives {_eth(e['amount'])} of funding in "
+    Event.FUND_FUNDING_PAID: (FUND_BOLD, _funding_paid),
+    Event.FUND_FUNDING_RECEIVED: (GOOD, lambda e: f"insurance fund receives {_eth(e['amount'])} of funding in "
                               f"{e['market']} (fund {_eth(e['balance'])})"),
-    "fund_lot_opened": (FUND, lambda e: (
+    Event.FUND_LOT_OPENED: (FUND, lambda e: (
         f"insurance fund accepts {e['account']}'s {_held(e['size'])} {e['market']} at {_eth(e['bankruptcy_price'])}: "
         + (f"it gains {_eth(e['loss_at_mark'][1:])}" if e["loss_at_mark"].startswith("-")
            else f"it loses {_eth(e['loss_at_mark'])}")
@@ -283,48 +284,48 @@ _SENTENCES: Final[dict[str, tuple[str, Callable[[dict[str, Any]], str]]]] = {
         if e["accepted"] else
         f"insurance fund cannot accept {e['account']}'s {_held(e['size'])} {e['market']}: it would lose "
         f"{_eth(e['loss_at_mark'])} at the mark, more than the {_eth(e['available'])} available")),
-    "fund_inventory_held": (FUND, lambda e: f"insurance fund holds {_held(e['size'])} {e['market']} as inventory at "
+    Event.FUND_INVENTORY_HELD: (FUND, lambda e: f"insurance fund holds {_held(e['size'])} {e['market']} as inventory at "
                             f"mark {_eth(e['mark_price'])} ({_eth(e['reserved'])} reserved, "
                             f"{_eth(e['available'])} available)"),
-    "fund_adl_requested": (ADL_BOLD, lambda e: f"insurance fund hands {e['size']} {e['market']} to ADL at "
+    Event.FUND_ADL_REQUESTED: (ADL_BOLD, lambda e: f"insurance fund hands {e['size']} {e['market']} to ADL at "
                            f"{_eth(e['price'])}: " + {
                                "cannot accept": "it cannot accept the position",
                                "unfilled": "its order did not fill (one-shot policy)",
                                "drained": "its held inventory has drained it"}.get(e["reason"], e["reason"])),
-    "vault_takeover": (FUND_BOLD, lambda e: f"the backstop vault {e['vault']} takes over {e['account']}'s "
+    Event.VAULT_TAKEOVER: (FUND_BOLD, lambda e: f"the backstop vault {e['vault']} takes over {e['account']}'s "
                        f"{_held(e['size'])} {e['market']} at bankruptcy price {_eth(e['price'])} "
                        f"(vault balance {_eth(e['vault_balance'])})"),
-    "fund_socialize_requested": (ADL_BOLD, lambda e: f"insurance fund would be {_eth(e['amount'])} short holding "
+    Event.FUND_SOCIALIZE_REQUESTED: (ADL_BOLD, lambda e: f"insurance fund would be {_eth(e['amount'])} short holding "
                                  f"lot {e['lot_id']} in {e['market']}: the loss is spread over the market's open "
                                  "positions (socialized loss)"),
-    "socialized_loss": (WARN, lambda e: f"{e['account']} pays {_eth(e['amount'].lstrip('-'))} of the socialized loss "
+    Event.SOCIALIZED_LOSS: (WARN, lambda e: f"{e['account']} pays {_eth(e['amount'].lstrip('-'))} of the socialized loss "
                         f"in {e['market']} (balance {_eth(e['balance'])})"),
-    "fund_socialized_loss": (GOOD_BOLD, lambda e: f"insurance fund receives {_eth(e['amount'])} of socialized loss "
+    Event.FUND_SOCIALIZED_LOSS: (GOOD_BOLD, lambda e: f"insurance fund receives {_eth(e['amount'])} of socialized loss "
                              f"for lot {e['lot_id']} (fund {_eth(e['balance'])})"),
-    "fund_revenue": (GOOD, lambda e: f"insurance fund receives {_eth(e['amount'])} from the revenue pool "
+    Event.FUND_REVENUE: (GOOD, lambda e: f"insurance fund receives {_eth(e['amount'])} from the revenue pool "
                      f"(fund {_eth(e['balance'])}, pool {_eth(e['pool_left'])} left)"),
-    "adl_orders_cancelled": (WARN, lambda e: f"{e['account']}'s open orders in {e['market']} are cancelled after ADL"),
-    "fund_inventory_marked": (FUND, lambda e: f"insurance fund's {_held(e['size'])} {e['market']} at mark "
+    Event.ADL_ORDERS_CANCELLED: (WARN, lambda e: f"{e['account']}'s open orders in {e['market']} are cancelled after ADL"),
+    Event.FUND_INVENTORY_MARKED: (FUND, lambda e: f"insurance fund's {_held(e['size'])} {e['market']} at mark "
                               f"{_eth(e['mark_price'])}: unrealized {_eth(e['unrealized_pnl'])}, fund equity "
                               f"{_eth(e['equity'])} (balance {_eth(e['balance'])})"),
-    "oracle_price_rejected": (ALERT, _rejected),
-    "oracle_stale": (ALERT, _stale),
-    "oracle_fresh": (PRICE, lambda e: f"{e['market']} has a valid price again after {e['stale_for']} s without one"),
-    "index_price": (QUIET, lambda e: f"index price of {e['market']}: {_eth(e['price'])}"),
-    "mark_computed": (QUIET, lambda e: f"{e['market']}: median(impact mid {e['impact_mid']}, price1 {e['price1']}, "
+    Event.ORACLE_PRICE_REJECTED: (ALERT, _rejected),
+    Event.ORACLE_STALE: (ALERT, _stale),
+    Event.ORACLE_FRESH: (PRICE, lambda e: f"{e['market']} has a valid price again after {e['stale_for']} s without one"),
+    Event.INDEX_PRICE: (QUIET, lambda e: f"index price of {e['market']}: {_eth(e['price'])}"),
+    Event.MARK_COMPUTED: (QUIET, lambda e: f"{e['market']}: median(impact mid {e['impact_mid']}, price1 {e['price1']}, "
                       f"price2 {e['price2']}) = {_eth(e['mark'])}"),
-    "funding_rate": (PRICE, _funding_rate),
-    "funding": (QUIET, _funding),
-    "funding_shortfall": (LIQ_BOLD, lambda e: f"funding receivers in {e['market']} are owed {_eth(e['owed'])} more "
+    Event.FUNDING_RATE: (PRICE, _funding_rate),
+    Event.FUNDING: (QUIET, _funding),
+    Event.FUNDING_SHORTFALL: (LIQ_BOLD, lambda e: f"funding receivers in {e['market']} are owed {_eth(e['owed'])} more "
                           f"than payers paid; the fund adds {_eth(e['contributed'])}: paid pro rata"),
-    "adl_ranking": (ADL_BOLD, lambda e: f"fund cannot close {e['remaining']} {e['market']}: auto-deleveraging, "
+    Event.ADL_RANKING: (ADL_BOLD, lambda e: f"fund cannot close {e['remaining']} {e['market']}: auto-deleveraging, "
                     f"ranking {_ranking(e)}"),
-    "adl": (ADL, lambda e: f"ADL: {e['account']} {_trade(e['size'])} {e['market']} at {_eth(e['price'])} to the fund "
+    Event.ADL: (ADL, lambda e: f"ADL: {e['account']} {_trade(e['size'])} {e['market']} at {_eth(e['price'])} to the fund "
             f"(realized {_eth(e['realized_pnl'])})"),
-    "adl_incomplete": (LIQ_BOLD, lambda e: f"ADL found no one left to take {e['remaining']} {e['market']}"),
-    "liquidation_request_ignored": (QUIET, lambda e: f"second liquidation request for {e['account']} ignored "
+    Event.ADL_INCOMPLETE: (LIQ_BOLD, lambda e: f"ADL found no one left to take {e['remaining']} {e['market']}"),
+    Event.LIQUIDATION_REQUEST_IGNORED: (QUIET, lambda e: f"second liquidation request for {e['account']} ignored "
                                     f"({e['reason']})"),
-    "invariant_violated": (ALARM, lambda e: f"INVARIANT VIOLATED: {e['invariant']}: {e['detail']}"),
+    Event.INVARIANT_VIOLATED: (ALARM, lambda e: f"INVARIANT VIOLATED: {e['invariant']}: {e['detail']}"),
 }
 
 STYLES: Final = {kind: style for kind, (style, _) in _SENTENCES.items()}
@@ -367,7 +368,7 @@ GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
             "fills or is cancelled", frozenset({"order_placed", "order_cancelled"})),
     "IOC": ("immediate-or-cancel: an order that trades what it can at once and expires with the rest; "
             "liquidation and fund orders are IOC", frozenset({"order_expired", "fund_order", "order_placed"})),
-    "trade": ("two orders matched in the book: the buyer's and the seller's positions change by the size "
+    Event.TRADE: ("two orders matched in the book: the buyer's and the seller's positions change by the size "
               "at the trade price", frozenset({"trade"})),
     "equity": ("an account's balance plus the unrealized profit or loss of its positions at the mark price",
                frozenset({"margin_call", "liquidation_started", "liquidation_cancelled",
@@ -394,7 +395,7 @@ GLOSSARY: Final[dict[str, tuple[str, frozenset[str]]]] = {
     "ADL": ("auto-deleveraging: what the fund cannot afford to close is closed against the most profitable, "
             "most leveraged traders on the other side, at the bankruptcy price",
             frozenset({"adl_ranking", "adl", "adl_incomplete"})),
-    "funding": ("periodic payments between longs and shorts that pull the mark price toward the index price",
+    Event.FUNDING: ("periodic payments between longs and shorts that pull the mark price toward the index price",
                 frozenset({"funding_rate", "funding", "funding_shortfall", "fund_funding_paid",
                            "fund_funding_received"})),
     "index price": ("the spot price of the underlying, the reference for funding and the median mark",
@@ -434,7 +435,7 @@ FOLD_ABOVE: Final = 100
 def _foldable(event: dict[str, Any]) -> bool:
     """A re-quote: a resting order placed, or a resting order cancelled by its owner."""
     kind = event["kind"]
-    return (kind == "order_placed" and event.get("tif") == "gtc") or kind == "order_cancelled"
+    return (kind == Event.ORDER_PLACED and event.get("tif") == "gtc") or kind == Event.ORDER_CANCELLED
 
 
 class Narrator:
@@ -461,7 +462,7 @@ class Narrator:
     def __call__(self, event: dict[str, Any]) -> None:
         if self.fold:
             if self._folded and (event["time"] != self._folded[0]["time"] or not _foldable(event)):
-                if event["kind"] in _SENTENCES or event["kind"] == "run_finished" or _foldable(event):
+                if event["kind"] in _SENTENCES or event["kind"] == Event.RUN_FINISHED or _foldable(event):
                     self.flush()
             if _foldable(event):
                 self._folded.append(event)
@@ -517,8 +518,8 @@ def _range(prices: list[str]) -> str:
 
 def _requotes(account: str, events: list[dict[str, Any]]) -> str:
     """One line for an account's re-quotes at one instant."""
-    cancelled = sum(e["kind"] == "order_cancelled" for e in events)
-    placed = [e for e in events if e["kind"] == "order_placed"]
+    cancelled = sum(e["kind"] == Event.ORDER_CANCELLED for e in events)
+    placed = [e for e in events if e["kind"] == Event.ORDER_PLACED]
     parts = []
     if cancelled:
         parts.append(f"cancels {cancelled} resting order{'s' * (cancelled > 1)}")

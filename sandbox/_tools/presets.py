@@ -24,6 +24,7 @@ from sandbox._core.money import fmt_money
 from sandbox._scenario.parse import PRESETS, _parse_policy
 from sandbox._core.specs import Scenario
 from sandbox._scenario.load import resolve_scenario
+from sandbox.messages import Event
 
 __all__ = ["comparison", "markdown_table", "under_preset", "PAGE", "BEGIN", "END", "GAP_BEGIN", "GAP_END",
            "generated", "generated_gap", "refresh_page"]
@@ -66,7 +67,7 @@ def comparison(name: str = "venue_rules", accounts: tuple[str, ...] | None = Non
         fund = s["insurance_fund"]
         held = ", ".join(f"{p['size']} {m}" for m, p in fund["positions"].items())
         counts = result.log.counts
-        adl = [f"{e['account']} {e['size'].lstrip('-')} {e['market']} at {e['price']}" for e in result.log.of_kind("adl")]
+        adl = [f"{e['account']} {e['size'].lstrip('-')} {e['market']} at {e['price']}" for e in result.log.of_kind(Event.ADL)]
         row = {
             "status": s["status"],
             "fund (opens at " + fund["initial"] + ")": fund["final"] + (f", holding {held}" if held else ""),
@@ -75,9 +76,9 @@ def comparison(name: str = "venue_rules", accounts: tuple[str, ...] | None = Non
                                                    f"{counts['liquidation_restored']}",
             "positions taken over by the fund": str(s["counts"]["fund_takeovers"]),
             "deleveraged (ADL)": "; ".join(adl) if adl else "nobody",
-            "socialized loss paid": _socialized(result.log.of_kind("socialized_loss")),
+            "socialized loss paid": _socialized(result.log.of_kind(Event.SOCIALIZED_LOSS)),
         }
-        for e in result.log.of_kind("liquidation_started"):
+        for e in result.log.of_kind(Event.LIQUIDATION_STARTED):
             key = f"{e['account']}'s bankruptcy prices"
             row.setdefault(key, ", ".join(f"{m} {p}" for m, p in sorted(e["bankruptcy_prices"].items())))
         for acct_id, acct in s["accounts"].items():

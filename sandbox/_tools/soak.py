@@ -25,7 +25,7 @@ from actors._common import book_name
 from sandbox._exchange import invariants
 from sandbox._core.eventlog import EventLog
 from sandbox._exchange.run import prepare_run
-from sandbox.messages import MarkPriceObserved, ScriptedEvent
+from sandbox.messages import Event, MarkPriceObserved, ScriptedEvent
 from sandbox._core.money import PRICE_DECIMALS, SIZE_DECIMALS
 from sandbox._core.delivery import Faults, LiveDelivery
 from sandbox._core.runtime import Runtime
@@ -202,9 +202,9 @@ def soak(
         seconds=seconds,
         deliveries=rt.delivery.delivered,  # type: ignore[attr-defined]
         events=len(log),
-        restarts=log.counts["actor_restarted"],
-        liquidations=log.counts["liquidation_started"],
-        rejected_orders=log.counts["order_rejected"],
+        restarts=log.counts[Event.ACTOR_RESTARTED],
+        liquidations=log.counts[Event.LIQUIDATION_STARTED],
+        rejected_orders=log.counts[Event.ORDER_REJECTED],
         rss_mb=samples,
         violations=found + [v for v in rt.violations if v not in found],
     )

@@ -60,6 +60,7 @@ from sandbox._core.safeio import safe_name
 from sandbox._tools.command import (ALLOW_OUTSIDE_HELP, EXIT_INTERRUPTED, EXIT_OK, EXIT_VIOLATION, BadInput, Command,
                                     actor_option, load_actors, positive)
 from sandbox._tools.plain import plain, plain_text
+from sandbox.messages import Event
 
 __all__ = [
     "SweepError",
@@ -331,12 +332,12 @@ def measure(task: RunTask, fund_initial: int, events: list[dict[str, Any]], coun
         if e["kind"] in FUND_BALANCE_EVENTS:
             balance = parse_units(e["balance"], MONEY_DECIMALS, allow_negative=True)
             minimum = min(minimum, balance)
-            if e["kind"] == "fund_payout":
+            if e["kind"] == Event.FUND_PAYOUT:
                 payouts += parse_units(e["amount"], MONEY_DECIMALS)
                 payout_count += 1
     adl_notional = sum(
         abs(parse_units(e["size"], SIZE_DECIMALS, allow_negative=True)) * parse_units(e["price"], PRICE_DECIMALS)
-        for e in events if e["kind"] == "adl"
+        for e in events if e["kind"] == Event.ADL
     )
     return _row(
         task,
@@ -347,10 +348,10 @@ def measure(task: RunTask, fund_initial: int, events: list[dict[str, Any]], coun
         fund_drawdown=fmt_money(fund_initial - minimum),
         fund_payouts=fmt_money(payouts),
         fund_payout_count=payout_count,
-        liquidations=counts["liquidation_started"],
-        bankruptcies=counts["bankruptcy"],
-        fund_takeovers=counts["fund_takeover"],
-        adl=counts["adl"],
+        liquidations=counts[Event.LIQUIDATION_STARTED],
+        bankruptcies=counts[Event.BANKRUPTCY],
+        fund_takeovers=counts[Event.FUND_TAKEOVER],
+        adl=counts[Event.ADL],
         adl_notional=fmt_money(adl_notional),
         violations=sorted({v.invariant for v in violations}),
     )
