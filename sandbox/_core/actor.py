@@ -30,9 +30,14 @@ class Envelope:
 
 @attrs.frozen
 class Violation:
-    """An invariant that did not hold: which, where, and the numbers."""
+    """An invariant that did not hold: which, where, and the numbers.
 
-    invariant: str
+    ``invariant`` is the name (a :class:`sandbox.messages.Invariant`), kept as
+    its plain string, so that a violation prints, compares and serialises as
+    the name it reports.
+    """
+
+    invariant: str = attrs.field(converter=str)
     detail: str
     time: int | float = 0
     actor: str = ""
