@@ -190,14 +190,14 @@ def order_flow(orders: int, mode: str, traders: int = 50, seed: int = 0) -> dict
     from actors import ORACLE, trader_name
 
     from sandbox._core.eventlog import EventLog
-    from sandbox._exchange.run import build
+    from sandbox._exchange.run import prepare_run
     from sandbox.messages import MarkPriceObserved, ScriptedEvent
     from sandbox._core.delivery import LiveDelivery, SeededDelivery
     from sandbox._tools.soak import MARKETS, ORDERS_PER_BURST, TICK, Burst, RandomTrader, soak_scenario
 
     sc = soak_scenario(traders, seed)
     delivery = LiveDelivery(None, seed) if mode == "live" else SeededDelivery(seed)
-    rt, timeline = build(sc, delivery, {"trader": RandomTrader}, EventLog(keep=False))
+    rt, timeline = prepare_run(sc, delivery, {"trader": RandomTrader}, EventLog(keep=False), seed=seed)
     for i in range(traders):
         if trader_name(f"t{i}") not in rt.actors:
             rt.add(RandomTrader(f"t{i}"))
