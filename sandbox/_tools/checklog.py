@@ -469,6 +469,8 @@ class _Books:
         # policy.backstop_vault: the vault account, and each backstop liquidation's sizes and prices.
         self.vault: str | None = None
         self.backstops: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+        # Isolated margin: each bucket account (OWNER@MARKET) and its one market.
+        self.buckets: dict[str, str] = {}
 
     # -- helpers that keep the totals right ---------------------------------------------
 
@@ -699,6 +701,12 @@ class _Books:
                 # Entry costs need not net (a real snapshot): what they do not net
                 # to is the opening imbalance, a constant on both sides.
                 self.external -= entry_value
+        for account in self.balances:  # an isolated bucket, OWNER@MARKET, holds its market only
+            owner, at, market = account.rpartition("@")
+            if at and owner in self.balances and market in self.markets:
+                self.buckets[account] = market
+                if set(self.positions[account]) - {market}:
+                    _bad(f"opening_state: the isolated bucket {account} holds {', '.join(self.positions[account])}")
         if "opening_imbalance" in e:
             stated = _money(e, "opening_imbalance")
             if stated != self.external - self.fund_initial - sum(self.balances.values()):
@@ -861,6 +869,7 @@ class _Books:
 
     def on_deposit(self, e: dict[str, Any]) -> None:
         account, amount = self.account(e), _money(e, "amount")
+        self.not_bucket(account, "a deposit")
         if amount <= 0:
             _bad(f"a deposit of {fmt_money(amount)}")
         self.credit(account, amount)
@@ -869,11 +878,17 @@ class _Books:
 
     def on_withdraw(self, e: dict[str, Any]) -> None:
         account, amount = self.account(e), _money(e, "amount")
+        self.not_bucket(account, "a withdrawal")
         if amount <= 0:
             _bad(f"a withdrawal of {fmt_money(amount)}")
         self.credit(account, -amount)
         self.external -= amount
         self.stated_balance(e, account)
+
+    def not_bucket(self, account: str, what: str) -> None:
+        """Margin cannot be moved into or out of an isolated bucket during a run: its owner's cross account takes it."""
+        if account in self.buckets:
+            _bad(f"{what} to or from the isolated bucket {account}: deposits and withdrawals go to the cross account")
 
     def on_trade(self, e: dict[str, Any], line: int) -> None:
         market, price, size = self.market(e), _price(e), _size(e)
@@ -930,6 +945,8 @@ class _Books:
                  f"{fmt_size(spec.lot_size)} or the tick {fmt_price(spec.tick_size)}")
         if order_id in self.orders:
             _bad(f"order {order_id} is placed twice")
+        if self.buckets.get(account, market) != market:
+            _bad(f"the isolated bucket {account} places an order in {market}: it holds {self.buckets[account]} only")
         self.orders[order_id] = _Order(account, market, 1 if side == "buy" else -1, price, size)
 
     def order_trades(self, order_id: str, account: str, market: str, signed: int, price: int, maker: bool) -> None:
