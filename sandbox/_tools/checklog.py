@@ -22,9 +22,10 @@ stops at the first line that is wrong. Per line it checks:
   the balances an event states are the ones the books add up to;
 * and then the exchange's invariants, recomputed from the rebuilt books:
   money is conserved (balances + fund + fees + funding held + unrealized PnL
-  of every position, the fund's and the fills, hand-overs, surpluses and fee
-  shares still in flight included, == deposits - withdrawals + initial fund +
-  opening imbalance), the fund is never negative, long open interest == short
+  of every position, the fund's and the fills, hand-overs, surpluses, fee
+  shares and socialized charges still in flight included, == deposits -
+  withdrawals + initial fund + the revenue pool's transfers + opening
+  imbalance), the fund is never negative, long open interest == short
   open interest in every market, no account is liquidated twice at once, and
   no account is left with a negative balance once its liquidation is settled.
 
@@ -394,6 +395,7 @@ class _Lot:
     account: str = ""
     limit: int | None = None  # the limit of its last order (the book may still trade it)
     adl_price: int | None = None  # the price of its last ADL request
+    held_at: int | None = None  # held since this fund_inventory_marked of its market (None: not held)
 
 
 class _Books:
@@ -469,6 +471,9 @@ class _Books:
         # policy.backstop_vault: the vault account, and each backstop liquidation's sizes and prices.
         self.vault: str | None = None
         self.backstops: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+        # How many times the fund has marked its inventory in each market: a held lot is held again
+        # (re-offered, no order possible) only on a later mark.
+        self.marked: dict[str, int] = {}
         # Isolated margin: each bucket account (OWNER@MARKET) and its one market.
         self.buckets: dict[str, str] = {}
 
@@ -1312,7 +1317,7 @@ class _Books:
         tick = self.markets[lot.market].spec.tick_size
         if limit % tick:
             _bad(f"the fund's order for lot {lot_id} has a limit of {fmt_price(limit)}, off the tick {fmt_price(tick)}")
-        lot.limit = limit
+        lot.limit, lot.held_at = limit, None
         if not any(accounting.lot_reserve(lot.basis, lot.size, mark, lot.bankruptcy_price, limit) == max_loss
                    for mark in self.markets[lot.market].recent):
             _bad(f"the fund's order for lot {lot_id} states a maximum loss of {fmt_money(max_loss)}, but "
@@ -1324,6 +1329,9 @@ class _Books:
         lot_id, lot = self.fund_lot(e, "held inventory")
         if _size(e) != lot.size:
             _bad(f"the fund holds {fmt_size(_size(e))} of lot {lot_id}, which is {fmt_size(lot.size)}")
+        if lot.held_at is not None and lot.held_at == self.marked.get(lot.market, 0):
+            _bad(f"the fund holds lot {lot_id}, which it holds already (no order, request or mark since)")
+        lot.held_at = self.marked.get(lot.market, 0)
         mark = self.recent_mark(e, lot.market)
         reserved = accounting.lot_reserve(lot.basis, lot.size, mark, lot.bankruptcy_price)
         if _money(e, "reserved") != reserved:
@@ -1335,7 +1343,7 @@ class _Books:
         if lot_id in self.socializing:
             _bad(f"the fund asks ADL to close lot {lot_id}, whose socialized loss is still being charged")
         price = self.adl_price(e, lot_id, lot)
-        lot.adl_price = price
+        lot.adl_price, lot.held_at = price, None
         self.adl_requests.append(_AdlRequest(lot_id, lot.market, abs(_size(e)), price=price))
 
     def adl_price(self, e: dict[str, Any], lot_id: int, lot: _Lot) -> int:
@@ -1396,6 +1404,7 @@ class _Books:
                  f"{fmt_money(self.fund_floor)} leaves it short of "
                  f"{fmt_money(accounting.socialize_shortfall(self.fund_floor, available, charging))}")
         self.socializing[lot_id] = _Socialize(lot.market, amount, name)
+        lot.held_at = None
 
     def socialize_shares(self, lot_id: int, r: _Socialize) -> deque[tuple[str, int]]:
         """Clearing's charges for a socialized loss, recomputed on its books: every open position of the
@@ -1406,7 +1415,8 @@ class _Books:
         return deque((a, accounting.socialized_share(r.amount, size, total)) for a, size in payers)
 
     def can_pay(self, account: str, share: int) -> bool:
-        """Whether ``account`` can pay a share: from its balance, and from its equity at some recent marks."""
+        """Whether ``account`` can pay a share: from its balance, and from its equity at some recent marks
+        (clearing's copy of which may lag the log)."""
         if share > self.balances[account]:
             return False
         triples = tuple((m, p.size, p.entry_value) for m, p in self.positions[account].items())
@@ -1446,11 +1456,10 @@ class _Books:
         market, amount = self.market(e), _money(e, "amount")
         if r is None or r.market != market:
             _bad(f"the fund receives a socialized loss for lot {lot_id} in {market}, which it did not ask for")
-        if r.due is None:  # nothing charged: some position could not pay its share
-            due = self.socialize_shares(lot_id, r)
-            if due and all(self.can_pay(a, share) for a, share in due):
-                _bad(f"nobody was charged the socialized loss of lot {lot_id}, but every position can pay its share")
-        elif r.due:
+        # Nothing charged: some position could not pay its share. Not recomputed: clearing refused on its
+        # books somewhere between the request and this line (an account frozen, a fill applied meanwhile),
+        # and no line of its pins that moment down.
+        if r.due:
             _bad(f"the fund receives the socialized loss of lot {lot_id}, but {r.due[0][0]} was never charged")
         if amount != r.collected:
             _bad(f"the fund receives {fmt_money(amount)} of the socialized loss of lot {lot_id}, but clearing "
@@ -1527,6 +1536,7 @@ class _Books:
     def on_fund_inventory_kept(self, e: dict[str, Any]) -> None:
         """ADL gave up on a lot: the fund keeps what ADL said was left of it."""
         lot_id, lot = self.fund_lot(e, "kept inventory")
+        lot.held_at = None
         left = self.adl_given_up.pop(lot_id, None)
         if left != abs(_size(e)):
             _bad(f"the fund keeps {fmt_size(_size(e))} of lot {lot_id}, but "
@@ -1536,6 +1546,7 @@ class _Books:
         """The fund values its inventory in a market at a new mark: size, unrealized PnL and equity recomputed."""
         market = self.market(e)
         mark = self.recent_mark(e, market)
+        self.marked[market] = self.marked.get(market, 0) + 1
         size, basis = self.lot_totals[market]
         if _size(e) != size:
             _bad(f"the fund states its {market} inventory as {fmt_size(_size(e))}, but its lots hold {fmt_size(size)}")
