@@ -1225,6 +1225,7 @@ class _Books:
             self.surplus_total += surplus
         del self.frozen[account]
         self.liquidated.pop(liq_id, None)
+        self.backstops.pop(liq_id, None)
         self.stated_balance(e, account)
 
     def fee_policy(self, with_fee: bool, what: str) -> None:
@@ -1601,6 +1602,9 @@ class _Books:
             trade = -qty * lot.side
             self.lot_move(lot, trade, trade * price)
             self.hold(market, trade, trade * price)
+        for lot_id in lot_ids:  # a lot ADL gave up on is netted before the fund keeps the rest
+            if lot_id in self.adl_given_up:
+                self.adl_given_up[lot_id] -= qty
 
     def _close_lot(self, e: dict[str, Any], sign: int) -> None:
         lot_id, amount = _whole(e, "lot_id"), _money(e, "amount")
@@ -1608,6 +1612,7 @@ class _Books:
         if lot.size:
             _bad(f"the fund closes lot {lot_id}, which still holds {fmt_size(lot.size)} {lot.market}")
         del self.lots[lot_id]
+        self.adl_given_up.pop(lot_id, None)  # netted away before the fund could keep it
         self.hold(lot.market, 0, -lot.basis)
         totals = self.lot_totals[lot.market]
         totals[1] -= lot.basis  # the lot's own figures stay, for the amount it books
