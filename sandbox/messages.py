@@ -776,6 +776,8 @@ class Event(StrEnum):
     LIQUIDATION_FILL = "liquidation_fill"
     CLEARANCE_FEE = "clearance_fee"
     FUND_TAKEOVER = "fund_takeover"
+    VAULT_TAKEOVER = "vault_takeover"
+    SOCIALIZED_LOSS = "socialized_loss"
     LIQUIDATION_SETTLED = "liquidation_settled"
     ADL = "adl"
     ADL_ORDERS_CANCELLED = "adl_orders_cancelled"
@@ -806,6 +808,9 @@ class Event(StrEnum):
     FUND_GAIN = "fund_gain"
     FUND_LOT_CLOSED = "fund_lot_closed"
     FUND_ADL_REQUESTED = "fund_adl_requested"
+    FUND_SOCIALIZE_REQUESTED = "fund_socialize_requested"
+    FUND_SOCIALIZED_LOSS = "fund_socialized_loss"
+    FUND_REVENUE = "fund_revenue"
     # the ADL coordinator
     ADL_RANKING = "adl_ranking"
     ADL_INCOMPLETE = "adl_incomplete"

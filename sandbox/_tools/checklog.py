@@ -1292,8 +1292,8 @@ class _Books:
         totals[0] += size
         totals[1] += basis
 
-    def fund_lot(self, e: dict[str, Any], what: str, price_keys: tuple[str, ...] = ("bankruptcy_price", "price")
-                 ) -> tuple[int, _Lot]:
+    def fund_lot(self, e: dict[str, Any], what: str, price_keys: tuple[str, ...] = ("bankruptcy_price", "price"),
+                 zero_ok: bool = False) -> tuple[int, _Lot]:
         """The lot an event of the fund's names, with its market, and (if stated) its liquidation's fields."""
         lot_id = _whole(e, "lot_id")
         lot = self.lot(e, lot_id)
@@ -1307,7 +1307,7 @@ class _Books:
                 _bad(f"the fund's {what} for lot {lot_id} states its bankruptcy price as {fmt_price(_price(e, key))}, "
                      f"but the lot was opened at {fmt_price(lot.bankruptcy_price)}")
         size = _size(e)
-        if size == 0 or (size > 0) != (lot.side > 0) or abs(size) > abs(lot.size):
+        if (size == 0 and not zero_ok) or (size and (size > 0) != (lot.side > 0)) or abs(size) > abs(lot.size):
             _bad(f"the fund's {what} for lot {lot_id} is of {fmt_size(size)}, but the lot holds {fmt_size(lot.size)}")
         return lot_id, lot
 
@@ -1536,7 +1536,8 @@ class _Books:
 
     def on_fund_inventory_kept(self, e: dict[str, Any]) -> None:
         """ADL gave up on a lot: the fund keeps what ADL said was left of it."""
-        lot_id, lot = self.fund_lot(e, "kept inventory")
+        # (0 kept: its held part was netted away while ADL fills of it are still in flight.)
+        lot_id, lot = self.fund_lot(e, "kept inventory", zero_ok=True)
         lot.held_at = None
         left = self.adl_given_up.pop(lot_id, None)
         if left != abs(_size(e)):
