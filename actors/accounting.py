@@ -56,6 +56,10 @@ __all__ = [
     "funding_pro_rata",
     "lot_loss_at",
     "lot_reserve",
+    "socialized_share",
+    "socialize_shortfall",
+    "revenue_transfer",
+    "adl_price_at_previous_mark",
     "add_open_interest",
     "round_price_up",
     "round_price_down",
@@ -225,6 +229,34 @@ def socialized_share(amount: int, size: int, total: int) -> int:
     amount and at most one wei more per account.
     """
     return ceil_div(amount * size, total)
+
+
+def socialize_shortfall(floor: int, available: int, charging: int) -> int:
+    """What a socialized loss asks for (Drift v2): what leaves the fund's available assets short of its floor.
+
+    ``available`` is the fund's available balance with the lot held at the
+    mark, ``charging`` what charges already in flight for its lots ask for;
+    nothing to ask when it is 0 or less.
+    """
+    return floor - available - charging
+
+
+def revenue_transfer(transfer: int, pool: int, received: int) -> int:
+    """One transfer of the revenue pool into the fund (Drift v2): ``transfer``, at most what the pool has left."""
+    return min(transfer, pool - received)
+
+
+def adl_price_at_previous_mark(size: int, previous: int, by_budget: int, bankruptcy: int) -> int:
+    """ADL's price for a lot of ``size`` at the fund's previous mark (Hyperliquid's ``adl_price``).
+
+    The previous mark, as far as the fund's budget pays (``by_budget``, the
+    limit at which closing the lot loses the whole budget): moved towards the
+    bankruptcy price, never past it. A long lot is sold (a higher price loses
+    less), a short one bought.
+    """
+    if size > 0:
+        return max(previous, min(by_budget, bankruptcy))
+    return min(previous, max(by_budget, bankruptcy))
 
 
 def add_open_interest(oi: list[int], size: int, times: int = 1) -> None:

@@ -362,7 +362,7 @@ class InsuranceFund(Actor):
         name = self._fund_of_market(market)
         while self.revenue_transfers < at_ms // p.revenue_interval_ms and self.revenue_received < p.revenue_pool:
             self.revenue_transfers += 1
-            amount = min(p.revenue_transfer, p.revenue_pool - self.revenue_received)
+            amount = accounting.revenue_transfer(p.revenue_transfer, p.revenue_pool, self.revenue_received)
             self.revenue_received += amount
             self.ledgers[name] += amount
             self.emit(Event.FUND_REVENUE, amount=fmt_money(amount), balance=fmt_money(self.ledgers[name]),
@@ -526,9 +526,7 @@ class InsuranceFund(Actor):
             return lot.adl_at
         bk, prev = lot.bankruptcy_price, self.prev_marks[lot.market]
         by_budget = fund_limit_price(lot.size, lot.basis, self.budget(lot), self.markets[lot.market].tick_size)
-        if lot.size > 0:  # the fund sells: a higher price loses less
-            return max(prev, min(by_budget, bk))
-        return min(prev, max(by_budget, bk))
+        return accounting.adl_price_at_previous_mark(lot.size, prev, by_budget, bk)
 
     def _deleverage(self, lot: Lot, reason: str) -> None:
         if self._socialize(lot, reason):
@@ -551,7 +549,7 @@ class InsuranceFund(Actor):
         name = self.ledger_of(lot)
         lot.state, lot.limit = HELD, None  # reserved at the mark, as it would be held
         self._reindex(lot)
-        shortfall = self.policy.fund_floor - self.available_in(name) - self._charging(name)
+        shortfall = accounting.socialize_shortfall(self.policy.fund_floor, self.available_in(name), self._charging(name))
         if shortfall <= 0:
             self._held(lot)
             return True

@@ -791,11 +791,11 @@ class Event(StrEnum):
     LIQUIDATION_FILL = "liquidation_fill"
     CLEARANCE_FEE = "clearance_fee"
     FUND_TAKEOVER = "fund_takeover"
+    VAULT_TAKEOVER = "vault_takeover"
+    SOCIALIZED_LOSS = "socialized_loss"
     LIQUIDATION_SETTLED = "liquidation_settled"
     ADL = "adl"
     ADL_ORDERS_CANCELLED = "adl_orders_cancelled"
-    SOCIALIZED_LOSS = "socialized_loss"
-    VAULT_TAKEOVER = "vault_takeover"
     # the margin monitor
     MARGIN_CALL = "margin_call"
     # the liquidation engine

@@ -344,3 +344,51 @@ def test_check_log_command_ok_bad_and_unreadable(tmp_path: Path):
     directory = cli("check-log", str(tmp_path))
     assert directory.returncode == 2 and len(directory.stderr.strip().splitlines()) == 1
     assert "Traceback" not in missing.stderr + directory.stderr
+
+
+# --- the venue rules: ADL at the previous mark, the socialized loss, the revenue pool, the vault -------------
+
+
+def bundled_events(name: str) -> list[dict[str, Any]]:
+    return run_scenario_sync(resolve_scenario(name)).events
+
+
+def test_adl_trades_at_the_price_the_fund_asked_for():
+    events = bundled_events("adl_previous_mark")
+    line = line_of(events, "adl")
+    asked = events[line_of(events, "fund_adl_requested") - 1]["price"]
+    bankruptcy = events[line_of(events, "fund_lot_opened") - 1]["bankruptcy_price"]
+    assert events[line - 1]["price"] == asked != bankruptcy  # at the previous mark, not the bankruptcy price
+    report = check_lines(lines_of(edited(events, line, price=bankruptcy)))
+    assert_bad_at(report, line, "the fund asked for")
+
+
+def test_socialized_charges_follow_clearing_order_and_share():
+    events = bundled_events("socialized_loss")
+    first = line_of(events, "socialized_loss")
+    second = events[first]  # the next charge: another account's
+    assert second["kind"] == "socialized_loss" and second["account"] != events[first - 1]["account"]
+    report = check_lines(lines_of(edited(events, first, account=second["account"])))
+    assert_bad_at(report, first, "the next position to pay")
+
+
+def test_a_socialized_loss_must_reach_the_fund_whole():
+    events = bundled_events("socialized_loss")
+    line = line_of(events, "fund_socialized_loss")
+    report = check_lines(lines_of(renumbered(events[:line - 2] + events[line - 1:])))  # a charge dropped
+    assert_bad_at(report, line - 1, "was never charged")
+
+
+def test_the_revenue_pool_is_one_pool_and_its_money_comes_from_outside():
+    events = bundled_events("revenue_pool")
+    line = line_of(events, "fund_revenue", 1)
+    report = check_lines(lines_of(edited(events, line, pool_left="11")))
+    assert_bad_at(report, line, "the revenue pool pays")
+
+
+def test_the_vault_is_one_account_and_takes_what_the_backstop_liquidates():
+    events = bundled_events("vault_account")
+    line = line_of(events, "vault_takeover")
+    # (The first takeover names the vault, which opening_state does not: another account's balance gives it away.)
+    assert_bad_at(check_lines(lines_of(edited(events, line, vault="mm"))), line, "the vault mm's balance")
+    assert_bad_at(check_lines(lines_of(edited(events, line, size="9"))), line, "the backstop liquidates")

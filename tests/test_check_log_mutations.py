@@ -79,6 +79,14 @@ UNCHECKED = {
     # (Their limits off the tick are caught at their line.)
     ("liquidation_started", "closing"), ("liquidation_step_down", "closing"), ("liquidation_step_down", "limits"),
     ("liquidation_started", "limits"),
+    # The socialized loss's floor (policy.fund_floor) and the revenue pool's size (policy.revenue_pool) are
+    # not in the log: they are inferred from the first request (amount + available + what is being charged)
+    # and the first transfer (paid + pool_left), and hold every later one to them. The first request's
+    # amount is caught where clearing charges it (its shares are recomputed from it), not if nobody could pay
+    # and still cannot; its available (unchecked, above) at the next request; the first transfer's pool_left
+    # at the next transfer, if there is one.
+    ("fund_socialize_requested", "amount"), ("fund_socialize_requested", "available"),
+    ("fund_revenue", "pool_left"),
     # The median mark's terms: impact prices from the book's depth, which the log does not hold.
     ("mark_computed", "impact_bid"), ("mark_computed", "impact_ask"), ("mark_computed", "impact_mid"),
     ("mark_computed", "price1"), ("mark_computed", "price2"), ("mark_computed", "mark"),
@@ -210,6 +218,10 @@ CASES = [
     ("clearance_fee", "own"), ("fee_income", "own"), ("whale_in_slices", "own"), ("cross_margin_crash", "own"),
     ("tier_step_down", "binance"), ("fund_groups", "own"), ("cascade_adl", "own"), ("mark_median_spoof", "own"),
     ("backstop_vault", "own"), ("textbook", "dydx"), ("fill_below_bankruptcy", "hyperliquid"),
+    # The venue rules: ADL at the previous mark, a socialized loss, the revenue pool, the vault as an
+    # account, isolated margin; and the presets that use them.
+    ("adl_previous_mark", "own"), ("socialized_loss", "own"), ("revenue_pool", "own"), ("vault_account", "own"),
+    ("isolated_margin", "own"), ("adl_previous_mark", "hyperliquid"), ("adl_previous_mark", "drift"),
 ]
 
 

@@ -301,6 +301,7 @@ def test_the_previous_mark_is_limited_by_the_funds_budget_and_never_past_bankrup
     fund.marks["PUNK"], fund.prev_marks["PUNK"] = 80 * P, 89 * P
     long = Lot(1, "PUNK", 10 * P, 900 * E, 90 * P, 1, "alice", held=10 * P)
     fund.lots[1] = long
+    fund._reindex(long)  # the lot is set by hand here: file it in the fund's reservation index too
     # Budget 5 (balance 5, the lot's own reservation 100 at the mark): 89 would lose 10, so the
     # price moves up to 900 - 5 = 895 for 10, 89.50.
     assert fund.adl_price_for(long) == 89_500_000_000
@@ -313,6 +314,9 @@ def test_the_previous_mark_is_limited_by_the_funds_budget_and_never_past_bankrup
     # A short lot (the fund buys): 110 at the mark, previous 104, bankruptcy 100, budget 30: 103 at most.
     fund.lots = {2: (short := Lot(2, "PUNK", -10 * P, -1000 * E, 100 * P, 2, "bob", held=-10 * P))}
     fund.marks["PUNK"], fund.prev_marks["PUNK"], fund.ledgers["shared"] = 110 * P, 104 * P, 30 * E
+    fund._reserves.clear()
+    fund._reserved["shared"] = 0
+    fund._reindex(short)
     assert fund.adl_price_for(short) == 103 * P
 
 

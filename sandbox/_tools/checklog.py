@@ -22,9 +22,10 @@ stops at the first line that is wrong. Per line it checks:
   the balances an event states are the ones the books add up to;
 * and then the exchange's invariants, recomputed from the rebuilt books:
   money is conserved (balances + fund + fees + funding held + unrealized PnL
-  of every position, the fund's and the fills, hand-overs, surpluses and fee
-  shares still in flight included, == deposits - withdrawals + initial fund +
-  opening imbalance), the fund is never negative, long open interest == short
+  of every position, the fund's and the fills, hand-overs, surpluses, fee
+  shares and socialized charges still in flight included, == deposits -
+  withdrawals + initial fund + the revenue pool's transfers + opening
+  imbalance), the fund is never negative, long open interest == short
   open interest in every market, no account is liquidated twice at once, and
   no account is left with a negative balance once its liquidation is settled.
 
@@ -354,11 +355,22 @@ class _AdlRequest:
     market: str
     remaining: int
     over: bool = False
+    price: int = -1  # the price the fund asked ADL to close it at (policy.adl_price)
 
 
 def cur_price(books: Any, cur: _AdlRequest) -> int:
-    lot = books.lots.get(cur.lot_id)
-    return lot.bankruptcy_price if lot is not None else -1
+    return cur.price
+
+
+@attrs.define(slots=True)
+class _Socialize:
+    """A socialized loss the fund asked for (lot, its fund), and clearing's charges for it once they begin."""
+
+    market: str
+    amount: int
+    fund: str | None
+    due: deque[tuple[str, int]] | None = None  # (account, share) still to charge, in clearing's order
+    collected: int = 0
 
 
 @attrs.define(slots=True)
@@ -382,6 +394,8 @@ class _Lot:
     liq_id: int = 0
     account: str = ""
     limit: int | None = None  # the limit of its last order (the book may still trade it)
+    adl_price: int | None = None  # the price of its last ADL request
+    held_at: int | None = None  # held since this fund_inventory_marked of its market (None: not held)
 
 
 class _Books:
@@ -443,6 +457,25 @@ class _Books:
         self.liquidated: dict[int, int] = {}
         # The fund's lots per market, summed: (size, basis).
         self.lot_totals: dict[str, list[int]] = {}
+        # policy.adl_price: the rules the fund's ADL requests so far are consistent with.
+        self.adl_prices = {"bankruptcy", "previous_mark"}
+        # policy.socialized_loss: the charges the fund asked for and clearing has not passed on yet
+        # (lot id -> _Socialize), the money charged on its way to the fund, and the fund's floor.
+        self.socializing: dict[int, _Socialize] = {}
+        self.socialized_held = 0
+        self.fund_floor: int | None = None
+        # policy.revenue_pool: the pool's size, one transfer, and what it has paid in so far.
+        self.revenue_pool: int | None = None
+        self.revenue_transfer: int | None = None
+        self.revenue_received = 0
+        # policy.backstop_vault: the vault account, and each backstop liquidation's sizes and prices.
+        self.vault: str | None = None
+        self.backstops: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+        # How many times the fund has marked its inventory in each market: a held lot is held again
+        # (re-offered, no order possible) only on a later mark.
+        self.marked: dict[str, int] = {}
+        # Isolated margin: each bucket account (OWNER@MARKET) and its one market.
+        self.buckets: dict[str, str] = {}
 
     # -- helpers that keep the totals right ---------------------------------------------
 
@@ -593,6 +626,7 @@ class _Books:
                 _bad(f"long open interest != short open interest in {market}: "
                      f"positions, lots and fills in flight add up to {fmt_size(net)}")
         value = self.balance_total + self.fund + self.fees + self.surplus_total + self.funding_held - self.basis
+        value += self.socialized_held
         value += sum(m.mark * self.net[s] for s, m in self.markets.items())  # 0 while open interest balances
         gap = value - self.external
         if gap:
@@ -614,6 +648,8 @@ class _Books:
             _bad(f"the run ended but liquidation {liq_id}'s {market} position never reached the fund")
         for liq_id in self.surpluses:
             _bad(f"the run ended but what liquidation {liq_id} sent the fund never reached it")
+        for lot_id in self.socializing:
+            _bad(f"the run ended but the socialized loss the fund asked for lot {lot_id} never reached it")
         if self.shares and self.shares_seen:
             account, market, _, line = self.shares[0]
             _bad(f"the run ended but the fund's share of {account}'s fee in {market} (line {line}) never reached it")
@@ -670,6 +706,12 @@ class _Books:
                 # Entry costs need not net (a real snapshot): what they do not net
                 # to is the opening imbalance, a constant on both sides.
                 self.external -= entry_value
+        for account in self.balances:  # an isolated bucket, OWNER@MARKET, holds its market only
+            owner, at, market = account.rpartition("@")
+            if at and owner in self.balances and market in self.markets:
+                self.buckets[account] = market
+                if set(self.positions[account]) - {market}:
+                    _bad(f"opening_state: the isolated bucket {account} holds {', '.join(self.positions[account])}")
         if "opening_imbalance" in e:
             stated = _money(e, "opening_imbalance")
             if stated != self.external - self.fund_initial - sum(self.balances.values()):
@@ -832,6 +874,7 @@ class _Books:
 
     def on_deposit(self, e: dict[str, Any]) -> None:
         account, amount = self.account(e), _money(e, "amount")
+        self.not_bucket(account, "a deposit")
         if amount <= 0:
             _bad(f"a deposit of {fmt_money(amount)}")
         self.credit(account, amount)
@@ -840,11 +883,17 @@ class _Books:
 
     def on_withdraw(self, e: dict[str, Any]) -> None:
         account, amount = self.account(e), _money(e, "amount")
+        self.not_bucket(account, "a withdrawal")
         if amount <= 0:
             _bad(f"a withdrawal of {fmt_money(amount)}")
         self.credit(account, -amount)
         self.external -= amount
         self.stated_balance(e, account)
+
+    def not_bucket(self, account: str, what: str) -> None:
+        """Margin cannot be moved into or out of an isolated bucket during a run: its owner's cross account takes it."""
+        if account in self.buckets:
+            _bad(f"{what} to or from the isolated bucket {account}: deposits and withdrawals go to the cross account")
 
     def on_trade(self, e: dict[str, Any], line: int) -> None:
         market, price, size = self.market(e), _price(e), _size(e)
@@ -901,6 +950,8 @@ class _Books:
                  f"{fmt_size(spec.lot_size)} or the tick {fmt_price(spec.tick_size)}")
         if order_id in self.orders:
             _bad(f"order {order_id} is placed twice")
+        if self.buckets.get(account, market) != market:
+            _bad(f"the isolated bucket {account} places an order in {market}: it holds {self.buckets[account]} only")
         self.orders[order_id] = _Order(account, market, 1 if side == "buy" else -1, price, size)
 
     def order_trades(self, order_id: str, account: str, market: str, signed: int, price: int, maker: bool) -> None:
@@ -1048,6 +1099,8 @@ class _Books:
                  f"({rule[0]}{', after closing fees' if rule[1] else ''}) gives "
                  f"{ {m: fmt_price(x) for m, x in want.items()} }")
         self.bankruptcy_rules = found
+        if e.get("backstop") is True:  # every position goes to the fund or the vault at once, as stated here
+            self.backstops[liq_id] = (self.sizes(e), prices)
 
     def limits_on_tick(self, e: dict[str, Any]) -> None:
         """The engine's order limits (``limits``) are prices on each market's tick."""
@@ -1106,6 +1159,43 @@ class _Books:
         self.hold(market, size, size * price)  # in flight to the fund
         self.stated_balance(e, account)
 
+    def on_vault_takeover(self, e: dict[str, Any]) -> None:
+        """The backstop vault (policy.backstop_vault) takes a backstopped position over, as an account.
+
+        The size and price are the backstop's (its ``liquidation_started``:
+        the whole position at its bankruptcy price); the liquidated account
+        realizes what the fund's hand-over would, and the vault trades the
+        other side, as clearing applies it (:func:`accounting.apply_trade`).
+        """
+        account, liq_id = self._running(e)
+        market, size, price = self.market(e), _size(e), _price(e)
+        vault = self.account(e, "vault")
+        if self.vault is None:
+            self.vault = vault
+        if vault != self.vault or vault == account or vault in self.frozen:
+            _bad(f"the backstop vault {vault} takes over {account}'s {market} position, but "
+                 + (f"the vault is {self.vault}" if vault != self.vault else
+                    "it is the account liquidated" if vault == account else "it is under liquidation itself"))
+        backstop = self.backstops.get(liq_id)
+        if backstop is None or (backstop[0].get(market), backstop[1].get(market)) != (size, price):
+            _bad(f"the backstop vault takes over {fmt_size(size)} {market} at {fmt_price(price)} from {account}, but "
+                 + (f"liquidation {liq_id} is no backstop" if backstop is None else
+                    f"the backstop liquidates {fmt_size(backstop[0].get(market, 0))} at "
+                    f"{fmt_price(backstop[1].get(market, 0))}"))
+        held = self.positions[account].get(market)
+        if size == 0 or held is None or held.size != size:
+            _bad(f"the backstop vault takes over {fmt_size(size)} {market} from {account}, who holds "
+                 f"{fmt_size(held.size) if held else 'none'}")
+        realized = self.trade(account, market, -size, price)
+        self.realize(account, _money(e, "realized_pnl"), realized, f"{account}'s hand-over to the vault")
+        self.liquidated[liq_id] = self.liquidated.get(liq_id, 0) + accounting.notional(size, price)
+        self.stated_balance(e, account)
+        self.credit(vault, self.trade(vault, market, size, price))
+        stated = _money(e, "vault_balance")
+        if stated != self.balances[vault]:
+            _bad(f"the vault {vault}'s balance is stated as {fmt_money(stated)}, "
+                 f"but the log adds up to {fmt_money(self.balances[vault])}")
+
     def on_liquidation_settled(self, e: dict[str, Any]) -> None:
         account, liq_id = self._running(e)
         if self.positions[account]:
@@ -1135,6 +1225,7 @@ class _Books:
             self.surplus_total += surplus
         del self.frozen[account]
         self.liquidated.pop(liq_id, None)
+        self.backstops.pop(liq_id, None)
         self.stated_balance(e, account)
 
     def fee_policy(self, with_fee: bool, what: str) -> None:
@@ -1201,7 +1292,8 @@ class _Books:
         totals[0] += size
         totals[1] += basis
 
-    def fund_lot(self, e: dict[str, Any], what: str) -> tuple[int, _Lot]:
+    def fund_lot(self, e: dict[str, Any], what: str, price_keys: tuple[str, ...] = ("bankruptcy_price", "price"),
+                 zero_ok: bool = False) -> tuple[int, _Lot]:
         """The lot an event of the fund's names, with its market, and (if stated) its liquidation's fields."""
         lot_id = _whole(e, "lot_id")
         lot = self.lot(e, lot_id)
@@ -1210,12 +1302,12 @@ class _Books:
         for key, value in (("liq_id", lot.liq_id), ("account", lot.account)):
             if key in e and e[key] != value:
                 _bad(f"the fund's {what} for lot {lot_id} names {key} {e[key]!r}, but the lot is {value!r}'s")
-        for key in ("bankruptcy_price", "price"):
+        for key in price_keys:
             if key in e and _price(e, key) != lot.bankruptcy_price:
                 _bad(f"the fund's {what} for lot {lot_id} states its bankruptcy price as {fmt_price(_price(e, key))}, "
                      f"but the lot was opened at {fmt_price(lot.bankruptcy_price)}")
         size = _size(e)
-        if size == 0 or (size > 0) != (lot.side > 0) or abs(size) > abs(lot.size):
+        if (size == 0 and not zero_ok) or (size and (size > 0) != (lot.side > 0)) or abs(size) > abs(lot.size):
             _bad(f"the fund's {what} for lot {lot_id} is of {fmt_size(size)}, but the lot holds {fmt_size(lot.size)}")
         return lot_id, lot
 
@@ -1226,7 +1318,7 @@ class _Books:
         tick = self.markets[lot.market].spec.tick_size
         if limit % tick:
             _bad(f"the fund's order for lot {lot_id} has a limit of {fmt_price(limit)}, off the tick {fmt_price(tick)}")
-        lot.limit = limit
+        lot.limit, lot.held_at = limit, None
         if not any(accounting.lot_reserve(lot.basis, lot.size, mark, lot.bankruptcy_price, limit) == max_loss
                    for mark in self.markets[lot.market].recent):
             _bad(f"the fund's order for lot {lot_id} states a maximum loss of {fmt_money(max_loss)}, but "
@@ -1238,6 +1330,9 @@ class _Books:
         lot_id, lot = self.fund_lot(e, "held inventory")
         if _size(e) != lot.size:
             _bad(f"the fund holds {fmt_size(_size(e))} of lot {lot_id}, which is {fmt_size(lot.size)}")
+        if lot.held_at is not None and lot.held_at == self.marked.get(lot.market, 0):
+            _bad(f"the fund holds lot {lot_id}, which it holds already (no order, request or mark since)")
+        lot.held_at = self.marked.get(lot.market, 0)
         mark = self.recent_mark(e, lot.market)
         reserved = accounting.lot_reserve(lot.basis, lot.size, mark, lot.bankruptcy_price)
         if _money(e, "reserved") != reserved:
@@ -1245,8 +1340,161 @@ class _Books:
                  f"at {fmt_price(mark)} or its bankruptcy price is {fmt_money(reserved)}")
 
     def on_fund_adl_requested(self, e: dict[str, Any]) -> None:
-        lot_id, lot = self.fund_lot(e, "ADL request")
-        self.adl_requests.append(_AdlRequest(lot_id, lot.market, abs(_size(e))))
+        lot_id, lot = self.fund_lot(e, "ADL request", ("bankruptcy_price",))
+        if lot_id in self.socializing:
+            _bad(f"the fund asks ADL to close lot {lot_id}, whose socialized loss is still being charged")
+        price = self.adl_price(e, lot_id, lot)
+        lot.adl_price, lot.held_at = price, None
+        self.adl_requests.append(_AdlRequest(lot_id, lot.market, abs(_size(e)), price=price))
+
+    def adl_price(self, e: dict[str, Any], lot_id: int, lot: _Lot) -> int:
+        """The price of an ADL request (policy.adl_price): the lot's bankruptcy price, or its previous mark.
+
+        At the previous mark (Hyperliquid) the price is
+        :func:`accounting.adl_price_at_previous_mark` of one of the market's
+        recent marks (the fund's copy of the mark before its latest) and a
+        limit the fund's budget pays, which the log does not state: a limit
+        on the tick (the price itself), or one past the bankruptcy price
+        (the bankruptcy price); while fills of an earlier request may be in
+        flight, the earlier request's price.
+        """
+        price, bk = _price(e), lot.bankruptcy_price
+        tick = self.markets[lot.market].spec.tick_size
+        by_budget = [bk] + ([price] if price % tick == 0 else [])
+        rules = set()
+        if price == bk:
+            rules.add("bankruptcy")
+        if price == lot.adl_price or any(
+                accounting.adl_price_at_previous_mark(lot.side, mark, limit, bk) == price
+                for mark in self.markets[lot.market].recent for limit in by_budget):
+            rules.add("previous_mark")
+        if not rules & self.adl_prices:
+            _bad(f"the fund asks ADL to close lot {lot_id} at {fmt_price(price)}, which is "
+                 + ("neither its bankruptcy price " if "bankruptcy" in self.adl_prices else "not ")
+                 + f"({fmt_price(bk)}) {'nor' if 'bankruptcy' in self.adl_prices else 'or'} a recent mark as far as "
+                 "the fund's budget pays (a limit on the tick, never past the bankruptcy price)"
+                 + (", the rule of the requests before it" if len(self.adl_prices) == 1 else ""))
+        self.adl_prices &= rules
+        return price
+
+    # -- the socialized loss (policy.socialized_loss), the revenue pool (policy.revenue_pool) --------------
+
+    def on_fund_socialize_requested(self, e: dict[str, Any]) -> None:
+        """The fund keeps a lot and asks what it leaves it short of its floor: one floor for the whole log.
+
+        The floor is not in the log: ``amount`` + ``available`` + what the
+        fund's charges in flight ask for (:func:`accounting.socialize_shortfall`)
+        is inferred from the first request and must be the same at every one.
+        """
+        lot_id = _whole(e, "lot_id")
+        lot = self.lot(e, lot_id)
+        if lot.market != self.market(e):
+            _bad(f"the fund's socialized loss for lot {lot_id} is in {self.market(e)}, but the lot is {lot.market}")
+        amount, available = _money(e, "amount"), _money(e, "available")
+        if amount <= 0 or lot_id in self.socializing:
+            _bad(f"the fund asks for a socialized loss of {fmt_money(amount)} for lot {lot_id}, "
+                 + ("which is no loss" if amount <= 0 else "which it has asked ADL or clearing for already"))
+        name = self.ledger(e, lot.market) if self.ledgers else None
+        charging = sum(r.amount for r in self.socializing.values() if r.fund == name)
+        floor = amount + available + charging
+        if self.fund_floor is None:
+            self.fund_floor = floor
+        if accounting.socialize_shortfall(self.fund_floor, available, charging) != amount:
+            _bad(f"the fund asks for a socialized loss of {fmt_money(amount)} for lot {lot_id} with "
+                 f"{fmt_money(available)} available and {fmt_money(charging)} being charged, but its floor "
+                 f"{fmt_money(self.fund_floor)} leaves it short of "
+                 f"{fmt_money(accounting.socialize_shortfall(self.fund_floor, available, charging))}")
+        self.socializing[lot_id] = _Socialize(lot.market, amount, name)
+        lot.held_at = None
+
+    def socialize_shares(self, lot_id: int, r: _Socialize) -> deque[tuple[str, int]]:
+        """Clearing's charges for a socialized loss, recomputed on its books: every open position of the
+        market (accounts under liquidation left out) pays :func:`accounting.socialized_share`, in clearing's order."""
+        payers = [(a, abs(self.positions[a][r.market].size))
+                  for a in sorted(self.holders[r.market], key=self.order_of.__getitem__) if a not in self.frozen]
+        total = sum(size for _, size in payers)
+        return deque((a, accounting.socialized_share(r.amount, size, total)) for a, size in payers)
+
+    def can_pay(self, account: str, share: int) -> bool:
+        """Whether ``account`` can pay a share: from its balance, and from its equity at some recent marks
+        (clearing's copy of which may lag the log)."""
+        if share > self.balances[account]:
+            return False
+        triples = tuple((m, p.size, p.entry_value) for m, p in self.positions[account].items())
+        return any(accounting.equity(self.balances[account], triples, dict(zip([m for m, _, _ in triples], marks)))
+                   >= share for marks in itertools.product(*(self.markets[m].recent for m, _, _ in triples)))
+
+    def on_socialized_loss(self, e: dict[str, Any]) -> None:
+        """Clearing charges one position its share of a socialized loss; all or nothing."""
+        account, market, lot_id = self.account(e), self.market(e), _whole(e, "lot_id")
+        r = self.socializing.get(lot_id)
+        if r is None or r.market != market:
+            _bad(f"clearing charges {account} a socialized loss of lot {lot_id} in {market}, which the fund "
+                 "has not asked for")
+        if r.due is None:  # the first charge: clearing's books now are those it charged on
+            r.due = self.socialize_shares(lot_id, r)
+            for payer, share in r.due:
+                if not self.can_pay(payer, share):
+                    _bad(f"clearing charges the socialized loss of lot {lot_id}, but {payer} cannot pay its share "
+                         f"of {fmt_money(share)}: all or nothing, nobody is charged")
+        if not r.due:
+            _bad(f"clearing charges {account} a socialized loss of lot {lot_id}, but every position has paid")
+        payer, share = r.due.popleft()
+        amount = _money(e, "amount")
+        if (payer, -share) != (account, amount):
+            _bad(f"clearing charges {account} {fmt_money(-amount)} of the socialized loss of lot {lot_id}, but "
+                 f"the next position to pay is {payer}'s, {fmt_money(share)} of {fmt_money(r.amount)} "
+                 "pro rata of its size")
+        self.credit(account, amount)
+        self.socialized_held -= amount
+        r.collected -= amount
+        self.stated_balance(e, account)
+
+    def on_fund_socialized_loss(self, e: dict[str, Any]) -> None:
+        """What clearing charged reaches the fund: every share, or nothing if some position could not pay."""
+        lot_id = _whole(e, "lot_id")
+        r = self.socializing.pop(lot_id, None)
+        market, amount = self.market(e), _money(e, "amount")
+        if r is None or r.market != market:
+            _bad(f"the fund receives a socialized loss for lot {lot_id} in {market}, which it did not ask for")
+        # Nothing charged: some position could not pay its share. Not recomputed: clearing refused on its
+        # books somewhere between the request and this line (an account frozen, a fill applied meanwhile),
+        # and no line of its pins that moment down.
+        if r.due:
+            _bad(f"the fund receives the socialized loss of lot {lot_id}, but {r.due[0][0]} was never charged")
+        if amount != r.collected:
+            _bad(f"the fund receives {fmt_money(amount)} of the socialized loss of lot {lot_id}, but clearing "
+                 f"charged {fmt_money(r.collected)}")
+        self.socialized_held -= amount
+        self.book_fund(e, amount, market)
+        self.stated_fund(e)
+
+    def on_fund_revenue(self, e: dict[str, Any]) -> None:
+        """A transfer of the revenue pool into the fund: money from outside, by the pool's rule.
+
+        The pool and the transfer are not in the log: the pool is what has
+        been paid in plus ``pool_left``, the same at every transfer; each
+        transfer is :func:`accounting.revenue_transfer` (one transfer, at most
+        what is left): every one but a last, smaller one is the same.
+        """
+        amount, left = _money(e, "amount"), _money(e, "pool_left")
+        pool = self.revenue_received + amount + left
+        if self.revenue_pool is None:
+            self.revenue_pool = pool
+        if amount <= 0 or left < 0 or pool != self.revenue_pool:
+            _bad(f"the revenue pool pays {fmt_money(amount)} with {fmt_money(left)} left, but "
+                 + (f"it paid {fmt_money(self.revenue_received)} of {fmt_money(self.revenue_pool)}"
+                    if amount > 0 and left >= 0 else "a transfer is positive, and so is what is left"))
+        if left and self.revenue_transfer is None:
+            self.revenue_transfer = amount  # not the last: a whole transfer
+        transfer = self.revenue_transfer if self.revenue_transfer is not None else amount
+        if accounting.revenue_transfer(transfer, self.revenue_pool, self.revenue_received) != amount:
+            _bad(f"the revenue pool pays {fmt_money(amount)}, but a transfer is {fmt_money(transfer)}, at most the "
+                 f"{fmt_money(self.revenue_pool - self.revenue_received)} left")
+        self.revenue_received += amount
+        self.external += amount
+        self.book_fund(e, amount)
+        self.stated_fund(e)
 
     # -- ADL ----------------------------------------------------------------------------------
 
@@ -1282,13 +1530,15 @@ class _Books:
         cur = self.adl_request(e)
         if _size(e, "remaining") != cur.remaining or _price(e) != cur_price(self, cur):
             _bad(f"ADL gives up on lot {cur.lot_id} with {e['remaining']} left at {e['price']}, but "
-                 f"{fmt_size(cur.remaining)} is left at its bankruptcy price")
+                 f"{fmt_size(cur.remaining)} is left at the price the fund asked for ({fmt_price(cur.price)})")
         cur.over = True
         self.adl_given_up[cur.lot_id] = cur.remaining
 
     def on_fund_inventory_kept(self, e: dict[str, Any]) -> None:
         """ADL gave up on a lot: the fund keeps what ADL said was left of it."""
-        lot_id, lot = self.fund_lot(e, "kept inventory")
+        # (0 kept: its held part was netted away while ADL fills of it are still in flight.)
+        lot_id, lot = self.fund_lot(e, "kept inventory", zero_ok=True)
+        lot.held_at = None
         left = self.adl_given_up.pop(lot_id, None)
         if left != abs(_size(e)):
             _bad(f"the fund keeps {fmt_size(_size(e))} of lot {lot_id}, but "
@@ -1298,6 +1548,7 @@ class _Books:
         """The fund values its inventory in a market at a new mark: size, unrealized PnL and equity recomputed."""
         market = self.market(e)
         mark = self.recent_mark(e, market)
+        self.marked[market] = self.marked.get(market, 0) + 1
         size, basis = self.lot_totals[market]
         if _size(e) != size:
             _bad(f"the fund states its {market} inventory as {fmt_size(_size(e))}, but its lots hold {fmt_size(size)}")
@@ -1352,6 +1603,9 @@ class _Books:
             trade = -qty * lot.side
             self.lot_move(lot, trade, trade * price)
             self.hold(market, trade, trade * price)
+        for lot_id in lot_ids:  # a lot ADL gave up on is netted before the fund keeps the rest
+            if lot_id in self.adl_given_up:
+                self.adl_given_up[lot_id] -= qty
 
     def _close_lot(self, e: dict[str, Any], sign: int) -> None:
         lot_id, amount = _whole(e, "lot_id"), _money(e, "amount")
@@ -1359,6 +1613,7 @@ class _Books:
         if lot.size:
             _bad(f"the fund closes lot {lot_id}, which still holds {fmt_size(lot.size)} {lot.market}")
         del self.lots[lot_id]
+        self.adl_given_up.pop(lot_id, None)  # netted away before the fund could keep it
         self.hold(lot.market, 0, -lot.basis)
         totals = self.lot_totals[lot.market]
         totals[1] -= lot.basis  # the lot's own figures stay, for the amount it books
@@ -1400,6 +1655,9 @@ class _Books:
                 or abs(size) > self.adl_current.remaining):
             _bad(f"ADL trades {fmt_size(size)} {market} for lot {e['lot_id']}, which is not the request ADL works on "
                  "or has less left")
+        if price != self.adl_current.price:
+            _bad(f"ADL trades {fmt_size(size)} {market} for lot {e['lot_id']} at {fmt_price(price)}, but the fund "
+                 f"asked for {fmt_price(self.adl_current.price)}")
         self.adl_current.remaining -= abs(size)
         realized = self.trade(account, market, size, price)
         self.realize(account, _money(e, "realized_pnl"), realized, f"{account}'s ADL")
