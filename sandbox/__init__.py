@@ -9,9 +9,7 @@ running them (:func:`run_scenario`, :func:`run_scenario_sync`), the runtime
 from typing import Any
 
 from sandbox._core.actor import Actor, Envelope, Violation
-
 from sandbox._core.delivery import LiveDelivery, SeededDelivery
-
 from sandbox._core.runtime import Runtime
 from sandbox._core.specs import Scenario
 from sandbox._scenario.reader import ScenarioError
@@ -39,8 +37,10 @@ __all__ = [
 ]
 
 
-# The exchange wiring imports the actors, which import sandbox's runtime
-# modules; loading it on first use keeps ``import actors`` free of cycles.
+# The exchange's wiring imports the actors, which import sandbox._core; Python
+# runs this __init__ before any submodule of sandbox, so the wiring is loaded
+# on first use of one of its names (PEP 562): whichever of sandbox and actors
+# is imported first, the order works out (docs/architecture.md, "Import order").
 _EXCHANGE = ("ROLES", "InvariantViolation", "RunResult", "build", "run_scenario", "run_scenario_sync")
 
 
