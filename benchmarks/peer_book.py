@@ -8,11 +8,11 @@ Not part of the test suite, and not run by ``sandbox bench``. Without
 ``nautilus_trader`` it prints why and exits 0.
 
 What is compared, on the same random orders as ``sandbox bench``'s book
-figures (``sandbox.bench._random_orders``: half buys, half sells, limit prices
+figures (``sandbox._tools.bench._random_orders``: half buys, half sells, limit prices
 uniform within +-300 ticks of 10,000, sizes 1-49 lots, half of them IOC; 50
 accounts in turn, so some crosses are self-trades):
 
-* ``bare book``: ``sandbox.bench.BareBook``, sorted price levels of FIFO
+* ``bare book``: ``sandbox._tools.bench.BareBook``, sorted price levels of FIFO
   queues (sortedcontainers), match and rest, nothing else;
 * ``OrderBook (actor)``: the exchange's real book, ``on_SubmitOrder`` of a
   ``SubmitOrder`` message per order: matching with price-time priority and
