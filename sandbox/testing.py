@@ -430,7 +430,7 @@ class ScriptedSchedule:
     """A schedule of exact recorded decisions, as a replay file holds them (see :class:`ScriptedChooser`).
 
     Strict where :class:`Schedule` is tolerant: a run that asks for a
-    different decision raises :class:`sandbox._core.runtime.ReplayDiverged`.
+    different decision raises :class:`sandbox._core.choosers.ReplayDiverged`.
     """
 
     def __init__(self, decisions: Sequence[tuple[str, int, int, int]]) -> None:

@@ -26,7 +26,7 @@ How it maps onto this sandbox:
   independent uniform key), which ranks the links in a uniformly random
   order, as the paper's random permutation does.
 * Latencies and faults, which PCT does not cover, are drawn from the same
-  seeded ``random.Random``, as :class:`sandbox._core.runtime.SeededChooser` does.
+  seeded ``random.Random``, as :class:`sandbox._core.choosers.SeededChooser` does.
 
 What the bound does and does not promise here: it holds for bugs whose
 ordering constraints fall within the first ``k`` deliveries, with ``n`` the
@@ -35,9 +35,9 @@ deliver more than ``k`` (latency, duplicates) still run, with no change point
 after ``k``. Messages only become candidates once they are due, so with a
 ``[network]`` model PCT chooses among the due heads, like every chooser.
 
-Every decision still goes through :class:`sandbox._core.runtime.RecordingChooser`
+Every decision still goes through :class:`sandbox._core.choosers.RecordingChooser`
 as an index among the due heads, oldest first: a PCT run replays with a
-:class:`sandbox._core.runtime.ScriptedChooser` (``sandbox replay``) byte for byte.
+:class:`sandbox._core.choosers.ScriptedChooser` (``sandbox replay``) byte for byte.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class PCTChooser(SeededChooser):
     """One PCT run: priorities per link, ``depth - 1`` priority change points in ``1..steps``.
 
     Latencies, fault chances and choices without link identities come from the
-    same seeded generator as :class:`~sandbox._core.runtime.SeededChooser`'s.
+    same seeded generator as :class:`~sandbox._core.choosers.SeededChooser`'s.
     """
 
     def __init__(self, seed: int, depth: int, steps: int) -> None:

@@ -2,7 +2,7 @@
 
 Each check takes a :class:`~sandbox._core.runtime.Runtime` whose actors are the
 standard ones (or subclasses) and returns a list of
-:class:`~sandbox._core.runtime.Violation`. They read state from outside the actor
+:class:`~sandbox._core.actor.Violation`. They read state from outside the actor
 system, so they see the truth, not any actor's view. ``check_all`` runs them
 all; the runner calls it at every quiet point (no message in flight).
 
